@@ -1,0 +1,42 @@
+# wsharbor: the two set-up commands are `make run` and `make test`.
+# Each creates .venv and installs what it needs by itself.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+# Reinstall when the build inputs change (the C accelerator is compiled then).
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/python examples/echo.py --host 127.0.0.1 --port 8765
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy --strict src
+
+unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=wsharbor --cov-report=term
+	$(BIN)/python -m coverage report --include='*/wsharbor/protocol/*' --fail-under=95
+
+test: lint typecheck unit
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache
+	find src -name '*.so' -delete

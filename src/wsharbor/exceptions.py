@@ -1,0 +1,226 @@
+"""The whole error tree of wsharbor.
+
+.. code-block:: text
+
+    WsharborError
+    ├── ConnectionClosed            the connection is closed (codes received and sent)
+    │   ├── ConnectionClosedOK      ... with 1000 or 1001 both ways
+    │   └── ConnectionClosedError   ... any other way
+    ├── InvalidHandshake            the opening handshake failed; ``status`` is the HTTP answer
+    │   ├── InvalidMessage          malformed HTTP (400)
+    │   ├── InvalidMethod           not GET (405)
+    │   ├── InvalidHTTPVersion      not HTTP/1.1 (505)
+    │   ├── HeadersTooLarge         request line, header line or header count over the limit (431)
+    │   ├── InvalidHeader           a header is missing or wrong (400)
+    │   │   ├── InvalidUpgrade      Upgrade / Connection headers (400)
+    │   │   ├── InvalidOrigin       Origin not in the allow-list (403)
+    │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
+    │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
+    │   └── InvalidStatus           client side: the server did not answer 101
+    ├── InvalidURI                  not a ws:// or wss:// URI
+    ├── ProtocolError               the peer broke RFC 6455 / RFC 7692
+    ├── PayloadTooBig               a message exceeded ``max_size``
+    ├── InvalidState                local misuse: an operation not allowed in this state
+    └── ConfigError                 application server: bad configuration
+
+Remote protocol errors (``ProtocolError``, ``PayloadTooBig``) and local misuse
+(``InvalidState``) are different exceptions, as in wsproto.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol.frames import Close
+    from .protocol.handshake import Response
+
+__all__ = [
+    "ConfigError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "HeadersTooLarge",
+    "InvalidHTTPVersion",
+    "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidMessage",
+    "InvalidMethod",
+    "InvalidOrigin",
+    "InvalidState",
+    "InvalidStatus",
+    "InvalidURI",
+    "InvalidUpgrade",
+    "InvalidVersion",
+    "NegotiationError",
+    "PayloadTooBig",
+    "ProtocolError",
+    "WsharborError",
+]
+
+
+class WsharborError(Exception):
+    """Root of every exception raised by wsharbor."""
+
+
+class ConnectionClosed(WsharborError):
+    """Raised when trying to use a connection that is closed.
+
+    ``rcvd`` is the close frame received (``None`` if none was), ``sent`` the close
+    frame sent (``None`` if none was); ``rcvd_then_sent`` tells their order when
+    both exist.
+    """
+
+    def __init__(
+        self,
+        rcvd: Close | None,
+        sent: Close | None,
+        rcvd_then_sent: bool | None = None,
+    ) -> None:
+        self.rcvd = rcvd
+        self.sent = sent
+        self.rcvd_then_sent = rcvd_then_sent
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.rcvd is None:
+            if self.sent is None:
+                return "no close frame received or sent"
+            return f"sent {self.sent}; no close frame received"
+        if self.sent is None:
+            return f"received {self.rcvd}; no close frame sent"
+        if self.rcvd_then_sent:
+            return f"received {self.rcvd}; then sent {self.sent}"
+        return f"sent {self.sent}; then received {self.rcvd}"
+
+    @property
+    def code(self) -> int:
+        """The close code received, or 1006 (abnormal closure) if none was."""
+        return 1006 if self.rcvd is None else self.rcvd.code
+
+    @property
+    def reason(self) -> str:
+        """The close reason received, or ``""``."""
+        return "" if self.rcvd is None else self.rcvd.reason
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection was closed normally: 1000 or 1001 received and sent."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection was closed with an error, or without a close handshake."""
+
+
+class InvalidHandshake(WsharborError):
+    """The opening handshake failed.
+
+    ``status`` is the HTTP status a server answers with; ``str(exc)`` is the
+    one-line reason sent as a plain-text body.
+    """
+
+    status: int = 400
+
+
+class InvalidMessage(InvalidHandshake):
+    """The HTTP request or response is malformed."""
+
+    status = 400
+
+
+class InvalidMethod(InvalidHandshake):
+    """The request method is not GET."""
+
+    status = 405
+
+
+class InvalidHTTPVersion(InvalidHandshake):
+    """The request is not HTTP/1.1."""
+
+    status = 505
+
+
+class HeadersTooLarge(InvalidHandshake):
+    """The request line, a header line or the number of headers is over the limit."""
+
+    status = 431
+
+
+class InvalidHeader(InvalidHandshake):
+    """A required header is missing or has an invalid value."""
+
+    status = 400
+
+    def __init__(self, name: str, value: str | None = None, detail: str = "") -> None:
+        self.name = name
+        self.value = value
+        self.detail = detail
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.value is None:
+            msg = f"missing {self.name} header"
+        elif self.value == "":
+            msg = f"empty {self.name} header"
+        else:
+            msg = f"invalid {self.name} header: {self.value}"
+        return f"{msg} ({self.detail})" if self.detail else msg
+
+
+class InvalidUpgrade(InvalidHeader):
+    """The Upgrade or Connection header does not ask for a WebSocket upgrade."""
+
+
+class InvalidOrigin(InvalidHeader):
+    """The Origin header is not in the allow-list."""
+
+    status = 403
+
+    def __init__(self, value: str | None) -> None:
+        super().__init__("Origin", value, "not allowed")
+
+
+class InvalidVersion(InvalidHeader):
+    """The Sec-WebSocket-Version header is not 13."""
+
+    status = 426
+
+
+class NegotiationError(InvalidHandshake):
+    """Subprotocol or extension negotiation failed."""
+
+    status = 400
+
+
+class InvalidStatus(InvalidHandshake):
+    """Client side: the server rejected the handshake (it did not answer 101)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self.status = response.status
+        super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
+
+
+class InvalidURI(WsharborError):
+    """The URI is not a valid ws:// or wss:// URI."""
+
+    def __init__(self, uri: str, msg: str) -> None:
+        self.uri = uri
+        self.msg = msg
+        super().__init__(f"{uri} isn't a valid URI: {msg}")
+
+
+class ProtocolError(WsharborError):
+    """The peer broke the WebSocket protocol (RFC 6455 or RFC 7692)."""
+
+
+class PayloadTooBig(WsharborError):
+    """A message (or a frame) exceeded ``max_size``."""
+
+
+class InvalidState(WsharborError):
+    """An operation is not allowed in the connection's current state (local misuse)."""
+
+
+class ConfigError(WsharborError):
+    """The application server's configuration is invalid."""
