@@ -1,0 +1,528 @@
+"""The RFC 6455 connection state machine, for both sides, without I/O.
+
+Theory of operation
+-------------------
+
+A :class:`WebSocketProtocol` starts once the opening handshake succeeded (see
+:mod:`.handshake`), in state ``OPEN``. The I/O layer drives it with four calls
+and reads three outputs::
+
+    receive_data(bytes) ─┐                     ┌─► events_received()  messages, pings, close
+    receive_eof()       ─┤  WebSocketProtocol  ├─► data_to_send()     bytes to write, in order
+    send_*(...)         ─┤                     ├─► close_transport    time to close TCP
+    fail(code, reason)  ─┘                     └─► state, close_exc   how it ended
+
+The states, as a table (RFC 6455 section 7)::
+
+    state    event                           next     output
+    -------  ------------------------------  -------  ---------------------------------------
+    OPEN     data frame / ping / pong        OPEN     event (ping is answered by a pong)
+    OPEN     close frame received            CLOSING  close frame echoed; event
+    OPEN     send_close()                    CLOSING  close frame
+    OPEN     protocol violation / fail()     CLOSING  close frame with the code; input dropped
+    CLOSING  close frame received            CLOSING  event; the handshake is complete
+    any      receive_eof()                   CLOSED   ``close_exc`` tells how it ended
+
+When the closing handshake is complete, or the connection failed, the server
+closes the TCP connection first (RFC 6455 section 7.1.1): ``close_transport``
+becomes true on the server side. The client waits for the server to do so, for
+at most ``close_timeout`` (the I/O layer's job), then closes it itself.
+
+``receive_data()`` never raises. A failure becomes a close frame with the right
+code (1002 protocol error, 1007 invalid UTF-8, 1009 message too big, 1011
+internal error) and the exception is kept in ``failure`` for the I/O layer to
+chain as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+    PayloadTooBig,
+    ProtocolError,
+)
+from ..typing import LoggerLike
+from .extensions import Extension
+from .frames import Close, CloseCode, Frame, FrameParser, Opcode, serialize_frame
+
+__all__ = [
+    "OK_CLOSE_CODES",
+    "BinaryMessage",
+    "CloseReceived",
+    "Event",
+    "Fragment",
+    "PingReceived",
+    "PongReceived",
+    "Side",
+    "State",
+    "TextMessage",
+    "WebSocketProtocol",
+]
+
+
+class Side(enum.Enum):
+    """Which end of the connection this is."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    """State of a WebSocket connection (RFC 6455 section 4.1 and 7)."""
+
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+#: Close codes for which the connection is considered closed normally.
+OK_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
+
+
+# Events: small frozen dataclasses, as in wsproto.
+
+
+@dataclass(frozen=True, slots=True)
+class TextMessage:
+    """A complete text message."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMessage:
+    """A complete binary message."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Part of a message, when the protocol streams fragments.
+
+    ``data`` is ``str`` for a text message (decoded incrementally: a UTF-8
+    sequence split across frames is held back until complete) and ``bytes`` for
+    a binary message. ``final`` is true on the last fragment of the message.
+    """
+
+    data: str | bytes
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    """A ping frame; the protocol already queued the pong."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A pong frame."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """A close frame; ``code`` is 1005 when it carried no code."""
+
+    code: int
+    reason: str
+
+
+Event = TextMessage | BinaryMessage | Fragment | PingReceived | PongReceived | CloseReceived
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class WebSocketProtocol:
+    """Sans-I/O WebSocket connection, after the opening handshake.
+
+    :param side: :attr:`Side.SERVER` or :attr:`Side.CLIENT`.
+    :param extensions: negotiated extensions, in the order of the handshake.
+    :param max_size: maximum size of an incoming message in bytes (after
+        decompression); ``None`` for no limit.
+    :param stream_fragments: emit :class:`Fragment` events as frames arrive
+        instead of reassembling whole messages.
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        extensions: Sequence[Extension] = (),
+        max_size: int | None = 2**20,
+        stream_fragments: bool = False,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        self.side = side
+        self.extensions = list(extensions)
+        self.max_size = max_size
+        self.stream_fragments = stream_fragments
+        if logger is None:
+            logger = logging.getLogger(f"wsharbor.{side.value}")
+        self.logger = logger
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+
+        self.state = State.OPEN
+        self._mask = side is Side.CLIENT
+        # A frame's payload can't be larger than a message, except for a
+        # compressed frame, which the extension bounds after decompression.
+        self._parser = FrameParser(
+            mask=side is Side.SERVER,
+            max_size=None if self.extensions or max_size is None else max_size,
+        )
+        self._events: list[Event] = []
+        self._output: list[bytes] = []
+
+        # Message being received.
+        self._recv_opcode: Opcode | None = None
+        self._recv_size = 0
+        self._recv_chunks: list[bytes] = []
+        self._recv_text: list[str] = []
+        self._recv_decoder: codecs.IncrementalDecoder | None = None
+
+        # Message being sent, when fragmented.
+        self._send_opcode: Opcode | None = None
+
+        # Closing handshake.
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
+        self.close_rcvd_then_sent: bool | None = None
+        #: The exception that made the protocol fail the connection, if any.
+        self.failure: Exception | None = None
+        #: True when the I/O layer should close the TCP connection.
+        self.close_transport = False
+        self._discard_input = False
+
+    # Public API: outputs.
+
+    def events_received(self) -> list[Event]:
+        """Return the events received since the last call, and forget them."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """Return the bytes to write since the last call, and forget them."""
+        output, self._output = self._output, []
+        return output
+
+    def close_expected(self) -> bool:
+        """Whether the TCP connection is expected to close soon.
+
+        True once a close frame was sent or received: the I/O layer should
+        then bound the wait with ``close_timeout``.
+        """
+        return self.state is not State.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """Close code received, 1006 if the connection closed without one, or None."""
+        if self.state is not State.CLOSED:
+            return None
+        return CloseCode.ABNORMAL_CLOSURE if self.close_rcvd is None else self.close_rcvd.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """Close reason received, ``""`` if none, or None while not closed."""
+        if self.state is not State.CLOSED:
+            return None
+        return "" if self.close_rcvd is None else self.close_rcvd.reason
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception to raise when the application uses a closed connection."""
+        rcvd, sent = self.close_rcvd, self.close_sent
+        exc_type: type[ConnectionClosed] = ConnectionClosedError
+        if (
+            rcvd is not None
+            and sent is not None
+            and rcvd.code in OK_CLOSE_CODES
+            and sent.code in OK_CLOSE_CODES
+        ):
+            exc_type = ConnectionClosedOK
+        exc = exc_type(rcvd, sent, self.close_rcvd_then_sent)
+        exc.__cause__ = self.failure
+        return exc
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received and not parsed yet, plus the message being reassembled."""
+        return self._parser.buffered + self._recv_size
+
+    # Public API: inputs.
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Process bytes received from the network. Never raises."""
+        if self._discard_input or self.state is State.CLOSED:
+            return
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while not self._discard_input:
+                frame = parser.parse()
+                if frame is None:
+                    break
+                if self.debug:
+                    self.logger.debug("< %s", frame)
+                self._receive_frame(frame)
+        except ProtocolError as exc:
+            self._fail(CloseCode.PROTOCOL_ERROR, str(exc), exc)
+        except PayloadTooBig as exc:
+            self._fail(CloseCode.MESSAGE_TOO_BIG, str(exc), exc)
+        except UnicodeDecodeError as exc:
+            self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}", exc)
+        except Exception as exc:  # an extension or a bug: never leak out
+            self.logger.error("unexpected error while parsing", exc_info=True)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error", exc)
+
+    def receive_eof(self) -> None:
+        """Process the end of the TCP stream (or the connection being lost)."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._discard_input = True
+        self._parser.take_buffer()
+        self._recv_chunks.clear()
+        self._recv_text.clear()
+        if self.debug:
+            self.logger.debug("= connection is CLOSED")
+
+    # Public API: sending.
+
+    def send_text(self, data: str | bytes, fin: bool = True) -> None:
+        """Send a text frame; ``bytes`` must be UTF-8 already.
+
+        With ``fin=False``, the message continues with :meth:`send_continuation`.
+        """
+        if isinstance(data, str):
+            data = data.encode()
+        self._send_data_frame(Opcode.TEXT, data, fin)
+
+    def send_binary(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Send a binary frame; see :meth:`send_text` for ``fin``."""
+        self._send_data_frame(Opcode.BINARY, bytes(data), fin)
+
+    def send_continuation(self, data: str | bytes, fin: bool) -> None:
+        """Send the next fragment of a message started with ``fin=False``."""
+        if self._send_opcode is None:
+            raise InvalidState("no fragmented message in progress")
+        if isinstance(data, str):
+            data = data.encode()
+        self._send_data_frame(Opcode.CONT, data, fin)
+
+    def send_preencoded(self, data: bytes) -> None:
+        """Write a serialized, unmasked, uncompressed frame (server side only).
+
+        :func:`wsharbor.broadcast` encodes a message once and writes the same
+        bytes to every connection with no extension in effect.
+        """
+        if self.side is not Side.SERVER or self.extensions:
+            raise InvalidState("pre-encoded frames need a server connection without extensions")
+        self._check_can_send_data()
+        self._output.append(data)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Send a ping frame (payload of at most 125 bytes)."""
+        self._check_open("send a ping")
+        self._send_frame(Frame(Opcode.PING, bytes(data)))
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Send a pong frame (payload of at most 125 bytes)."""
+        self._check_open("send a pong")
+        self._send_frame(Frame(Opcode.PONG, bytes(data)))
+
+    def send_close(self, code: int | None = None, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 section 7.1.2).
+
+        ``code=None`` sends a close frame without payload.
+        """
+        self._check_open("close")
+        if code is None:
+            if reason:
+                raise ProtocolError("a close frame without code can't have a reason")
+            close = Close(CloseCode.NO_STATUS_RCVD, "")
+        else:
+            close = Close(code, reason)
+            close.check()
+        self._send_close(close)
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the WebSocket connection (RFC 6455 section 7.1.7).
+
+        Sends a close frame with ``code`` if none was sent yet, drops any further
+        input and asks the I/O layer to close the TCP connection.
+        """
+        self._fail(code, reason, None)
+
+    # Receiving frames.
+
+    def _receive_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if self.extensions:
+            frame = self._decode(frame)
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            raise ProtocolError(
+                "reserved bits set without a negotiated extension (RFC 6455 section 5.2)"
+            )
+
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._recv_opcode is not None:
+                raise ProtocolError(
+                    "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
+                )
+            if self.state is not State.OPEN:
+                return  # RFC 6455 section 1.4: after a close frame, data is ignored
+            data = frame.data
+            if frame.fin and not self.stream_fragments:
+                # Fast path: a whole message in one frame.
+                if self.max_size is not None and len(data) > self.max_size:
+                    raise PayloadTooBig(self._too_big(len(data)))
+                if opcode is Opcode.TEXT:
+                    self._events.append(TextMessage(data.decode()))
+                else:
+                    self._events.append(BinaryMessage(data))
+                return
+            self._recv_opcode = opcode
+            self._recv_size = 0
+            self._recv_decoder = _utf8_decoder() if opcode is Opcode.TEXT else None
+            self._receive_fragment(data, frame.fin)
+
+        elif opcode is Opcode.CONT:
+            if self._recv_opcode is None:
+                raise ProtocolError(
+                    "continuation frame without a message in progress (RFC 6455 section 5.4)"
+                )
+            if self.state is not State.OPEN:
+                return
+            self._receive_fragment(frame.data, frame.fin)
+
+        elif opcode is Opcode.PING:
+            # RFC 6455 section 5.5.2: answer with a pong carrying the same data,
+            # unless a close frame was already sent.
+            if self.close_sent is None:
+                self._send_frame(Frame(Opcode.PONG, frame.data))
+            self._events.append(PingReceived(frame.data))
+
+        elif opcode is Opcode.PONG:
+            self._events.append(PongReceived(frame.data))
+
+        else:  # Opcode.CLOSE
+            self._receive_close(frame)
+
+    def _decode(self, frame: Frame) -> Frame:
+        remaining: int | None = None
+        if self.max_size is not None and frame.opcode not in (
+            Opcode.PING,
+            Opcode.PONG,
+            Opcode.CLOSE,
+        ):
+            so_far = self._recv_size if frame.opcode is Opcode.CONT else 0
+            remaining = self.max_size - so_far
+        for extension in reversed(self.extensions):
+            frame = extension.decode(frame, max_size=remaining)
+        return frame
+
+    def _receive_fragment(self, data: bytes, fin: bool) -> None:
+        self._recv_size += len(data)
+        if self.max_size is not None and self._recv_size > self.max_size:
+            raise PayloadTooBig(self._too_big(self._recv_size))
+        decoder = self._recv_decoder
+        # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1: fail as
+        # soon as the payload is known to be invalid, even mid-message).
+        text = decoder.decode(data, fin) if decoder is not None else None
+        if self.stream_fragments:
+            self._events.append(Fragment(data if text is None else text, fin))
+        elif text is not None:
+            self._recv_text.append(text)
+        else:
+            self._recv_chunks.append(data)
+        if not fin:
+            return
+        if not self.stream_fragments:
+            if text is not None:
+                self._events.append(TextMessage("".join(self._recv_text)))
+                self._recv_text.clear()
+            else:
+                self._events.append(BinaryMessage(b"".join(self._recv_chunks)))
+                self._recv_chunks.clear()
+        self._recv_opcode = None
+        self._recv_decoder = None
+        self._recv_size = 0
+
+    def _receive_close(self, frame: Frame) -> None:
+        # Raises ProtocolError (bad code, 1 byte) or UnicodeDecodeError (reason).
+        close = Close.parse(frame.data)
+        self.close_rcvd = close
+        if self.close_sent is None:
+            self.close_rcvd_then_sent = True
+            # RFC 6455 section 5.5.1: echo the status code received.
+            # An empty close payload (1005) is answered with an empty one.
+            self._send_close(Close(close.code, ""))
+        self._events.append(CloseReceived(close.code, close.reason))
+        # No more frames are expected after a close frame (section 5.5.1).
+        self._discard_input = True
+        self._parser.take_buffer()
+        if self.side is Side.SERVER:
+            self.close_transport = True
+
+    # Sending frames.
+
+    def _check_open(self, action: str) -> None:
+        if self.state is not State.OPEN:
+            raise InvalidState(f"can't {action}: connection is {self.state.name}")
+
+    def _check_can_send_data(self) -> None:
+        self._check_open("send a message")
+        if self._send_opcode is not None:
+            raise InvalidState("a fragmented message is in progress; send its continuation")
+
+    def _send_data_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+        if opcode is Opcode.CONT:
+            self._check_open("send a message")
+        else:
+            self._check_can_send_data()
+        self._send_frame(Frame(opcode, data, fin))
+        self._send_opcode = None if fin else (self._send_opcode or opcode)
+
+    def _send_frame(self, frame: Frame) -> None:
+        for extension in self.extensions:
+            frame = extension.encode(frame)
+        if self.debug:
+            self.logger.debug("> %s", frame)
+        self._output.append(serialize_frame(frame, mask=self._mask))
+
+    def _send_close(self, close: Close) -> None:
+        self._send_frame(Frame(Opcode.CLOSE, close.serialize()))
+        self.close_sent = close
+        if self.close_rcvd_then_sent is None:
+            self.close_rcvd_then_sent = self.close_rcvd is not None
+        self.state = State.CLOSING
+
+    def _fail(self, code: int, reason: str, exc: Exception | None) -> None:
+        if self.debug:
+            self.logger.debug("! failing connection with code %d", code)
+        if exc is not None and self.failure is None:
+            self.failure = exc
+        if self.state is State.OPEN:
+            if len(reason.encode()) > 123:
+                reason = reason.encode()[:120].decode(errors="ignore") + "..."
+            self._send_close(Close(code, reason))
+        # Section 7.1.7: after failing, don't process data from the peer,
+        # including a close frame answering ours; close the TCP connection.
+        self._discard_input = True
+        self._parser.take_buffer()
+        self.close_transport = True
+
+    def _too_big(self, size: int) -> str:
+        return f"message of {size} bytes exceeds limit of {self.max_size} bytes"
