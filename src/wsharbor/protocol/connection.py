@@ -381,8 +381,6 @@ class WebSocketProtocol:
                 raise ProtocolError(
                     "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
                 )
-            if self.state is not State.OPEN:
-                return  # RFC 6455 section 1.4: after a close frame, data is ignored
             data = frame.data
             if frame.fin and not self.stream_fragments:
                 # Fast path: a whole message in one frame.
@@ -403,8 +401,6 @@ class WebSocketProtocol:
                 raise ProtocolError(
                     "continuation frame without a message in progress (RFC 6455 section 5.4)"
                 )
-            if self.state is not State.OPEN:
-                return
             self._receive_fragment(frame.data, frame.fin)
 
         elif opcode is Opcode.PING:
@@ -435,8 +431,13 @@ class WebSocketProtocol:
 
     def _receive_fragment(self, data: bytes, fin: bool) -> None:
         self._recv_size += len(data)
-        if self.max_size is not None and self._recv_size > self.max_size:
-            raise PayloadTooBig(self._too_big(self._recv_size))
+        if self.max_size is not None:
+            if self._recv_size > self.max_size:
+                raise PayloadTooBig(self._too_big(self._recv_size))
+            if not self.extensions:
+                # The next frame of this message can't be larger than what is left.
+                left = self.max_size - self._recv_size
+                self._parser.max_size = self.max_size if fin else left
         decoder = self._recv_decoder
         # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1: fail as
         # soon as the payload is known to be invalid, even mid-message).

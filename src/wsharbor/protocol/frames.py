@@ -353,12 +353,13 @@ class FrameParser:
                 )
             header_size = 10
         fin = bool(b0 & 0x80)
+        # max_size applies to data frames; control frames are bounded to 125 bytes.
         if opcode >= 0x8:
             if length > 125:
                 raise ProtocolError("control frame too long (RFC 6455 section 5.5)")
             if not fin:
                 raise ProtocolError("fragmented control frame (RFC 6455 section 5.5)")
-        if self.max_size is not None and length > self.max_size:
+        elif self.max_size is not None and length > self.max_size:
             raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {self.max_size} bytes")
         if masked:
             header_size += 4
