@@ -1,0 +1,713 @@
+"""The permessage-deflate extension of RFC 7692: negotiation and codec.
+
+Theory of operation
+-------------------
+
+Negotiation (RFC 7692 section 5 and 7.1) is done by two factories.
+:class:`ClientPerMessageDeflateFactory` builds the offer sent in
+``Sec-WebSocket-Extensions`` and checks the server's answer;
+:class:`ServerPerMessageDeflateFactory` answers one offer or declines it with
+:class:`~wsharbor.exceptions.NegotiationError` (the handshake module then tries
+the client's next offer). Both are configured with a :class:`DeflateSettings`
+written from *our* side's point of view (our compressor, our decompressor); the
+factories map it to the ``server_*`` / ``client_*`` parameters of the RFC.
+
+Both factories return a :class:`PerMessageDeflate`: the codec bound to one
+connection. It transforms frames one at a time, so a fragmented message is
+compressed or decompressed as it streams:
+
+- ``encode()``: a TEXT or BINARY frame starts a message; the decision to
+  compress it (RSV1 set) or not is taken there and applies to its CONT frames.
+  Each frame is compressed and flushed with ``Z_SYNC_FLUSH``; the final frame
+  loses the trailing ``00 00 ff ff`` (RFC 7692 section 7.2.1).
+- ``decode()``: a TEXT or BINARY frame with RSV1 starts a compressed message;
+  its frames are decompressed and ``00 00 ff ff`` is appended to the final one
+  (section 7.2.2). Output is bounded by ``max_size`` before it is allocated, so
+  a small compressed payload can't expand into a large one (a "zip bomb").
+
+Memory
+------
+
+The compressor and decompressor are the main cost of a connection (see the
+"Memory usage" section of the deployment guide). zlib allocates about
+``2 ** (window_bits + 2) + 2 ** (memory_level + 9)`` bytes for a compressor
+and ``2 ** window_bits`` plus about 7 KiB for a decompressor. So:
+
+- no compressor exists until the first message that is actually compressed,
+  and no decompressor until the first compressed frame arrives;
+- with no context takeover, the compressor (or decompressor) is freed after
+  each message instead of being reset and kept.
+
+Window bits = 8
+---------------
+
+RFC 7692 allows window bits of 8 in negotiation, but zlib's deflate silently
+uses 9 when asked for 8, so it may emit back-references up to 512 bytes away
+that a peer with a 256-byte window can't resolve. Hence:
+
+- we never *compress* with a window of 8: a server declines an offer with
+  ``server_max_window_bits=8`` and a client fails on an answer with
+  ``client_max_window_bits=8`` (both raise NegotiationError);
+- we accept that the *peer* compresses with 8 and decompress with a window of
+  9, which is safe: decompressing with a larger window than the compressor's
+  always works.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..exceptions import InvalidState, NegotiationError, PayloadTooBig, ProtocolError
+from ..typing import ExtensionName, ExtensionParameter
+from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .frames import Frame, Opcode
+
+__all__ = [
+    "CLIENT_DEFAULTS",
+    "SERVER_DEFAULTS",
+    "ClientPerMessageDeflateFactory",
+    "DeflateSettings",
+    "PerMessageDeflate",
+    "ServerPerMessageDeflateFactory",
+    "enable_client_deflate",
+    "enable_server_deflate",
+]
+
+_NAME: ExtensionName = "permessage-deflate"
+
+# RFC 7692 section 7.2.1: the four octets a sync flush ends with, removed from
+# the end of a compressed message; section 7.2.2: appended back before
+# decompressing it.
+_EMPTY_UNCOMPRESSED_BLOCK = b"\x00\x00\xff\xff"
+
+# RFC 7692 section 7.1.2.1 / 7.1.2.2: "a decimal integer value without leading
+# zeroes between 8 to 15, inclusive".
+_WINDOW_BITS_RE = re.compile(r"(?:[89]|1[0-5])\Z")
+
+_PARAM_NAMES = frozenset(
+    {
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+    }
+)
+
+
+def _check_int(name: str, value: object, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if high is None:
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    elif not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+# Settings.
+
+
+@dataclass(frozen=True, slots=True)
+class DeflateSettings:
+    """Compression settings, from our side's point of view.
+
+    Pass one as ``compression=`` to ``serve()`` or ``connect()``; start from
+    :data:`SERVER_DEFAULTS` or :data:`CLIENT_DEFAULTS` with
+    :func:`dataclasses.replace` to change one setting.
+
+    :param window_bits: base-2 logarithm of our compressor's LZ77 window, 9-15.
+        A server announces it as ``server_max_window_bits``, a client as
+        ``client_max_window_bits`` (RFC 7692 section 7.1.2). The peer may ask
+        for less, which we accept (except 8, see the module docstring).
+    :param memory_level: our compressor's zlib ``memLevel``, 1-9.
+    :param context_takeover: our compressor keeps its LZ77 window between
+        messages. ``False`` announces ``server_no_context_takeover`` (server) or
+        ``client_no_context_takeover`` (client) for our side (RFC 7692 section
+        7.1.1) and frees the compressor after each message.
+    :param peer_window_bits: the largest window we ask the peer to compress
+        with, 9-15, or ``None`` not to restrict it. It bounds the memory of our
+        decompressor (``2 ** peer_window_bits`` bytes). A client that doesn't
+        offer ``client_max_window_bits`` can't be restricted: a server accepts
+        its offer anyway and decompresses with a 32 KiB window.
+    :param peer_context_takeover: ``False`` asks the peer not to keep its
+        context between messages, so that our decompressor is freed after each
+        message.
+    :param threshold: messages shorter than this many bytes, sent in a single
+        frame, are sent uncompressed (RSV1 clear): RFC 7692 section 6 lets an
+        endpoint send any message uncompressed, and compressing a few bytes
+        costs time and rarely saves any.
+    :param level: zlib compression level, -1 (``Z_DEFAULT_COMPRESSION``) or 0-9.
+    """
+
+    window_bits: int
+    memory_level: int
+    context_takeover: bool = True
+    peer_window_bits: int | None = None
+    peer_context_takeover: bool = True
+    threshold: int = 128
+    level: int = 6
+
+    def __post_init__(self) -> None:
+        _check_int("window_bits", self.window_bits, 9, 15)
+        _check_int("memory_level", self.memory_level, 1, 9)
+        _check_bool("context_takeover", self.context_takeover)
+        if self.peer_window_bits is not None:
+            _check_int("peer_window_bits", self.peer_window_bits, 9, 15)
+        _check_bool("peer_context_takeover", self.peer_context_takeover)
+        _check_int("threshold", self.threshold, 0, None)
+        _check_int("level", self.level, -1, 9)
+
+
+#: Server defaults: frugal, because a server holds many connections.
+#:
+#: Window bits 12 and memory level 5 is the row of the deployment guide's table
+#: at 73 KiB per connection instead of 325 KiB, for about 4% larger messages
+#: and faster compression; recent websockets releases made the same choice. We
+#: also ask clients to compress with a 4 KiB window (``peer_window_bits=12``),
+#: which bounds our decompressor's memory. The threshold of 128 bytes is a
+#: first guess: the compression benchmark (a later issue) will tune all these.
+SERVER_DEFAULTS = DeflateSettings(
+    window_bits=12,
+    memory_level=5,
+    peer_window_bits=12,
+    threshold=128,
+)
+
+#: Client defaults: a client holds few connections, so it keeps zlib's full
+#: 32 KiB window for the best compression ratio and offers
+#: ``client_max_window_bits`` without a value, so that a server may lower it
+#: (ours asks for 12). Memory level 5 is as fast or faster than 8 for small
+#: messages (see the guide) and saves 16 KiB. It doesn't restrict the server's
+#: window: some servers decline offers with ``server_max_window_bits``.
+CLIENT_DEFAULTS = DeflateSettings(
+    window_bits=15,
+    memory_level=5,
+    peer_window_bits=None,
+    threshold=128,
+)
+
+
+# The codec.
+
+
+class PerMessageDeflate:
+    """The permessage-deflate codec of one connection (RFC 7692 section 6 and 7.2).
+
+    "Local" is our side, "remote" the peer: on a server, ``local_*`` are the
+    negotiated ``server_*`` parameters; on a client, the ``client_*`` ones.
+
+    :param remote_no_context_takeover: the peer resets its context after each
+        message, so our decompressor is freed after each message.
+    :param local_no_context_takeover: we reset our context after each message;
+        our compressor is freed after each message.
+    :param remote_max_window_bits: the peer's window, 8-15 (we decompress with
+        at least 9).
+    :param local_max_window_bits: our compressor's window, 9-15.
+    :param memory_level: our compressor's zlib ``memLevel``.
+    :param level: our compressor's zlib level.
+    :param threshold: messages shorter than this, sent in one frame, are sent
+        uncompressed.
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_decoding",
+        "_encoder",
+        "_encoding",
+        "_in_message",
+        "level",
+        "local_max_window_bits",
+        "local_no_context_takeover",
+        "memory_level",
+        "remote_max_window_bits",
+        "remote_no_context_takeover",
+        "threshold",
+    )
+
+    name: ExtensionName = _NAME
+
+    def __init__(
+        self,
+        remote_no_context_takeover: bool,
+        local_no_context_takeover: bool,
+        remote_max_window_bits: int,
+        local_max_window_bits: int,
+        *,
+        memory_level: int = 8,
+        level: int = 6,
+        threshold: int = 0,
+    ) -> None:
+        _check_bool("remote_no_context_takeover", remote_no_context_takeover)
+        _check_bool("local_no_context_takeover", local_no_context_takeover)
+        _check_int("remote_max_window_bits", remote_max_window_bits, 8, 15)
+        # zlib's deflate can't compress with a window of 8 (module docstring).
+        _check_int("local_max_window_bits", local_max_window_bits, 9, 15)
+        _check_int("memory_level", memory_level, 1, 9)
+        _check_int("level", level, -1, 9)
+        _check_int("threshold", threshold, 0, None)
+        self.remote_no_context_takeover = remote_no_context_takeover
+        self.local_no_context_takeover = local_no_context_takeover
+        self.remote_max_window_bits = remote_max_window_bits
+        self.local_max_window_bits = local_max_window_bits
+        self.memory_level = memory_level
+        self.level = level
+        self.threshold = threshold
+        # Created on first use, freed after each message with no context
+        # takeover: see "Memory" in the module docstring.
+        self._encoder: zlib._Compress | None = None
+        self._decoder: zlib._Decompress | None = None
+        # A compressed message is being received / sent.
+        self._decoding = False
+        self._encoding = False
+        # A message (compressed or not) is being sent.
+        self._in_message = False
+
+    def __repr__(self) -> str:
+        return (
+            f"PerMessageDeflate(remote_no_context_takeover={self.remote_no_context_takeover}, "
+            f"local_no_context_takeover={self.local_no_context_takeover}, "
+            f"remote_max_window_bits={self.remote_max_window_bits}, "
+            f"local_max_window_bits={self.local_max_window_bits}, "
+            f"memory_level={self.memory_level}, level={self.level}, "
+            f"threshold={self.threshold})"
+        )
+
+    # Receiving.
+
+    def _new_decoder(self, zdict: bytes = b"") -> zlib._Decompress:
+        # A window of 8 is decompressed with 9: a larger window is always safe.
+        wbits = -max(9, self.remote_max_window_bits)
+        if zdict:
+            return zlib.decompressobj(wbits, zdict=zdict)
+        return zlib.decompressobj(wbits)
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        """Decompress a frame received (RFC 7692 section 6.2 and 7.2.2).
+
+        ``max_size`` bounds the decompressed payload of this frame (``None``:
+        no limit); more raises :class:`~wsharbor.exceptions.PayloadTooBig`
+        without allocating it. RSV1 on a control or continuation frame, a
+        corrupt DEFLATE stream or a TEXT/BINARY frame in the middle of a
+        compressed message raise :class:`~wsharbor.exceptions.ProtocolError`.
+        """
+        opcode = frame.opcode
+        if opcode is Opcode.CONT:
+            # RFC 7692 section 6: "An endpoint MUST NOT set the 'Per-Message
+            # Compressed' bit of control frames and non-first fragments of a
+            # data message. An endpoint receiving such a frame MUST _Fail the
+            # WebSocket Connection_."
+            if frame.rsv1:
+                raise ProtocolError("RSV1 set on continuation frame (RFC 7692 section 6)")
+            if not self._decoding:
+                return frame
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._decoding:
+                raise ProtocolError(
+                    "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
+                )
+            # RFC 7692 section 6.2: a message whose first frame has RSV1 clear
+            # is not compressed.
+            if not frame.rsv1:
+                return frame
+            self._decoding = True
+        else:
+            if frame.rsv1:
+                raise ProtocolError("RSV1 set on control frame (RFC 7692 section 6)")
+            return frame
+
+        data = frame.data
+        if frame.fin:
+            # RFC 7692 section 7.2.2: "Append 4 octets of 0x00 0x00 0xff 0xff
+            # to the tail end of the payload of the message."
+            data += _EMPTY_UNCOMPRESSED_BLOCK
+        try:
+            data = self._decompress(data, frame.fin, max_size)
+        finally:
+            if frame.fin:
+                self._decoding = False
+        if frame.fin and self.remote_no_context_takeover:
+            # RFC 7692 section 7.2.2: with server_no_context_takeover (on a
+            # client) the peer starts each message with an empty window; free
+            # the decompressor rather than keep it between messages.
+            self._decoder = None
+        return Frame(opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
+
+    def _decompress(self, data: bytes, fin: bool, max_size: int | None) -> bytes:
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = self._new_decoder()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            # Ask zlib for at most max_size + 1 bytes: a small compressed
+            # payload can never make us allocate more than that.
+            max_length = 0 if max_size is None else max_size + 1 - size
+            try:
+                chunk = decoder.decompress(data, max_length)
+            except zlib.error as exc:
+                raise ProtocolError(
+                    f"invalid compressed data (RFC 7692 section 7.2.2): {exc}"
+                ) from exc
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise PayloadTooBig(f"decompressed frame exceeds limit of {max_size} bytes")
+            chunks.append(chunk)
+            if not decoder.eof:
+                break
+            # RFC 7692 section 7.2.3.4: the peer ended a DEFLATE stream with a
+            # block with BFINAL set. zlib ignores what follows the end of a
+            # stream, so start a new one, primed with the last bytes of output
+            # (the LZ77 window that a context-taking-over peer may refer to;
+            # a reference beyond them fails cleanly rather than decoding wrong).
+            data = decoder.unused_data
+            window = 1 << max(9, self.remote_max_window_bits)
+            history = b"".join(chunks)[-window:]
+            decoder = self._decoder = self._new_decoder(history)
+            if not data or (fin and data == _EMPTY_UNCOMPRESSED_BLOCK):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # Sending.
+
+    def encode(self, frame: Frame) -> Frame:
+        """Compress a frame to send (RFC 7692 section 6.1 and 7.2.1).
+
+        Control frames are unchanged. A message sent in a single frame shorter
+        than ``threshold`` is sent uncompressed; any other message is
+        compressed, with RSV1 set on its first frame. Raises
+        :class:`~wsharbor.exceptions.InvalidState` for a continuation frame
+        without a message in progress or a new message before the previous one
+        ended.
+        """
+        opcode = frame.opcode
+        if opcode is Opcode.CONT:
+            if not self._in_message:
+                raise InvalidState("continuation frame sent without a message in progress")
+            compress = self._encoding
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._in_message:
+                raise InvalidState("new message sent before the previous one ended")
+            # RFC 7692 section 6: an endpoint may send a message uncompressed.
+            compress = not (frame.fin and len(frame.data) < self.threshold)
+            self._encoding = compress
+        else:
+            return frame
+        self._in_message = not frame.fin
+        if not compress:
+            return frame
+
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = zlib.compressobj(
+                self.level, zlib.DEFLATED, -self.local_max_window_bits, self.memory_level
+            )
+        data = encoder.compress(frame.data) + encoder.flush(zlib.Z_SYNC_FLUSH)
+        if frame.fin:
+            # RFC 7692 section 7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff
+            # 0xff) from the tail end." A sync flush always ends with them and
+            # always writes the 3-bit header of an empty stored block before
+            # them, so at least one octet remains (section 7.2.3.6).
+            data = data[:-4]
+            if self.local_no_context_takeover:
+                self._encoder = None
+        # RFC 7692 section 6.1: RSV1 is set on the first frame only.
+        return Frame(opcode, data, frame.fin, opcode is not Opcode.CONT, frame.rsv2, frame.rsv3)
+
+
+# Negotiation.
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """Parsed permessage-deflate parameters (RFC 7692 section 7.1)."""
+
+    server_no_context_takeover: bool
+    client_no_context_takeover: bool
+    server_max_window_bits: int | None
+    #: ``client_max_window_bits`` is present (with or without a value).
+    client_max_window_bits_present: bool
+    client_max_window_bits: int | None
+
+
+def _parse_params(params: Sequence[ExtensionParameter], *, offer: bool) -> _Params:
+    """Parse the parameters of an offer or an answer (RFC 7692 section 7.1).
+
+    Raises NegotiationError for an unknown parameter, a duplicate one or an
+    invalid value. ``client_max_window_bits`` may come without a value in an
+    offer only (section 7.1.2.2).
+    """
+    seen: set[str] = set()
+    bits: dict[str, int] = {}
+    for name, value in params:
+        if name not in _PARAM_NAMES:
+            raise NegotiationError(f"unknown {_NAME} parameter: {name}")
+        if name in seen:
+            raise NegotiationError(f"duplicate {_NAME} parameter: {name}")
+        seen.add(name)
+        if name.endswith("_no_context_takeover"):
+            # RFC 7692 section 7.1.1: "This parameter has no value."
+            if value is not None:
+                raise NegotiationError(
+                    f"invalid {_NAME} parameter: {name}={value} (no value allowed)"
+                )
+        elif value is None:
+            if not (offer and name == "client_max_window_bits"):
+                raise NegotiationError(f"invalid {_NAME} parameter: {name} requires a value")
+        elif _WINDOW_BITS_RE.match(value):
+            bits[name] = int(value)
+        else:
+            raise NegotiationError(
+                f"invalid {_NAME} parameter: {name}={value} (must be an integer from 8 to 15)"
+            )
+    return _Params(
+        server_no_context_takeover="server_no_context_takeover" in seen,
+        client_no_context_takeover="client_no_context_takeover" in seen,
+        server_max_window_bits=bits.get("server_max_window_bits"),
+        client_max_window_bits_present="client_max_window_bits" in seen,
+        client_max_window_bits=bits.get("client_max_window_bits"),
+    )
+
+
+def _check_not_accepted(accepted_extensions: Sequence[Extension]) -> None:
+    if any(extension.name == _NAME for extension in accepted_extensions):
+        raise NegotiationError(f"{_NAME} negotiated twice")
+
+
+class ClientPerMessageDeflateFactory:
+    """Client side of permessage-deflate negotiation (RFC 7692 section 5 and 7.1).
+
+    The offer holds ``client_max_window_bits`` (with our ``window_bits`` as a
+    hint when it's below 15, RFC 7692 section 7.1.2.2), ``server_max_window_bits``
+    when ``peer_window_bits`` is set, and the ``*_no_context_takeover``
+    parameters for the context takeover settings that are off.
+    """
+
+    __slots__ = ("settings",)
+
+    name: ExtensionName = _NAME
+
+    def __init__(self, settings: DeflateSettings = CLIENT_DEFAULTS) -> None:
+        if not isinstance(settings, DeflateSettings):
+            raise TypeError(f"settings must be a DeflateSettings, got {type(settings).__name__}")
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"ClientPerMessageDeflateFactory({self.settings!r})"
+
+    def get_request_params(self) -> list[ExtensionParameter]:
+        """Parameters of the offer sent in the request."""
+        settings = self.settings
+        params: list[ExtensionParameter] = []
+        if not settings.peer_context_takeover:
+            params.append(("server_no_context_takeover", None))
+        if not settings.context_takeover:
+            params.append(("client_no_context_takeover", None))
+        if settings.peer_window_bits is not None:
+            params.append(("server_max_window_bits", str(settings.peer_window_bits)))
+        # RFC 7692 section 7.1.2.2: we support any client_max_window_bits the
+        # server answers (except 8); a value is a hint of the window we use.
+        if settings.window_bits < 15:
+            params.append(("client_max_window_bits", str(settings.window_bits)))
+        else:
+            params.append(("client_max_window_bits", None))
+        return params
+
+    def process_response_params(
+        self,
+        params: Sequence[ExtensionParameter],
+        accepted_extensions: Sequence[Extension],
+    ) -> PerMessageDeflate:
+        """Check the server's answer and build the codec.
+
+        Raises NegotiationError for an answer this offer doesn't allow (RFC
+        7692 section 5: the client must then fail the WebSocket connection).
+        """
+        _check_not_accepted(accepted_extensions)
+        answer = _parse_params(params, offer=False)
+        settings = self.settings
+
+        # RFC 7692 section 7.1.1.1: the server accepts server_no_context_takeover
+        # by including it; it may include it even if we didn't ask.
+        if not settings.peer_context_takeover and not answer.server_no_context_takeover:
+            raise NegotiationError(f"{_NAME}: server didn't accept server_no_context_takeover")
+
+        # RFC 7692 section 7.1.2.1: the server accepts server_max_window_bits by
+        # answering the same or a smaller value; it may include it unasked.
+        remote_bits = answer.server_max_window_bits
+        if settings.peer_window_bits is not None:
+            if remote_bits is None:
+                raise NegotiationError(f"{_NAME}: server didn't accept server_max_window_bits")
+            if remote_bits > settings.peer_window_bits:
+                raise NegotiationError(
+                    f"{_NAME}: server_max_window_bits={remote_bits} is larger than "
+                    f"the {settings.peer_window_bits} asked for"
+                )
+
+        # RFC 7692 section 7.1.2.2: our offer always has client_max_window_bits,
+        # so the server may answer it, with a value no larger than our hint.
+        local_bits = answer.client_max_window_bits
+        if local_bits is None:
+            local_bits = settings.window_bits
+        elif local_bits > settings.window_bits:
+            raise NegotiationError(
+                f"{_NAME}: client_max_window_bits={local_bits} is larger than "
+                f"the {settings.window_bits} offered"
+            )
+        elif local_bits == 8:
+            raise NegotiationError(
+                f"{_NAME}: client_max_window_bits=8 isn't supported (zlib compresses with 9)"
+            )
+
+        return PerMessageDeflate(
+            remote_no_context_takeover=answer.server_no_context_takeover,
+            # RFC 7692 section 7.1.1.2: the server may forbid our context
+            # takeover; we may always give it up ourselves.
+            local_no_context_takeover=(
+                answer.client_no_context_takeover or not settings.context_takeover
+            ),
+            remote_max_window_bits=15 if remote_bits is None else remote_bits,
+            local_max_window_bits=local_bits,
+            memory_level=settings.memory_level,
+            level=settings.level,
+            threshold=settings.threshold,
+        )
+
+
+class ServerPerMessageDeflateFactory:
+    """Server side of permessage-deflate negotiation (RFC 7692 section 5 and 7.1).
+
+    Each call of :meth:`process_request_params` answers one offer or declines
+    it with NegotiationError; the handshake module tries the offers in order.
+    """
+
+    __slots__ = ("settings",)
+
+    name: ExtensionName = _NAME
+
+    def __init__(self, settings: DeflateSettings = SERVER_DEFAULTS) -> None:
+        if not isinstance(settings, DeflateSettings):
+            raise TypeError(f"settings must be a DeflateSettings, got {type(settings).__name__}")
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"ServerPerMessageDeflateFactory({self.settings!r})"
+
+    def process_request_params(
+        self,
+        params: Sequence[ExtensionParameter],
+        accepted_extensions: Sequence[Extension],
+    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
+        """Answer one offer, or decline it with NegotiationError.
+
+        RFC 7692 section 5.1: a server declines an offer with an unknown
+        parameter, an invalid value, a duplicate parameter, or a configuration
+        it doesn't support (``server_max_window_bits=8``).
+        """
+        _check_not_accepted(accepted_extensions)
+        offer = _parse_params(params, offer=True)
+        settings = self.settings
+        answer: list[ExtensionParameter] = []
+
+        # RFC 7692 section 7.1.1.1: accept server_no_context_takeover by
+        # including it; we may include it unasked.
+        local_no_context_takeover = (
+            offer.server_no_context_takeover or not settings.context_takeover
+        )
+        if local_no_context_takeover:
+            answer.append(("server_no_context_takeover", None))
+
+        # RFC 7692 section 7.1.1.2: we may include client_no_context_takeover;
+        # echoing the client's hint lets us free our decompressor per message.
+        remote_no_context_takeover = (
+            offer.client_no_context_takeover or not settings.peer_context_takeover
+        )
+        if remote_no_context_takeover:
+            answer.append(("client_no_context_takeover", None))
+
+        # RFC 7692 section 7.1.2.1: answer the same or a smaller value than the
+        # offer; we may include it unasked. zlib can't compress with 8.
+        local_bits = settings.window_bits
+        if offer.server_max_window_bits is not None:
+            if offer.server_max_window_bits == 8:
+                raise NegotiationError(
+                    f"{_NAME}: server_max_window_bits=8 isn't supported (zlib compresses with 9)"
+                )
+            local_bits = min(local_bits, offer.server_max_window_bits)
+        if offer.server_max_window_bits is not None or local_bits < 15:
+            answer.append(("server_max_window_bits", str(local_bits)))
+
+        # RFC 7692 section 7.1.2.2: without client_max_window_bits in the offer
+        # the answer MUST NOT include it; with a value, the answer may include
+        # one no larger.
+        remote_bits = 15
+        if offer.client_max_window_bits_present:
+            wanted = settings.peer_window_bits
+            hint = offer.client_max_window_bits
+            if hint is not None:
+                wanted = hint if wanted is None else min(wanted, hint)
+            if wanted is not None:
+                remote_bits = wanted
+                answer.append(("client_max_window_bits", str(wanted)))
+
+        extension = PerMessageDeflate(
+            remote_no_context_takeover=remote_no_context_takeover,
+            local_no_context_takeover=local_no_context_takeover,
+            remote_max_window_bits=remote_bits,
+            local_max_window_bits=local_bits,
+            memory_level=settings.memory_level,
+            level=settings.level,
+            threshold=settings.threshold,
+        )
+        return answer, extension
+
+
+def _settings_for(
+    compression: DeflateSettings | str | None, defaults: DeflateSettings
+) -> DeflateSettings | None:
+    if compression is None:
+        return None
+    if isinstance(compression, DeflateSettings):
+        return compression
+    if isinstance(compression, str):
+        if compression == "deflate":
+            return defaults
+        raise ValueError(
+            f"unsupported compression: {compression!r} "
+            "(expected 'deflate', None or a DeflateSettings)"
+        )
+    raise TypeError(
+        "compression must be 'deflate', None or a DeflateSettings, "
+        f"got {type(compression).__name__}"
+    )
+
+
+def enable_client_deflate(
+    compression: DeflateSettings | str | None,
+) -> list[ClientExtensionFactory]:
+    """Map the ``compression`` argument of ``connect()`` to extension factories.
+
+    ``"deflate"`` uses :data:`CLIENT_DEFAULTS`, a :class:`DeflateSettings` uses
+    those settings, ``None`` disables compression.
+    """
+    settings = _settings_for(compression, CLIENT_DEFAULTS)
+    return [] if settings is None else [ClientPerMessageDeflateFactory(settings)]
+
+
+def enable_server_deflate(
+    compression: DeflateSettings | str | None,
+) -> list[ServerExtensionFactory]:
+    """Map the ``compression`` argument of ``serve()`` to extension factories.
+
+    ``"deflate"`` uses :data:`SERVER_DEFAULTS`, a :class:`DeflateSettings` uses
+    those settings, ``None`` disables compression.
+    """
+    settings = _settings_for(compression, SERVER_DEFAULTS)
+    return [] if settings is None else [ServerPerMessageDeflateFactory(settings)]
