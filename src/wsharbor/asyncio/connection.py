@@ -1,0 +1,714 @@
+"""A WebSocket connection driven by asyncio: the part shared by both sides.
+
+Theory of operation
+-------------------
+
+:class:`Connection` is an :class:`asyncio.BufferedProtocol`. The event loop asks
+it for a buffer (:meth:`get_buffer`), reads into it and calls
+:meth:`buffer_updated`, which hands the bytes straight to the sans-I/O
+:class:`~wsharbor.protocol.connection.WebSocketProtocol`, turns its events into
+queued messages and writes what it has to send. No coroutine, task or future is
+created per frame: a message that arrives while no coroutine waits in
+:meth:`recv` goes to a deque, and :meth:`recv` takes it without suspending.
+
+Every connection of a thread reads into the same scratch buffer: the loop calls
+``get_buffer`` and ``buffer_updated`` back to back, and the bytes are copied into
+the frame parser there. An idle connection therefore holds no read buffer, and
+each read is bounded by ``read_limit``.
+
+Flow control, both ways:
+
+* reading pauses when ``max_queue`` messages or ``read_limit`` bytes wait for
+  the application, and resumes when both fall to a quarter (the low
+  watermark). At most one more read of ``read_limit`` bytes lands meanwhile, so
+  what a peer can make us buffer is bounded by
+  ``max_queue * max_size + read_limit``;
+* the transport's write buffer high-water mark is ``write_limit``; above it
+  :meth:`send` waits for the transport to drain to a quarter of it.
+
+Keepalive uses one timer handle per connection, not a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, cast
+
+from ..exceptions import ConnectionClosedOK, InvalidState
+from ..protocol.connection import (
+    BinaryMessage,
+    PongReceived,
+    Side,
+    State,
+    TextMessage,
+    WebSocketProtocol,
+)
+from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
+from ..protocol.handshake import Request, Response
+from ..typing import Data, LoggerLike
+
+__all__ = ["Connection", "ConnectionOptions", "broadcast"]
+
+#: Size of the per-thread scratch buffer that every connection reads into.
+_SCRATCH_SIZE = 256 * 1024
+_scratch = threading.local()
+
+
+def _scratch_buffer() -> memoryview:
+    try:
+        view: memoryview = _scratch.view
+    except AttributeError:
+        view = _scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+    return view
+
+
+class ConnectionOptions:
+    """Settings shared by every connection of a server or client (one object, not
+    one copy per connection: it keeps idle connections small)."""
+
+    __slots__ = (
+        "close_timeout",
+        "logger",
+        "max_queue",
+        "max_size",
+        "open_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "read_limit",
+        "write_limit",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None = 2**20,
+        max_queue: int | None = 32,
+        read_limit: int = 2**16,
+        write_limit: int = 2**16,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        open_timeout: float | None = 10.0,
+        close_timeout: float | None = 10.0,
+        logger: LoggerLike,
+    ) -> None:
+        if max_size is not None and max_size <= 0:
+            raise ValueError(f"max_size must be positive or None, got {max_size}")
+        if max_queue is not None and max_queue <= 0:
+            raise ValueError(f"max_queue must be positive or None, got {max_queue}")
+        if read_limit < 1024:
+            raise ValueError(f"read_limit must be at least 1024 bytes, got {read_limit}")
+        if write_limit < 0:
+            raise ValueError(f"write_limit must be >= 0, got {write_limit}")
+        for name, value in (
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("open_timeout", open_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.read_limit = min(read_limit, _SCRATCH_SIZE)
+        self.write_limit = write_limit
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.logger = logger
+
+
+class Connection(asyncio.BufferedProtocol):
+    """A WebSocket connection; :class:`ServerConnection` and
+    :class:`ClientConnection` add the opening handshake.
+
+    Use it as an async iterator to receive messages until the connection closes
+    normally::
+
+        async for message in websocket:
+            await websocket.send(message)
+    """
+
+    __slots__ = (
+        "_close_timer",
+        "_closed_waiter",
+        "_drain_waiters",
+        "_fragmenting",
+        "_keepalive",
+        "_keepalive_ping",
+        "_messages",
+        "_pings",
+        "_queued_bytes",
+        "_reading_paused",
+        "_recv_waiter",
+        "_write_paused",
+        "latency",
+        "loop",
+        "options",
+        "protocol",
+        "request",
+        "response",
+        "subprotocol",
+        "transport",
+    )
+
+    side: Side
+
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.options = options
+        self.transport: asyncio.Transport | None = None
+        #: The sans-I/O protocol, from the end of the opening handshake.
+        self.protocol: WebSocketProtocol | None = None
+        #: The opening handshake's request and response.
+        self.request: Request | None = None
+        self.response: Response | None = None
+        #: The subprotocol negotiated in the handshake, if any.
+        self.subprotocol: str | None = None
+        #: Round-trip time of the last ping answered, in seconds.
+        self.latency = 0.0
+        self._messages: collections.deque[Data] | None = None
+        self._queued_bytes = 0
+        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._fragmenting: asyncio.Future[None] | None = None
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive_ping: tuple[bytes, float] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._closed_waiter: asyncio.Future[None] | None = None
+
+    # Public attributes.
+
+    @property
+    def logger(self) -> LoggerLike:
+        return self.options.logger
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, as given by the socket (``(host, port)`` for TCP)."""
+        return None if self.transport is None else self.transport.get_extra_info("peername")
+
+    @property
+    def local_address(self) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info("sockname")
+
+    @property
+    def state(self) -> State | None:
+        """``None`` during the opening handshake, then OPEN, CLOSING, CLOSED."""
+        return None if self.protocol is None else self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received, 1006 if none was, None while not closed."""
+        return None if self.protocol is None else self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason received, None while not closed."""
+        return None if self.protocol is None else self.protocol.close_reason
+
+    def __repr__(self) -> str:
+        state = "CONNECTING" if self.protocol is None else self.protocol.state.name
+        return f"<{type(self).__name__} {self.remote_address} {state}>"
+
+    # Receiving.
+
+    async def recv(self) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`~wsharbor.exceptions.ConnectionClosed` once the connection
+        is closed and every message received before was returned.
+        """
+        messages = self._messages
+        if messages:
+            data = messages.popleft()
+            self._queued_bytes -= len(data)
+            if self._reading_paused:
+                self._maybe_resume_reading()
+            return data
+        protocol = self._open_protocol()
+        if protocol.state is State.CLOSED:
+            raise protocol.close_exc
+        if self._recv_waiter is not None:
+            raise InvalidState("another coroutine is already waiting in recv()")
+        waiter: asyncio.Future[Data] = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # The message arrived just as we were cancelled: keep it.
+                self._queue().appendleft(waiter.result())
+            raise
+        finally:
+            self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def _queue(self) -> collections.deque[Data]:
+        if self._messages is None:
+            self._messages = collections.deque()
+        return self._messages
+
+    def _deliver(self, data: Data) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done() and not self._messages:
+            self._recv_waiter = None
+            waiter.set_result(data)
+            return
+        self._queue().append(data)
+        self._queued_bytes += len(data)
+        options = self.options
+        if not self._reading_paused and (
+            self._queued_bytes >= options.read_limit
+            or (options.max_queue is not None and len(self._queue()) >= options.max_queue)
+        ):
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        options = self.options
+        if self._queued_bytes <= options.read_limit // 4 and (
+            options.max_queue is None or len(self._queue()) <= options.max_queue // 4
+        ):
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not consumed by the application yet."""
+        parsed = 0 if self.protocol is None else self.protocol.buffered_input
+        return self._queued_bytes + parsed
+
+    # Sending.
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+    ) -> None:
+        """Send a message.
+
+        ``str`` is sent as text, ``bytes``-like as binary. An iterable or async
+        iterable of ``str`` or of ``bytes`` is sent as one fragmented message,
+        one frame per item. Waits while the write buffer is over
+        ``write_limit``. Raises :class:`~wsharbor.exceptions.ConnectionClosed`
+        when the connection is closing or closed.
+        """
+        while self._fragmenting is not None:
+            await asyncio.shield(self._fragmenting)
+        protocol = self._open_protocol()
+        if protocol.state is not State.OPEN:
+            raise protocol.close_exc
+        if isinstance(message, str):
+            protocol.send_text(message)
+        elif isinstance(message, bytes | bytearray | memoryview):
+            protocol.send_binary(message)
+        elif isinstance(message, Mapping):
+            raise TypeError("a dict is not a message: send str, bytes or an iterable of them")
+        elif isinstance(message, Iterable | AsyncIterable):
+            await self._send_fragments(cast("Iterable[Data] | AsyncIterable[Data]", message))
+            return
+        else:
+            raise TypeError(f"can't send {type(message).__name__}: expected str or bytes")
+        self._flush()
+        if self._write_paused:
+            await self._drain()
+
+    async def _send_fragments(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+        protocol = self._open_protocol()
+        self._fragmenting = self.loop.create_future()
+        started = False
+        text: bool | None = None
+        pending: Data | None = None
+        try:
+            async for fragment in _aiter(fragments):
+                if not isinstance(fragment, str | bytes | bytearray | memoryview):
+                    raise TypeError(f"can't send a fragment of type {type(fragment).__name__}")
+                is_text = isinstance(fragment, str)
+                if text is None:
+                    text = is_text
+                elif text != is_text:
+                    raise TypeError("all fragments must be str, or all bytes-like")
+                # Hold one fragment back so the last one goes out with FIN set.
+                if pending is not None:
+                    self._send_fragment(pending, started, fin=False)
+                    started = True
+                    self._flush()
+                    if self._write_paused:
+                        await self._drain()
+                pending = fragment if isinstance(fragment, str) else bytes(fragment)
+            if pending is None:
+                return  # An empty iterable sends nothing.
+            self._send_fragment(pending, started, fin=True)
+            self._flush()
+            if self._write_paused:
+                await self._drain()
+        except BaseException:
+            if started and protocol.state is State.OPEN:
+                # A message was left half-sent: the connection can't continue.
+                protocol.fail(CloseCode.INTERNAL_ERROR, "error while sending a fragmented message")
+                self._flush()
+            raise
+        finally:
+            waiter, self._fragmenting = self._fragmenting, None
+            waiter.set_result(None)
+
+    def _send_fragment(self, data: Data, started: bool, *, fin: bool) -> None:
+        protocol = self._open_protocol()
+        if protocol.state is not State.OPEN:
+            raise protocol.close_exc
+        if started:
+            protocol.send_continuation(data, fin)
+        elif isinstance(data, str):
+            protocol.send_text(data, fin)
+        else:
+            protocol.send_binary(data, fin)
+
+    def _flush(self) -> None:
+        """Write what the protocol has to send; close the transport when it says so."""
+        protocol = self.protocol
+        transport = self.transport
+        if protocol is None or transport is None:
+            return
+        data = protocol.data_to_send()
+        if data:
+            if len(data) == 1:
+                transport.write(data[0])
+            else:
+                transport.writelines(data)
+        if protocol.close_transport:
+            if not transport.is_closing():
+                transport.close()
+            self._arm_close_timer()
+        elif protocol.state is not State.OPEN:
+            self._arm_close_timer()
+
+    async def _drain(self) -> None:
+        if not self._write_paused:
+            return
+        protocol = self._open_protocol()
+        if protocol.state is State.CLOSED:
+            raise protocol.close_exc
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # Pings.
+
+    async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
+        """Send a ping; return a future that gives the round-trip time in seconds.
+
+        ``await (await ws.ping())`` waits for the pong. A pong also answers
+        every earlier ping (RFC 6455 section 5.5.3).
+        """
+        protocol = self._open_protocol()
+        if protocol.state is not State.OPEN:
+            raise protocol.close_exc
+        if self._pings is None:
+            self._pings = {}
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:  # pragma: no cover - 1 in 4 billion
+                payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise InvalidState("a ping with the same data is already waiting for its pong")
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (waiter, self.loop.time())
+        protocol.send_ping(payload)
+        self._flush()
+        return waiter
+
+    async def pong(self, data: Data = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat)."""
+        protocol = self._open_protocol()
+        if protocol.state is not State.OPEN:
+            raise protocol.close_exc
+        protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
+        self._flush()
+
+    def _pong_received(self, data: bytes) -> None:
+        now = self.loop.time()
+        keepalive = self._keepalive_ping
+        if keepalive is not None and keepalive[0] == data:
+            self.latency = now - keepalive[1]
+            self._keepalive_ping = None
+        pings = self._pings
+        if not pings or data not in pings:
+            return
+        # Acknowledge this ping and every ping sent before it.
+        for payload in list(pings):
+            waiter, sent_at = pings.pop(payload)
+            self.latency = now - sent_at
+            if not waiter.done():
+                waiter.set_result(self.latency)
+            if payload == data:
+                break
+
+    def _start_keepalive(self) -> None:
+        interval = self.options.ping_interval
+        if interval is not None:
+            self._keepalive = self.loop.call_later(interval, self._send_keepalive)
+
+    def _send_keepalive(self) -> None:
+        protocol = self.protocol
+        if protocol is None or protocol.state is not State.OPEN:
+            return
+        payload = os.urandom(4)
+        self._keepalive_ping = (payload, self.loop.time())
+        protocol.send_ping(payload)
+        self._flush()
+        timeout = self.options.ping_timeout
+        interval = self.options.ping_interval
+        assert interval is not None
+        if timeout is None:
+            self._keepalive = self.loop.call_later(interval, self._send_keepalive)
+        else:
+            self._keepalive = self.loop.call_later(timeout, self._check_keepalive, interval)
+
+    def _check_keepalive(self, interval: float) -> None:
+        protocol = self.protocol
+        if protocol is None or protocol.state is not State.OPEN:
+            return
+        if self._keepalive_ping is not None:
+            self.logger.info("%r: no pong to keepalive ping; closing", self)
+            protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._flush()
+            return
+        timeout = self.options.ping_timeout or 0.0
+        self._keepalive = self.loop.call_later(max(interval - timeout, 0.0), self._send_keepalive)
+
+    # Closing.
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Perform the closing handshake and wait for the TCP connection to close.
+
+        Waits at most ``close_timeout`` for the peer, then aborts the connection.
+        Calling it on a closed connection does nothing.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if protocol.state is State.OPEN:
+            if self._fragmenting is not None:
+                # A fragmented message is half-sent: fail instead (RFC 6455 5.4).
+                protocol.fail(CloseCode.INTERNAL_ERROR, "close during a fragmented message")
+            else:
+                protocol.send_close(code, reason)
+            self._flush()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        if self.transport is None or self._is_lost():
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self.loop.create_future()
+        await asyncio.shield(self._closed_waiter)
+
+    def _is_lost(self) -> bool:
+        return self.protocol is not None and self.protocol.state is State.CLOSED
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is not None:
+            return
+        timeout = self.options.close_timeout
+        if timeout is not None:
+            self._close_timer = self.loop.call_later(timeout, self._close_timeout)
+
+    def _close_timeout(self) -> None:
+        if self.transport is not None and not self._is_lost():
+            if self.protocol is not None and self.protocol.close_transport is False:
+                self.logger.debug("%r: peer didn't close in time", self)
+            self.transport.abort()
+
+    def abort(self) -> None:
+        """Close the TCP connection at once, without a closing handshake."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # asyncio.BufferedProtocol callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        write_limit = self.options.write_limit
+        transport.set_write_buffer_limits(high=write_limit, low=write_limit // 4)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _scratch_buffer()[: self.options.read_limit]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _scratch_buffer()[:nbytes]
+        protocol = self.protocol
+        if protocol is None:
+            self.handshake_data_received(bytes(data))
+            return
+        protocol.receive_data(data)
+        self._process_events()
+
+    def handshake_data_received(self, data: bytes) -> None:
+        """Bytes received during the opening handshake (subclasses)."""
+        raise NotImplementedError
+
+    def _process_events(self) -> None:
+        protocol = self.protocol
+        assert protocol is not None
+        for event in protocol.events_received():
+            kind = type(event)
+            if kind is TextMessage or kind is BinaryMessage:
+                self._deliver(cast("TextMessage | BinaryMessage", event).data)
+            elif kind is PongReceived:
+                self._pong_received(cast(PongReceived, event).data)
+        self._flush()
+        if protocol.failure is not None and self.options.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("%r: failed: %s", self, protocol.failure)
+
+    def eof_received(self) -> bool | None:
+        # Let the transport close; connection_lost follows.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        protocol = self.protocol
+        if protocol is not None:
+            protocol.receive_eof()
+        for handle in (self._keepalive, self._close_timer):
+            if handle is not None:
+                handle.cancel()
+        self._keepalive = self._close_timer = None
+        closed_exc: Exception = (
+            protocol.close_exc if protocol is not None else ConnectionError("connection lost")
+        )
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(closed_exc)
+        for drain in self._drain_waiters or ():
+            if not drain.done():
+                drain.set_exception(closed_exc)
+        self._drain_waiters = None
+        for ping_waiter, _ in (self._pings or {}).values():
+            if not ping_waiter.done():
+                ping_waiter.set_exception(closed_exc)
+        self._pings = None
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        self._connection_closed()
+
+    def _connection_closed(self) -> None:
+        """Hook for subclasses: the TCP connection is closed."""
+
+    def _open_protocol(self) -> WebSocketProtocol:
+        if self.protocol is None:
+            raise InvalidState("the opening handshake isn't complete")
+        return self.protocol
+
+    # Context manager: close on exit.
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def broadcast(
+    connections: Iterable[Connection],
+    message: Data,
+) -> int:
+    """Send ``message`` to every open connection without waiting; return how many were skipped.
+
+    The message is encoded once and the same bytes are written to every
+    connection that has no extension in effect (compressed connections encode it
+    themselves, since their compression context differs). A connection whose
+    write buffer is already over ``write_limit`` is skipped, so one slow reader
+    can't grow the server's memory; so is a connection that is not open or is in
+    the middle of sending a fragmented message. Skipped connections are counted
+    and logged at debug level.
+
+    Not thread-safe: call it from the event loop's thread (see
+    :class:`~wsharbor.asyncio.thread.ServerThread` for other threads).
+    """
+    if isinstance(message, str):
+        payload = message.encode()
+        opcode_byte = 0x81
+    elif isinstance(message, bytes | bytearray | memoryview):
+        payload = bytes(message)
+        opcode_byte = 0x82
+    else:
+        raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
+    frame: bytes | None = None
+    skipped = 0
+    for connection in connections:
+        protocol = connection.protocol
+        transport = connection.transport
+        if (
+            protocol is None
+            or transport is None
+            or protocol.state is not State.OPEN
+            or connection._fragmenting is not None
+            or transport.get_write_buffer_size() > connection.options.write_limit
+        ):
+            skipped += 1
+            continue
+        if protocol.extensions or protocol.side is not Side.SERVER:
+            if opcode_byte == 0x81:
+                protocol.send_text(payload)
+            else:
+                protocol.send_binary(payload)
+        else:
+            if frame is None:
+                opcode = Opcode.TEXT if opcode_byte == 0x81 else Opcode.BINARY
+                frame = serialize_frame(Frame(opcode, payload), mask=False)
+            protocol.send_preencoded(frame)
+        connection._flush()
+    if skipped:
+        logging.getLogger("wsharbor.server").debug("broadcast skipped %d connections", skipped)
+    return skipped
