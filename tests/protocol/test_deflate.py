@@ -214,10 +214,29 @@ def test_bfinal_on_non_final_fragment() -> None:
     assert ext.decode(compressed(H("f248cdc9c90700"), opcode=Opcode.CONT)).data == b"Hello"
 
 
-def test_bfinal_then_another_stream_in_one_message() -> None:
+def test_bfinal_then_another_stream_in_one_frame() -> None:
+    # A new stream may follow a final block, primed with the window so far.
     ext = pmd()
-    payload = H("f348cdc9c90700") + H("f348cdc9c90700") + H("00")
+    payload = H("f348cdc9c90700") + H("f200110000")
     assert ext.decode(compressed(payload)).data == b"HelloHello"
+    assert ext.decode(compressed(H("f200110000"))).data == b"Hello"
+
+
+def test_several_bfinal_blocks_in_one_frame() -> None:
+    # Bounded work per frame: one restart of the decompressor, not one per block.
+    with pytest.raises(ProtocolError, match="several DEFLATE blocks with BFINAL set in one frame"):
+        pmd().decode(compressed(H("0300") * 50_000))
+    payload = H("f348cdc9c90700") * 2 + H("00")
+    with pytest.raises(ProtocolError, match="several DEFLATE blocks with BFINAL"):
+        pmd().decode(compressed(payload))
+
+
+def test_bfinal_in_each_fragment() -> None:
+    ext = pmd()
+    first = ext.decode(compressed(H("f348cdc9c90700"), fin=False))
+    second = ext.decode(compressed(H("f200110000 0000ffff 0300"), fin=False, opcode=Opcode.CONT))
+    third = ext.decode(compressed(H("f348cdc9c90700 00"), opcode=Opcode.CONT))
+    assert (first.data, second.data, third.data) == (b"Hello", b"Hello", b"Hello")
 
 
 def test_rfc_7_2_3_5_two_blocks() -> None:
@@ -515,8 +534,8 @@ def test_max_size_boundary() -> None:
 
 
 def test_max_size_with_bfinal() -> None:
-    # The budget is shared by the streams of a message.
-    payload = H("f348cdc9c90700") + H("f348cdc9c90700") + H("00")
+    # The budget is shared by the streams of a frame.
+    payload = H("f348cdc9c90700") + H("f200110000")
     assert pmd().decode(compressed(payload), max_size=10).data == b"HelloHello"
     with pytest.raises(PayloadTooBig):
         pmd().decode(compressed(payload), max_size=9)

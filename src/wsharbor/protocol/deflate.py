@@ -346,6 +346,7 @@ class PerMessageDeflate:
             decoder = self._decoder = self._new_decoder()
         chunks: list[bytes] = []
         size = 0
+        restarted = False
         while True:
             # Ask zlib for at most max_size + 1 bytes: a small compressed
             # payload can never make us allocate more than that.
@@ -363,10 +364,17 @@ class PerMessageDeflate:
             if not decoder.eof:
                 break
             # RFC 7692 section 7.2.3.4: the peer ended a DEFLATE stream with a
-            # block with BFINAL set. zlib ignores what follows the end of a
-            # stream, so start a new one, primed with the last bytes of output
-            # (the LZ77 window that a context-taking-over peer may refer to;
-            # a reference beyond them fails cleanly rather than decoding wrong).
+            # block with BFINAL set, as a way to flush. zlib ignores what
+            # follows the end of a stream, so start a new one, primed with the
+            # last bytes of output: the LZ77 window that a context-taking-over
+            # peer may refer to (a reference beyond them fails cleanly rather
+            # than decoding wrong). Once per frame: a frame made of many tiny
+            # final blocks would otherwise cost a new zlib object per block.
+            if restarted:
+                raise ProtocolError(
+                    "several DEFLATE blocks with BFINAL set in one frame (RFC 7692 section 7.2.3.4)"
+                )
+            restarted = True
             data = decoder.unused_data
             window = 1 << max(9, self.remote_max_window_bits)
             history = b"".join(chunks)[-window:]
