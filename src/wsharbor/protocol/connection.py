@@ -41,6 +41,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..exceptions import (
     ConnectionClosed,
@@ -156,6 +157,31 @@ class WebSocketProtocol:
         instead of reassembling whole messages.
     """
 
+    __slots__ = (
+        "_discard_input",
+        "_events",
+        "_mask",
+        "_output",
+        "_parser",
+        "_recv_decoder",
+        "_recv_opcode",
+        "_recv_parts",
+        "_recv_size",
+        "_send_opcode",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "close_transport",
+        "debug",
+        "extensions",
+        "failure",
+        "logger",
+        "max_size",
+        "side",
+        "state",
+        "stream_fragments",
+    )
+
     def __init__(
         self,
         side: Side,
@@ -166,7 +192,8 @@ class WebSocketProtocol:
         logger: LoggerLike | None = None,
     ) -> None:
         self.side = side
-        self.extensions = list(extensions)
+        # A tuple: the empty one is shared by every connection without extensions.
+        self.extensions = tuple(extensions)
         self.max_size = max_size
         self.stream_fragments = stream_fragments
         if logger is None:
@@ -188,8 +215,9 @@ class WebSocketProtocol:
         # Message being received.
         self._recv_opcode: Opcode | None = None
         self._recv_size = 0
-        self._recv_chunks: list[bytes] = []
-        self._recv_text: list[str] = []
+        # Fragments of the message being reassembled (str when text); created
+        # for the first fragmented message only, to keep idle connections small.
+        self._recv_parts: list[Any] | None = None
         self._recv_decoder: codecs.IncrementalDecoder | None = None
 
         # Message being sent, when fragmented.
@@ -293,8 +321,7 @@ class WebSocketProtocol:
         self.state = State.CLOSED
         self._discard_input = True
         self._parser.take_buffer()
-        self._recv_chunks.clear()
-        self._recv_text.clear()
+        self._recv_parts = None
         if self.debug:
             self.logger.debug("= connection is CLOSED")
 
@@ -441,22 +468,23 @@ class WebSocketProtocol:
         decoder = self._recv_decoder
         # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1: fail as
         # soon as the payload is known to be invalid, even mid-message).
-        text = decoder.decode(data, fin) if decoder is not None else None
+        part: str | bytes = data if decoder is None else decoder.decode(data, fin)
         if self.stream_fragments:
-            self._events.append(Fragment(data if text is None else text, fin))
-        elif text is not None:
-            self._recv_text.append(text)
+            self._events.append(Fragment(part, fin))
         else:
-            self._recv_chunks.append(data)
+            if self._recv_parts is None:
+                self._recv_parts = []
+            self._recv_parts.append(part)
         if not fin:
             return
         if not self.stream_fragments:
-            if text is not None:
-                self._events.append(TextMessage("".join(self._recv_text)))
-                self._recv_text.clear()
+            parts = self._recv_parts
+            assert parts is not None
+            if decoder is not None:
+                self._events.append(TextMessage("".join(parts)))
             else:
-                self._events.append(BinaryMessage(b"".join(self._recv_chunks)))
-                self._recv_chunks.clear()
+                self._events.append(BinaryMessage(b"".join(parts)))
+            parts.clear()
         self._recv_opcode = None
         self._recv_decoder = None
         self._recv_size = 0

@@ -94,6 +94,7 @@ __all__ = [
     "Accepted",
     "ClientHandshake",
     "Headers",
+    "HeadersLike",
     "MultipleValuesError",
     "Request",
     "RequestParser",
@@ -165,6 +166,7 @@ class MultipleValuesError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+#: What :class:`Headers` and ``additional_headers`` accept: pairs or a mapping.
 HeadersLike = Iterable[tuple[str, str]] | Mapping[str, str]
 
 
