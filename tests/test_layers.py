@@ -1,0 +1,408 @@
+"""The layering of wsharbor (docs: /work/shared/ARCHITECTURE.md, "Layers").
+
+1. ``exceptions``, ``typing``   2. ``protocol`` (sans-I/O)   3. ``asyncio``
+4. ``app``   5. ``bench`` / ``tools``
+
+A module may import from its own layer and the lower-numbered ones. The public
+facade (``wsharbor/__init__.py``, ``wsharbor/__main__.py``) may import anything;
+a name imported *from* the facade counts as the module the facade got it from.
+Imports inside ``if TYPE_CHECKING:`` are not runtime dependencies and are exempt
+from the layer rule (``exceptions`` names ``Close`` in annotations), but not from
+the sans-I/O rule: ``wsharbor/protocol/`` never imports an I/O module, not even
+for typing, and not inside a function.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "wsharbor"
+
+LAYERS = {
+    "exceptions": 1,
+    "typing": 1,
+    "protocol": 2,
+    "asyncio": 3,
+    "app": 4,
+    "bench": 5,
+    "tools": 5,
+}
+FACADE = {"wsharbor", "wsharbor.__main__"}
+IO_MODULES = frozenset(
+    {"asyncio", "socket", "threading", "signal", "selectors", "ssl", "subprocess"}
+)
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import: the absolute module imported, where, and whether it's type-only."""
+
+    target: str
+    lineno: int
+    type_checking: bool
+
+
+# Reading imports.
+
+
+def module_name(path: Path, root: Path = SRC) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _resolve_relative(module: str, is_package: bool, level: int, name: str | None) -> str:
+    """``from <level dots><name> import ...`` in ``module``, made absolute."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    if level > 1:
+        if level - 1 > len(package) - 1:
+            raise ImportError(f"relative import beyond the top package in {module}")
+        package = package[: len(package) - (level - 1)]
+    return ".".join([*package, name] if name else package)
+
+
+def _dynamic_import_target(node: ast.Call) -> str | None:
+    """``importlib.import_module("x")`` or ``__import__("x")`` with a literal name."""
+    func = node.func
+    is_dynamic = (isinstance(func, ast.Name) and func.id in ("__import__", "import_module")) or (
+        isinstance(func, ast.Attribute) and func.attr == "import_module"
+    )
+    if is_dynamic and node.args and isinstance(node.args[0], ast.Constant):
+        value = node.args[0].value
+        if isinstance(value, str) and not value.startswith("."):
+            return value
+    return None
+
+
+def imports_of(source: str, module: str, is_package: bool) -> list[Import]:
+    """Every import in ``source`` (module level, in functions, in classes), made absolute.
+
+    ``from pkg import name`` yields ``pkg.name`` (a submodule or an attribute:
+    :func:`layer_of` sorts it out).
+    """
+    tree = ast.parse(source)
+    found: list[Import] = []
+
+    def visit(node: ast.AST, type_checking: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                visit(child, True)
+            for child in node.orelse:
+                visit(child, type_checking)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(alias.name, node.lineno, type_checking))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = _resolve_relative(module, is_package, node.level, node.module)
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                target = base if alias.name == "*" else f"{base}.{alias.name}"
+                found.append(Import(target, node.lineno, type_checking))
+        elif isinstance(node, ast.Call):
+            target = _dynamic_import_target(node)
+            if target is not None:
+                found.append(Import(target, node.lineno, type_checking))
+        for child in ast.iter_child_nodes(node):
+            visit(child, type_checking)
+
+    visit(tree, False)
+    return found
+
+
+# Layers.
+
+
+def package_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def facade_exports() -> dict[str, str]:
+    """Names the facade re-exports, mapped to the module they come from.
+
+    Names the facade defines itself (``__version__``) map to ``"wsharbor"``.
+    """
+    path = PACKAGE / "__init__.py"
+    tree = ast.parse(path.read_text())
+    exports: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = _resolve_relative("wsharbor", True, node.level, node.module)
+            for alias in node.names:
+                exports[alias.asname or alias.name] = f"{base}.{alias.name}"
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    exports[target.id] = "wsharbor"
+    return exports
+
+
+def layer_of(target: str, exports: dict[str, str]) -> int | None:
+    """The layer of an absolute import target inside wsharbor, or None outside it.
+
+    Raises LookupError for a module no layer was assigned to, and for the whole
+    facade (``import wsharbor``), which is above every layer.
+    """
+    parts = target.split(".")
+    if parts[0] != "wsharbor":
+        return None
+    if len(parts) == 1:
+        raise LookupError("imports the public facade `wsharbor` (above every layer)")
+    top = parts[1]
+    if top in LAYERS:
+        return LAYERS[top]
+    if top in exports:
+        source = exports[top]
+        if source == "wsharbor":
+            return 1  # a constant of the facade, such as __version__: no dependency
+        return layer_of(source, {})
+    raise LookupError(f"`wsharbor.{top}` belongs to no layer: add it to LAYERS in {__file__}")
+
+
+def layer_violations(module: str, imports: list[Import], exports: dict[str, str]) -> list[str]:
+    if module in FACADE:
+        return []
+    own = layer_of(module, exports)
+    assert own is not None
+    problems = []
+    for imp in imports:
+        if imp.type_checking:
+            continue
+        try:
+            layer = layer_of(imp.target, exports)
+        except LookupError as exc:
+            problems.append(f"{module}:{imp.lineno} {imp.target}: {exc}")
+            continue
+        if layer is not None and layer > own:
+            problems.append(
+                f"{module}:{imp.lineno} (layer {own}) imports {imp.target} (layer {layer})"
+            )
+    return problems
+
+
+def io_violations(module: str, imports: list[Import]) -> list[str]:
+    if module != "wsharbor.protocol" and not module.startswith("wsharbor.protocol."):
+        return []
+    return [
+        f"{module}:{imp.lineno} imports {imp.target} (the sans-I/O core must not)"
+        for imp in imports
+        if imp.target.split(".")[0] in IO_MODULES
+    ]
+
+
+def _read(path: Path) -> tuple[str, list[Import]]:
+    module = module_name(path)
+    return module, imports_of(path.read_text(), module, path.name == "__init__.py")
+
+
+# The tests on the real package.
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    modules = package_modules()
+    assert "wsharbor.protocol.connection" in modules
+    unassigned = [
+        name for name in modules if name not in FACADE and name.split(".")[1] not in LAYERS
+    ]
+    assert unassigned == [], f"assign these modules to a layer in {__file__}"
+
+
+def test_no_lower_layer_imports_a_higher_one() -> None:
+    exports = facade_exports()
+    problems = []
+    for path in package_modules().values():
+        module, imports = _read(path)
+        problems += layer_violations(module, imports, exports)
+    assert problems == [], "\n".join(problems)
+
+
+def test_sans_io_core_imports_no_io_module() -> None:
+    problems = []
+    checked = 0
+    for path in sorted((PACKAGE / "protocol").rglob("*.py")):
+        module, imports = _read(path)
+        problems += io_violations(module, imports)
+        checked += 1
+    assert checked >= 4
+    assert problems == [], "\n".join(problems)
+
+
+def test_importing_the_protocol_core_does_not_load_asyncio() -> None:
+    code = textwrap.dedent(
+        """
+        import importlib, sys
+        import wsharbor.protocol, wsharbor.protocol.connection, wsharbor.protocol.frames
+        for name in ("wsharbor.protocol.handshake", "wsharbor.protocol.deflate"):
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        loaded = sorted(
+            m for m in sys.modules if m.split(".")[0] in ("asyncio", "socket", "selectors")
+        )
+        print(" ".join(loaded))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "asyncio" not in loaded, (
+        "importing the sans-I/O core loads asyncio; the usual cause is wsharbor/__init__.py "
+        "importing .asyncio eagerly (re-export it lazily with a module __getattr__, PEP 562). "
+        f"Loaded: {' '.join(loaded[:8])}..."
+    )
+
+
+# The checker itself, on synthetic sources.
+
+
+def _check(source: str, module: str, is_package: bool = False) -> list[Import]:
+    return imports_of(textwrap.dedent(source), module, is_package)
+
+
+def test_checker_resolves_relative_imports() -> None:
+    imports = _check(
+        """
+        from ..exceptions import ProtocolError
+        from .frames import Frame
+        from . import extensions
+        from .. import typing as t
+        import struct
+        """,
+        "wsharbor.protocol.connection",
+    )
+    assert [i.target for i in imports] == [
+        "wsharbor.exceptions.ProtocolError",
+        "wsharbor.protocol.frames.Frame",
+        "wsharbor.protocol.extensions",
+        "wsharbor.typing",
+        "struct",
+    ]
+
+
+def test_checker_resolves_relative_imports_in_a_package_init() -> None:
+    imports = _check(
+        "from .client import connect\nfrom ..protocol import frames\n", "wsharbor.asyncio", True
+    )
+    assert [i.target for i in imports] == [
+        "wsharbor.asyncio.client.connect",
+        "wsharbor.protocol.frames",
+    ]
+
+
+def test_checker_rejects_relative_import_beyond_the_top() -> None:
+    with pytest.raises(ImportError):
+        _check("from ... import x\n", "wsharbor.exceptions")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import asyncio\n",
+        "import asyncio.events\n",
+        "from asyncio import Protocol\n",
+        "import socket as s\n",
+        "from ssl import SSLContext\n",
+        "def f():\n    import threading\n",
+        "class C:\n    def m(self):\n        from signal import SIGINT\n",
+        "try:\n    import selectors\nexcept ImportError:\n    pass\n",
+        "if TYPE_CHECKING:\n    import subprocess\n",
+        "import importlib\nimportlib.import_module('asyncio')\n",
+        "__import__('socket')\n",
+    ],
+)
+def test_checker_finds_io_imports_in_the_protocol_layer(source: str) -> None:
+    imports = _check(source, "wsharbor.protocol.frames")
+    assert len(io_violations("wsharbor.protocol.frames", imports)) == 1
+    # Elsewhere, I/O modules are fine.
+    assert io_violations("wsharbor.asyncio.connection", imports) == []
+
+
+def test_checker_does_not_confuse_the_asyncio_layer_with_stdlib_asyncio() -> None:
+    imports = _check("from ..asyncio import serve\n", "wsharbor.protocol.frames")
+    assert io_violations("wsharbor.protocol.frames", imports) == []
+    assert layer_violations("wsharbor.protocol.frames", imports, {}) == [
+        "wsharbor.protocol.frames:1 (layer 2) imports wsharbor.asyncio.serve (layer 3)"
+    ]
+
+
+EXPORTS = {"serve": "wsharbor.asyncio.serve", "__version__": "wsharbor"}
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "bad"),
+    [
+        ("from ..asyncio import connect\n", "wsharbor.protocol.handshake", True),
+        ("from .protocol.frames import Close\n", "wsharbor.exceptions", True),
+        ("import wsharbor.app.config\n", "wsharbor.asyncio.server", True),
+        ("def f():\n    from ...app import cli\n", "wsharbor.protocol.x.y", True),
+        ("from .. import serve\n", "wsharbor.protocol.frames", True),  # via the facade
+        ("import wsharbor\n", "wsharbor.protocol.frames", True),
+        ("from .. import mystery\n", "wsharbor.asyncio.server", True),  # no layer
+        ("from ..protocol.frames import Close\n", "wsharbor.asyncio.server", False),
+        ("from .frames import Close\n", "wsharbor.protocol.connection", False),
+        ("from ..exceptions import ProtocolError\n", "wsharbor.protocol.frames", False),
+        ("from .. import __version__\n", "wsharbor.protocol.handshake", False),
+        ("from ..asyncio import serve\n", "wsharbor.app.main", False),
+        ("from ..app import main\n", "wsharbor.bench.memory", False),
+        (
+            "if TYPE_CHECKING:\n    from .protocol.frames import Close\n",
+            "wsharbor.exceptions",
+            False,
+        ),
+        ("from .app import main\n", "wsharbor.__main__", False),  # the facade
+        ("import asyncio\n", "wsharbor.exceptions", False),  # not wsharbor: other rule
+    ],
+)
+def test_checker_layer_rule(source: str, module: str, bad: bool) -> None:
+    imports = _check(source, module)
+    assert bool(layer_violations(module, imports, EXPORTS)) is bad
+
+
+def test_checker_type_checking_else_branch_is_runtime() -> None:
+    source = """
+    if TYPE_CHECKING:
+        from .protocol.frames import Close
+    else:
+        from .protocol.frames import Frame
+    if typing.TYPE_CHECKING:
+        from .protocol.handshake import Response
+    """
+    imports = _check(source, "wsharbor.exceptions")
+    assert [(i.target, i.type_checking) for i in imports] == [
+        ("wsharbor.protocol.frames.Close", True),
+        ("wsharbor.protocol.frames.Frame", False),
+        ("wsharbor.protocol.handshake.Response", True),
+    ]
+    assert len(layer_violations("wsharbor.exceptions", imports, {})) == 1
+
+
+def test_facade_exports_are_read_from_the_real_facade() -> None:
+    exports = facade_exports()
+    assert exports["__version__"] == "wsharbor"
+    assert exports["ProtocolError"] == "wsharbor.exceptions.ProtocolError"
