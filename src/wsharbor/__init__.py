@@ -9,26 +9,16 @@ The public API is re-exported here::
             await websocket.send(message)
 
     wsharbor.run(echo, "127.0.0.1", 8765)
+
+The asyncio layer is imported lazily, on first use of one of its names, so that
+``import wsharbor.protocol`` (the sans-I/O core) doesn't import asyncio.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0.dev0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .asyncio import (
-    ClientConnection,
-    Connection,
-    Server,
-    ServerConnection,
-    ServerThread,
-    broadcast,
-    connect,
-    run,
-    serve,
-    serve_in_thread,
-    unix_connect,
-    unix_serve,
-)
 from .exceptions import (
     ConfigError,
     ConnectionClosed,
@@ -42,9 +32,52 @@ from .exceptions import (
     ProtocolError,
     WsharborError,
 )
-from .protocol.deflate import DeflateSettings
-from .protocol.frames import CloseCode
-from .protocol.handshake import Headers, Request, Response
+
+__version__ = "0.1.0.dev0"
+
+if TYPE_CHECKING:
+    from .asyncio.client import ClientConnection, connect, unix_connect
+    from .asyncio.connection import Connection, broadcast
+    from .asyncio.runner import ServerThread, run, serve_in_thread
+    from .asyncio.server import Server, ServerConnection, serve, unix_serve
+    from .protocol.deflate import DeflateSettings
+    from .protocol.frames import CloseCode
+    from .protocol.handshake import Headers, Request, Response
+
+_LAZY = {
+    "ClientConnection": ".asyncio.client",
+    "connect": ".asyncio.client",
+    "unix_connect": ".asyncio.client",
+    "Connection": ".asyncio.connection",
+    "broadcast": ".asyncio.connection",
+    "ServerThread": ".asyncio.runner",
+    "run": ".asyncio.runner",
+    "serve_in_thread": ".asyncio.runner",
+    "Server": ".asyncio.server",
+    "ServerConnection": ".asyncio.server",
+    "serve": ".asyncio.server",
+    "unix_serve": ".asyncio.server",
+    "DeflateSettings": ".protocol.deflate",
+    "CloseCode": ".protocol.frames",
+    "Headers": ".protocol.handshake",
+    "Request": ".protocol.handshake",
+    "Response": ".protocol.handshake",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'wsharbor' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ClientConnection",

@@ -4,7 +4,7 @@
 
     WsharborError
     ├── ConnectionClosed            the connection is closed (codes received and sent)
-    │   ├── ConnectionClosedOK      ... with 1000 or 1001 both ways
+    │   ├── ConnectionClosedOK      ... with 1000, 1001 or 1005 (no code) both ways
     │   └── ConnectionClosedError   ... any other way
     ├── InvalidHandshake            the opening handshake failed; ``status`` is the HTTP answer
     │   ├── InvalidMessage          malformed HTTP (400)
@@ -105,7 +105,7 @@ class ConnectionClosed(WsharborError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection was closed normally: 1000 or 1001 received and sent."""
+    """The connection was closed normally: 1000, 1001 or 1005 (no code) received and sent."""
 
 
 class ConnectionClosedError(ConnectionClosed):

@@ -1655,3 +1655,24 @@ def test_property_pair_roundtrip(
     expected = [TextMessage(d) if isinstance(d, str) else BinaryMessage(d) for d, _ in msgs]
     assert events == expected
     assert dst.failure is None
+
+
+def test_fail_1006_closes_without_a_close_frame() -> None:
+    from wsharbor.protocol.connection import Side, State, WebSocketProtocol
+
+    protocol = WebSocketProtocol(Side.SERVER)
+    protocol.fail(1006)
+    assert protocol.data_to_send() == []
+    assert protocol.close_transport
+    assert protocol.state is State.CLOSING
+    assert protocol.close_sent is None
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1015, 2000, 5000])
+def test_fail_with_a_code_not_allowed_on_the_wire_is_local_misuse(code: int) -> None:
+    from wsharbor.protocol.connection import Side, WebSocketProtocol
+
+    protocol = WebSocketProtocol(Side.SERVER)
+    with pytest.raises(ValueError, match="invalid close code"):
+        protocol.fail(code)
+    assert protocol.data_to_send() == []

@@ -388,8 +388,14 @@ class WebSocketProtocol:
         """Fail the WebSocket connection (RFC 6455 section 7.1.7).
 
         Sends a close frame with ``code`` if none was sent yet, drops any further
-        input and asks the I/O layer to close the TCP connection.
+        input and asks the I/O layer to close the TCP connection. ``code=1006``
+        (abnormal closure) closes without sending a close frame.
         """
+        if code != CloseCode.ABNORMAL_CLOSURE:
+            try:
+                Close(code).check()  # a long reason is truncated, not refused
+            except ProtocolError as exc:
+                raise ValueError(str(exc)) from None
         self._fail(code, reason, None)
 
     # Receiving frames.
@@ -543,10 +549,12 @@ class WebSocketProtocol:
             self.logger.debug("! failing connection with code %d", code)
         if exc is not None and self.failure is None:
             self.failure = exc
-        if self.state is State.OPEN:
+        if self.state is State.OPEN and code != CloseCode.ABNORMAL_CLOSURE:
             if len(reason.encode()) > 123:
                 reason = reason.encode()[:120].decode(errors="ignore") + "..."
             self._send_close(Close(code, reason))
+        elif self.state is State.OPEN:
+            self.state = State.CLOSING  # closing without a close frame
         # Section 7.1.7: after failing, don't process data from the peer,
         # including a close frame answering ours; close the TCP connection.
         self._discard_input = True
