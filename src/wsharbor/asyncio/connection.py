@@ -136,6 +136,8 @@ class Connection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
+        "_batch",
+        "_batch_size",
         "_close_timer",
         "_closed_waiter",
         "_drain_waiters",
@@ -185,6 +187,10 @@ class Connection(asyncio.BufferedProtocol):
         self._keepalive_ping: tuple[bytes, float] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
+        # Writes coalesced until the end of this loop iteration, while the
+        # application consumes a burst of queued messages; None otherwise.
+        self._batch: list[bytes] | None = None
+        self._batch_size = 0
 
     # Public attributes.
 
@@ -234,6 +240,8 @@ class Connection(asyncio.BufferedProtocol):
             self._queued_bytes -= len(data)
             if self._reading_paused:
                 self._maybe_resume_reading()
+            if self._batch is None:
+                self._start_batch()
             return data
         protocol = self._open_protocol()
         if protocol.state is State.CLOSED:
@@ -246,8 +254,11 @@ class Connection(asyncio.BufferedProtocol):
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # The message arrived just as we were cancelled: keep it.
-                self._queue().appendleft(waiter.result())
+                # The message arrived just as we were cancelled: keep it, and
+                # count it, since taking it from the queue subtracts its size.
+                data = waiter.result()
+                self._queue().appendleft(data)
+                self._queued_bytes += len(data)
             raise
         finally:
             self._recv_waiter = None
@@ -384,23 +395,59 @@ class Connection(asyncio.BufferedProtocol):
             protocol.send_binary(data, fin)
 
     def _flush(self) -> None:
-        """Write what the protocol has to send; close the transport when it says so."""
+        """Write what the protocol has to send; close the transport when it says so.
+
+        Writes go to the transport at once, except while the application works
+        through a burst of queued messages (see :meth:`recv`): then they are
+        coalesced and written with one ``writelines`` call when the loop
+        iteration ends, or as soon as the batch reaches ``write_limit``. A lone
+        request-response exchange pays no added latency; a pipelined burst pays
+        one system call instead of one per message.
+        """
         protocol = self.protocol
         transport = self.transport
         if protocol is None or transport is None:
             return
         data = protocol.data_to_send()
         if data:
-            if len(data) == 1:
-                transport.write(data[0])
+            batch = self._batch
+            if batch is None:
+                if len(data) == 1:
+                    transport.write(data[0])
+                else:
+                    transport.writelines(data)
             else:
-                transport.writelines(data)
+                batch.extend(data)
+                self._batch_size += sum(map(len, data))
+                if self._batch_size >= self.options.write_limit:
+                    self._write_batch()
         if protocol.close_transport:
+            self._write_batch()
             if not transport.is_closing():
                 transport.close()
             self._arm_close_timer()
         elif protocol.state is not State.OPEN:
             self._arm_close_timer()
+
+    def _start_batch(self) -> None:
+        # The application works through a burst of queued messages: coalesce
+        # what it sends until this loop iteration ends.
+        self._batch = []
+        self.loop.call_soon(self._end_batch)
+
+    def _write_batch(self) -> None:
+        batch = self._batch
+        if batch:
+            assert self.transport is not None
+            self.transport.writelines(batch)
+            self._batch = []
+            self._batch_size = 0
+
+    def _end_batch(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._write_batch()
+        self._batch = None
+        self._batch_size = 0
 
     async def _drain(self) -> None:
         if not self._write_paused:
@@ -594,6 +641,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._deliver(cast("TextMessage | BinaryMessage", event).data)
             elif kind is PongReceived:
                 self._pong_received(cast(PongReceived, event).data)
+        if self._messages and self._batch is None:
+            self._start_batch()  # a burst arrived: answers to it go out together
         self._flush()
         if protocol.failure is not None and self.options.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("%r: failed: %s", self, protocol.failure)
