@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,10 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
 
-unit: $(VENV)/.installed
+system-deps:
+	bash scripts/install-system-deps.sh
+
+unit: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=wsharbor --cov-report=term
 	$(BIN)/python -m coverage report --include='*/wsharbor/protocol/*' --fail-under=95
 
@@ -35,7 +38,7 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache
