@@ -144,6 +144,7 @@ class Connection(asyncio.BufferedProtocol):
         "_fragmenting",
         "_keepalive",
         "_keepalive_ping",
+        "_lost",
         "_messages",
         "_pings",
         "_queued_bytes",
@@ -187,6 +188,7 @@ class Connection(asyncio.BufferedProtocol):
         self._keepalive_ping: tuple[bytes, float] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
+        self._lost = False  # connection_lost() was called
         # Writes coalesced until the end of this loop iteration, while the
         # application consumes a burst of queued messages; None otherwise.
         self._batch: list[bytes] | None = None
@@ -588,7 +590,7 @@ class Connection(asyncio.BufferedProtocol):
         await asyncio.shield(self._closed_waiter)
 
     def _is_lost(self) -> bool:
-        return self.protocol is not None and self.protocol.state is State.CLOSED
+        return self._lost
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is not None:
@@ -652,6 +654,8 @@ class Connection(asyncio.BufferedProtocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._batch = None
         protocol = self.protocol
         if protocol is not None:
             protocol.receive_eof()
