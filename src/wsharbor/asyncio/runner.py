@@ -181,10 +181,17 @@ class ServerThread:
         return self.run_coroutine(do()).result(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Close the server gracefully and wait for the thread to end."""
+        """Close the server gracefully and wait for the thread to end.
+
+        Calling it again, or after the thread ended, does nothing.
+        """
         if self.loop is None or self._thread is None or self.server is None:
             return
-        self.loop.call_soon_threadsafe(self.server.close)
+        if self._thread.is_alive():
+            try:
+                self.loop.call_soon_threadsafe(self.server.close)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the thread is ending anyway
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError("the server thread did not stop in time")
