@@ -409,6 +409,35 @@ async def test_3_reserved_bits_chopped(client: FuzzingClient) -> None:
     await client.expect_close(1002)
 
 
+@pytest.mark.parametrize(
+    ("opcode", "payload"),
+    [(TEXT, b"unmasked"), (BINARY, b""), (PING, b"p"), (CLOSE, close_payload(1000))],
+    ids=["text", "binary-empty", "ping", "close"],
+)
+async def test_unmasked_client_frame_fails(
+    client: FuzzingClient, opcode: int, payload: bytes
+) -> None:
+    # RFC 6455 section 5.1: a server MUST close the connection upon receiving
+    # an unmasked frame.
+    client.write(build_frame(opcode, payload, mask=False))
+    await client.expect_close(1002)
+
+
+async def test_64_bit_length_with_msb_set_fails(client: FuzzingClient) -> None:
+    client.write(struct.pack("!BBQ", 0x82, 0x80 | 127, 1 << 63) + os.urandom(4))
+    await client.expect_close(1002)
+
+
+async def test_non_minimal_length_encoding_accepted(client: FuzzingClient) -> None:
+    # A 16-bit length for a 5-byte payload: not minimal, but unambiguous.
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(b"hello"))
+    client.write(struct.pack("!BBH", 0x81, 0x80 | 126, 5) + key + masked)
+    await client.expect(TEXT, b"hello")
+    client.send(CLOSE, close_payload(1000))
+    await client.expect_close(1000)
+
+
 # ---------------------------------------------------------------------------
 # 4. Reserved opcodes
 # ---------------------------------------------------------------------------
