@@ -577,11 +577,6 @@ async def test_handler_raising_logs_traceback_closes_1011_prints_nothing(
     assert capsys.readouterr() == ("", "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: close() doesn't resume a read paused by max_queue/read_limit, so "
-    "the peer's close frame is never read; the close ends 1006 after close_timeout",
-)
 async def test_close_while_reading_is_paused_completes_the_handshake() -> None:
     rec = Recorder()
     queued = asyncio.Event()

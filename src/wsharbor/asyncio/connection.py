@@ -286,16 +286,30 @@ class Connection(asyncio.BufferedProtocol):
             self._recv_waiter = None
             waiter.set_result(data)
             return
+        is_open = self.protocol is not None and self.protocol.state is State.OPEN
+        if not is_open and self._queue_full():
+            # We sent a close frame: reading goes on so that the peer's close
+            # frame arrives, and data past the limits is dropped, since the
+            # application asked to close (RFC 6455 section 5.5.1).
+            return
         self._queue().append(data)
         self._queued_bytes += len(data)
+        if is_open and not self._reading_paused and self._queue_full():
+            self._pause_reading()
+
+    def _queue_full(self) -> bool:
+        """Whether ``max_queue`` messages or ``read_limit`` bytes wait for the application."""
         options = self.options
-        if not self._reading_paused and (
-            self._queued_bytes >= options.read_limit
-            or (options.max_queue is not None and len(self._queue()) >= options.max_queue)
-        ):
-            self._reading_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+        return self._queued_bytes >= options.read_limit or (
+            options.max_queue is not None
+            and self._messages is not None
+            and len(self._messages) >= options.max_queue
+        )
+
+    def _pause_reading(self) -> None:
+        self._reading_paused = True
+        assert self.transport is not None
+        self.transport.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
         options = self.options
@@ -429,6 +443,10 @@ class Connection(asyncio.BufferedProtocol):
                 transport.close()
             self._arm_close_timer()
         elif protocol.state is not State.OPEN:
+            if self._reading_paused:
+                # Read the peer's close frame even if the application doesn't read.
+                self._reading_paused = False
+                transport.resume_reading()
             self._arm_close_timer()
 
     def _start_batch(self) -> None:

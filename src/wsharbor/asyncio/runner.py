@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import signal
 import threading
@@ -188,10 +189,9 @@ class ServerThread:
         if self.loop is None or self._thread is None or self.server is None:
             return
         if self._thread.is_alive():
-            try:
+            # RuntimeError: the loop closed meanwhile; the thread is ending anyway.
+            with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.server.close)
-            except RuntimeError:
-                pass  # the loop closed meanwhile: the thread is ending anyway
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError("the server thread did not stop in time")
