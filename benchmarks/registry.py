@@ -1,0 +1,152 @@
+"""What can be measured: the echo servers and the workloads.
+
+A server is one more :class:`ServerSpec` entry; a workload is one more :class:`Workload`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from benchmarks.servers._common import DEFAULT_MAX_SIZE
+
+__all__ = [
+    "BASELINE",
+    "DEFAULT_SERVERS",
+    "REPO_ROOT",
+    "SERVERS",
+    "WORKLOADS",
+    "Metric",
+    "ServerSpec",
+    "Workload",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Every ratio is this server's figure divided by the baseline's, measured in the same run.
+BASELINE = "websockets"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """How to start one echo server.
+
+    ``module`` servers follow :mod:`benchmarks.servers`: ``--port 0``, ``--uvloop``, and a
+    ``READY <port>`` line on stdout. ``script`` servers are outside programs (such as
+    ``examples/echo.py``) that take ``--host``/``--port``: the harness picks a free port and
+    waits until it accepts TCP connections.
+    """
+
+    name: str
+    description: str
+    module: str | None = None
+    script: tuple[str, ...] = ()
+    supports_uvloop: bool = True
+
+    def command(self, uvloop: bool, port: int = 0) -> list[str]:
+        if self.module is not None:
+            cmd = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", "0"]
+            return [*cmd, "--uvloop"] if uvloop else cmd
+        return [
+            sys.executable,
+            *(arg.replace("{port}", str(port)) for arg in self.script),
+        ]
+
+
+SERVERS: dict[str, ServerSpec] = {
+    spec.name: spec
+    for spec in (
+        ServerSpec(
+            "websockets",
+            "websockets.asyncio.server.serve",
+            module="benchmarks.servers.websockets_server",
+        ),
+        ServerSpec(
+            "aiohttp", "aiohttp web.WebSocketResponse", module="benchmarks.servers.aiohttp_server"
+        ),
+        ServerSpec(
+            "picows",
+            "picows ws_create_server + WSListener",
+            module="benchmarks.servers.picows_server",
+        ),
+        ServerSpec("wsharbor", "wsharbor.serve", module="benchmarks.servers.wsharbor_server"),
+        ServerSpec(
+            "wsharbor-example",
+            "examples/echo.py (asyncio only)",
+            script=(
+                str(REPO_ROOT / "examples" / "echo.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--no-compression",
+                "--max-size",
+                str(DEFAULT_MAX_SIZE),
+                "--log-level",
+                "WARNING",
+            ),
+            supports_uvloop=False,
+        ),
+    )
+}
+
+DEFAULT_SERVERS = ("websockets", "aiohttp", "picows", "wsharbor")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    key: str  # key in the load generator's JSON result
+    label: str
+    higher_is_better: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    label: str
+    kind: str  # the load generator's --workload
+    size: int = 0
+    inflight: int = 0
+    metrics: tuple[Metric, ...] = ()
+
+
+MSG_PER_S = Metric("msg_per_s", "msg/s")
+MB_PER_S = Metric("mb_per_s", "MB/s")
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "echo-64-1",
+            "64 B echo, 1 in flight",
+            "echo",
+            64,
+            1,
+            (
+                MSG_PER_S,
+                Metric("p50_us", "p50 round trip (µs)", higher_is_better=False),
+                Metric("p99_us", "p99 round trip (µs)", higher_is_better=False),
+            ),
+        ),
+        Workload("echo-64-100", "64 B echo, 100 in flight", "echo", 64, 100, (MSG_PER_S,)),
+        Workload(
+            "echo-64k", "64 KiB echo, {inflight} in flight", "echo", 64 * 1024, 4, (MB_PER_S,)
+        ),
+        Workload(
+            "echo-1m", "1 MiB echo, {inflight} in flight", "echo", 1024 * 1024, 2, (MB_PER_S,)
+        ),
+        Workload(
+            "handshake",
+            "handshakes, {concurrency} concurrent",
+            "handshake",
+            metrics=(Metric("handshakes_per_s", "handshakes/s"),),
+        ),
+        Workload(
+            "memory",
+            "{connections} idle connections",
+            "memory",
+            metrics=(Metric("kib_per_conn", "server RSS per connection (KiB)", False),),
+        ),
+    )
+}

@@ -1,0 +1,86 @@
+"""What every benchmark echo server script shares: flags, fd limit, event loop, readiness."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import resource
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "ServerArgs",
+    "announce",
+    "parse_args",
+    "raise_nofile_limit",
+    "run",
+    "wait_for_signal",
+]
+
+#: Largest message every server accepts: comfortably above the 1 MiB workload.
+DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+
+
+class ServerArgs(argparse.Namespace):
+    host: str
+    port: int
+    uvloop: bool
+    max_size: int
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> ServerArgs:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 lets the kernel pick")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio")
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        help=f"largest accepted message in bytes (default {DEFAULT_MAX_SIZE})",
+    )
+    return parser.parse_args(argv, namespace=ServerArgs())
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def announce(port: int) -> None:
+    """Tell the harness the server is accepting connections on ``port``."""
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run(main: Callable[[ServerArgs], Awaitable[None]], args: ServerArgs) -> int:
+    """Run ``main(args)`` on the loop that ``args.uvloop`` selects; return an exit status."""
+    raise_nofile_limit()
+
+    async def entry() -> None:
+        await main(args)
+
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(entry())
+    else:
+        asyncio.run(entry())
+    return 0

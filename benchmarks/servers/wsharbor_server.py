@@ -1,0 +1,40 @@
+"""Echo server on wsharbor (``wsharbor.serve``), the library this benchmark is for.
+
+Compression off, ``max_size`` from the flags, everything else at the library's defaults.
+Exits with status 3 and a one-line reason on stderr when ``wsharbor.serve`` is not
+available yet, which the harness reports as "not available".
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+
+NOT_AVAILABLE = 3
+
+
+async def echo(ws: Any) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+async def main(args: ServerArgs) -> None:
+    import wsharbor
+
+    serve: Any = wsharbor.serve  # type: ignore[attr-defined,unused-ignore]
+    async with serve(
+        echo, args.host, args.port, compression=None, max_size=args.max_size
+    ) as server:
+        announce(server.sockets[0].getsockname()[1])
+        await wait_for_signal()
+
+
+if __name__ == "__main__":
+    try:
+        from wsharbor import serve as _serve  # noqa: F401
+    except ImportError as exc:
+        print(f"wsharbor.serve is not available: {exc}", file=sys.stderr)
+        sys.exit(NOT_AVAILABLE)
+    sys.exit(run(main, parse_args(__doc__ or "")))
