@@ -1,0 +1,392 @@
+"""Settings of the application server, from command-line flags and ``WSHARBOR_*`` variables.
+
+Every setting has one flag and one environment variable: ``--max-size`` is
+``WSHARBOR_MAX_SIZE``, ``--workers`` is ``WSHARBOR_WORKERS``, the positional
+``MODULE:ATTR`` is ``WSHARBOR_APP``. A flag wins over the variable, the variable
+over the default. Flags and variables go through the same parser, so a bad value
+gets the same one-line message naming where it came from::
+
+    wsharbor: error: --port 70000: must be an integer from 0 to 65535
+    wsharbor: error: WSHARBOR_WORKERS=0: must be an integer >= 1
+
+Everything here raises :class:`~wsharbor.exceptions.ConfigError`; the CLI turns
+it into that line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from ..exceptions import ConfigError
+
+__all__ = ["OPTIONS", "Config", "Option", "build_parser", "parse_config"]
+
+ENV_PREFIX = "WSHARBOR_"
+
+
+# Value parsers: str -> value, ValueError with a short message on bad input.
+
+
+def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            if low is not None and high is not None:
+                raise ValueError(f"must be an integer from {low} to {high}")
+            if low is not None:
+                raise ValueError(f"must be an integer >= {low}")
+            raise ValueError("must be an integer")
+        return value
+
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Also accept ``none`` (no limit / disabled)."""
+
+    def parse_optional(text: str) -> Any:
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or 'none'") from None
+
+    return parse_optional
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def _str(text: str) -> str:
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _http_path(text: str) -> str:
+    if not text.startswith("/") or any(c in text for c in " ?#\r\n"):
+        raise ValueError("must be a URL path starting with '/', without query")
+    return text
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    # An empty item (e.g. "https://a.example,") stands for "no Origin header".
+    return tuple(item.strip() for item in text.split(","))
+
+
+def _app(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError("must be MODULE:ATTR, e.g. myapp:handler")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: attribute name, flag, parser, default, help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    boolean: bool = False
+    group: str = "server"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    # Where to listen.
+    Option("host", _nonempty, "127.0.0.1", "bind to this address", "HOST", group="socket"),
+    Option("port", _int(0, 65535), 8000, "bind to this TCP port", "PORT", group="socket"),
+    Option("uds", _nonempty, None, "bind to this Unix socket path instead", "PATH", group="socket"),
+    Option("fd", _int(0), None, "use this inherited listening socket", "N", group="socket"),
+    Option("backlog", _int(1), 2048, "listen() backlog", "N", group="socket"),
+    Option("ssl_certfile", _nonempty, None, "TLS certificate (PEM)", "FILE", group="socket"),
+    Option("ssl_keyfile", _nonempty, None, "TLS private key (PEM)", "FILE", group="socket"),
+    # Processes.
+    Option("workers", _int(1), 1, "worker processes (1: no supervisor)", "N", group="process"),
+    Option(
+        "graceful_timeout",
+        _positive_float,
+        10.0,
+        "on shutdown, how long handlers get to finish",
+        "S",
+        group="process",
+    ),
+    Option(
+        "max_connections",
+        _optional(_int(1)),
+        None,
+        "open connections per worker; beyond it handshakes get 503",
+        "N",
+        group="process",
+    ),
+    Option(
+        "loop", _choice("auto", "asyncio", "uvloop"), "auto", "event loop", "LOOP", group="process"
+    ),
+    Option(
+        "reload",
+        _bool,
+        False,
+        "development: restart workers when .py files under the cwd change",
+        boolean=True,
+        group="process",
+    ),
+    # HTTP endpoints on the WebSocket port.
+    Option("health_path", _http_path, "/healthz", "liveness endpoint", "PATH", group="http"),
+    Option("ready_path", _http_path, "/readyz", "readiness endpoint", "PATH", group="http"),
+    Option("metrics_path", _http_path, "/metrics", "Prometheus endpoint", "PATH", group="http"),
+    # The library's server options.
+    Option("max_size", _optional(_int(1)), 2**20, "largest message received, bytes", "BYTES"),
+    Option("max_queue", _optional(_int(1)), 32, "messages queued before reading pauses", "N"),
+    Option("read_limit", _int(1024), 2**16, "bytes buffered before reading pauses", "BYTES"),
+    Option("write_limit", _int(0), 2**16, "write buffer high-water mark", "BYTES"),
+    Option("ping_interval", _optional(_positive_float), 20.0, "keepalive ping interval", "S"),
+    Option("ping_timeout", _optional(_positive_float), 20.0, "keepalive pong deadline", "S"),
+    Option("open_timeout", _optional(_positive_float), 10.0, "opening handshake deadline", "S"),
+    Option("close_timeout", _optional(_positive_float), 10.0, "closing handshake deadline", "S"),
+    Option("compression", _choice("deflate", "none"), "deflate", "permessage-deflate", "MODE"),
+    Option("window_bits", _int(9, 15), 12, "compression window bits", "N"),
+    Option("memory_level", _int(1, 9), 5, "compression memory level", "N"),
+    Option("origins", _csv, None, "allowed Origin values, comma-separated", "LIST"),
+    Option("subprotocols", _csv, None, "supported subprotocols, comma-separated", "LIST"),
+    Option("server_header", _str, None, "Server header ('' to omit)", "VALUE"),
+    # Logging.
+    Option(
+        "log_level",
+        _choice("critical", "error", "warning", "info", "debug"),
+        "info",
+        "log level",
+        "LEVEL",
+        group="log",
+    ),
+    Option("access_log", _bool, True, "one line per connection", boolean=True, group="log"),
+    Option("log_format", _choice("text", "json"), "text", "text or json", "FORMAT", group="log"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved settings. Serialized to JSON to hand them to worker processes."""
+
+    app: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    backlog: int = 2048
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    workers: int = 1
+    graceful_timeout: float = 10.0
+    max_connections: int | None = None
+    loop: str = "auto"
+    reload: bool = False
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    metrics_path: str = "/metrics"
+    max_size: int | None = 2**20
+    max_queue: int | None = 32
+    read_limit: int = 2**16
+    write_limit: int = 2**16
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float | None = 10.0
+    close_timeout: float | None = 10.0
+    compression: str = "deflate"
+    window_bits: int = 12
+    memory_level: int = 5
+    origins: tuple[str, ...] | None = None
+    subprotocols: tuple[str, ...] | None = None
+    server_header: str | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    log_format: str = "text"
+    #: Settings given explicitly (flag or variable), to detect conflicts.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["explicit"] = sorted(self.explicit)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        data = json.loads(text)
+        data["explicit"] = frozenset(data.get("explicit", ()))
+        for name in ("origins", "subprotocols"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`ConfigError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="wsharbor run",
+        description=(
+            "Serve an async WebSocket handler: wsharbor run MODULE:ATTR. Every flag can also "
+            "be set with a WSHARBOR_* environment variable (--max-size: WSHARBOR_MAX_SIZE); "
+            "flags win. 'none' disables a limit or timeout."
+        ),
+        allow_abbrev=False,
+    )
+    parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="the handler (WSHARBOR_APP)")
+    groups = {
+        "socket": parser.add_argument_group("listening socket"),
+        "process": parser.add_argument_group("processes"),
+        "http": parser.add_argument_group("HTTP endpoints on the WebSocket port"),
+        "server": parser.add_argument_group("WebSocket server options"),
+        "log": parser.add_argument_group("logging"),
+    }
+    for option in OPTIONS:
+        group = groups[option.group]
+        default = "" if option.default is None else f" (default: {option.default})"
+        help_text = f"{option.help}{default} [{option.env}]"
+        if option.boolean:
+            group.add_argument(
+                option.flag,
+                dest=option.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                option.flag, dest=option.name, metavar=option.metavar, default=None, help=help_text
+            )
+    return parser
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Resolve flags, then ``WSHARBOR_*`` variables, then defaults; validate."""
+    if environ is None:
+        environ = os.environ
+    namespace = build_parser().parse_args(list(argv))
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for option in OPTIONS:
+        raw = getattr(namespace, option.name)
+        if raw is not None:
+            explicit.add(option.name)
+            if isinstance(raw, bool):
+                values[option.name] = raw
+                continue
+            values[option.name] = _convert(option, raw, f"{option.flag} {raw}")
+        elif option.env in environ:
+            explicit.add(option.name)
+            text = environ[option.env]
+            values[option.name] = _convert(option, text, f"{option.env}={text}")
+        else:
+            values[option.name] = option.default
+    app = namespace.app
+    source = f"MODULE:ATTR {app!r}"
+    if app is None:
+        app = environ.get(ENV_PREFIX + "APP")
+        source = f"WSHARBOR_APP={app}"
+    if not app:
+        raise ConfigError("missing MODULE:ATTR, e.g. wsharbor run myapp:handler")
+    try:
+        _app(app)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    config = Config(app=app, explicit=frozenset(explicit), **values)
+    check(config)
+    return config
+
+
+def _convert(option: Option, text: str, source: str) -> Any:
+    try:
+        return option.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def check(config: Config) -> None:
+    """Cross-option checks that need no I/O beyond looking at files."""
+    explicit = config.explicit
+    if config.uds is not None and config.fd is not None:
+        raise ConfigError("--uds and --fd conflict: choose one listening socket")
+    for other in ("uds", "fd"):
+        if getattr(config, other) is not None:
+            for name in ("host", "port"):
+                if name in explicit:
+                    raise ConfigError(
+                        f"--{other} and --{name} conflict: a Unix socket or an inherited fd "
+                        "has no host or port"
+                    )
+    # A certificate file may hold the key too: --ssl-keyfile alone is the error.
+    if config.ssl_keyfile is not None and config.ssl_certfile is None:
+        raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        path = getattr(config, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"--{name.replace('_', '-')} {path}: no such file")
+    if config.loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[uvloop]')"
+            ) from None
+    if sys.platform == "win32":  # pragma: no cover - the app server is Unix-only
+        raise ConfigError("wsharbor run needs a Unix system (signals, fd passing)")

@@ -1,0 +1,120 @@
+"""Logging of the application server: text or JSON lines on stderr, and the access log.
+
+Loggers:
+
+- ``wsharbor.app``: the supervisor and the workers (start, signals, restarts);
+- ``wsharbor.access``: one line per connection, when it closes;
+- ``wsharbor.server``: the library's connection logger (handler errors...).
+
+The access log has the remote address, the path *without* its query string
+(tokens often travel there), the HTTP status, the duration, the close code and
+the bytes and messages in and out. It never has a header value or a message
+body. For the same reason the library's frame-level debug logs (which show
+payloads) stay off even with ``--log-level debug``.
+
+With ``--log-format json`` every record is one JSON object on one line; the
+access log's fields are top-level keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["ACCESS_LOGGER", "APP_LOGGER", "JsonFormatter", "access_fields", "setup_logging"]
+
+APP_LOGGER = "wsharbor.app"
+ACCESS_LOGGER = "wsharbor.access"
+
+_TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, pid, message, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            data.update(fields)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup_logging(level: str, log_format: str) -> None:
+    """Configure the root of wsharbor's loggers (idempotent: replaces our handler)."""
+    root = logging.getLogger("wsharbor")
+    for handler in list(root.handlers):
+        if getattr(handler, "_wsharbor", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._wsharbor = True  # type: ignore[attr-defined]
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    root.propagate = False
+    # Frame-level debug logs show message bodies: never on from the app server.
+    logging.getLogger("wsharbor.server").setLevel(max(logging.INFO, root.level))
+    logging.getLogger("wsharbor.client").setLevel(max(logging.INFO, root.level))
+
+
+def _address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, str | bytes) and address:
+        return os.fsdecode(address)
+    return "unix"
+
+
+def access_fields(
+    *,
+    remote: Any,
+    path: str | None,
+    status: int | None,
+    duration: float,
+    close_code: int | None,
+    bytes_in: int,
+    bytes_out: int,
+    messages_in: int,
+    messages_out: int,
+) -> dict[str, Any]:
+    """The access log's fields; the query string is dropped from ``path``."""
+    return {
+        "remote": _address(remote),
+        "path": None if path is None else path.split("?", 1)[0],
+        "status": status,
+        "duration": round(duration, 6),
+        "close_code": close_code,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "messages_in": messages_in,
+        "messages_out": messages_out,
+    }
+
+
+def access_message(fields: dict[str, Any]) -> str:
+    """The text form: ``1.2.3.4:5 "GET /chat" 101 1001 12.345s in=10B/2 out=20B/2``."""
+    path = fields["path"] if fields["path"] is not None else "-"
+    status = fields["status"] if fields["status"] is not None else "-"
+    code = fields["close_code"] if fields["close_code"] is not None else "-"
+    return (
+        f'{fields["remote"]} "GET {path}" {status} {code} {fields["duration"]:.3f}s '
+        f"in={fields['bytes_in']}B/{fields['messages_in']}msg "
+        f"out={fields['bytes_out']}B/{fields['messages_out']}msg"
+    )
