@@ -36,6 +36,7 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
@@ -513,7 +514,7 @@ class Connection(asyncio.BufferedProtocol):
             if payload in self._pings:
                 raise InvalidState("a ping with the same data is already waiting for its pong")
         waiter: asyncio.Future[float] = self.loop.create_future()
-        self._pings[payload] = (waiter, self.loop.time())
+        self._pings[payload] = (waiter, time.perf_counter())
         protocol.send_ping(payload)
         self._flush()
         return waiter
@@ -527,7 +528,7 @@ class Connection(asyncio.BufferedProtocol):
         self._flush()
 
     def _pong_received(self, data: bytes) -> None:
-        now = self.loop.time()
+        now = time.perf_counter()
         keepalive = self._keepalive_ping
         if keepalive is not None and keepalive[0] == data:
             self.latency = now - keepalive[1]
@@ -554,7 +555,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is None or protocol.state is not State.OPEN:
             return
         payload = os.urandom(4)
-        self._keepalive_ping = (payload, self.loop.time())
+        self._keepalive_ping = (payload, time.perf_counter())
         protocol.send_ping(payload)
         self._flush()
         timeout = self.options.ping_timeout
@@ -631,10 +632,11 @@ class Connection(asyncio.BufferedProtocol):
     # asyncio.BufferedProtocol callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports implement the
+        # interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         write_limit = self.options.write_limit
-        transport.set_write_buffer_limits(high=write_limit, low=write_limit // 4)
+        self.transport.set_write_buffer_limits(high=write_limit, low=write_limit // 4)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _scratch_buffer()[: self.options.read_limit]
