@@ -59,6 +59,7 @@ import hashlib
 import http
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -183,18 +184,28 @@ class Headers:
     or a response (response splitting). Both raise :exc:`ValueError`.
     """
 
-    # Only the list of fields is stored: lookups scan it. A request has a dozen
-    # fields at most, and a server keeps one per open connection, so a name
-    # index would cost more memory (about 1.5 KiB per connection) than it saves.
-    __slots__ = ("_list",)
+    # The fields, and beside them their lowercase names, interned: lookups scan
+    # ``_keys`` comparing shared string objects. A request has a dozen fields at
+    # most and a server keeps one per open connection: a dict index would cost
+    # about 1.5 KiB per connection, the interned names 8 bytes per field.
+    __slots__ = ("_keys", "_list")
 
     def __init__(self, items: Headers | HeadersLike | None = None, **kwargs: str) -> None:
         self._list: list[tuple[str, str]] = []
+        self._keys: list[str] = []
         self.update(items, **kwargs)
+
+    @classmethod
+    def _from_parser(cls, fields: Iterable[tuple[str, str]]) -> Headers:
+        """Headers from fields an HTTP parser already validated (no checks again)."""
+        headers = cls()
+        headers._list = list(fields)
+        headers._keys = [sys.intern(name.lower()) for name, _ in headers._list]
+        return headers
 
     def _values(self, name: str) -> list[str]:
         key = name.lower()
-        return [v for n, v in self._list if n.lower() == key]
+        return [field[1] for k, field in zip(self._keys, self._list, strict=True) if k == key]
 
     # Mapping-like interface.
 
@@ -216,31 +227,29 @@ class Headers:
         except UnicodeEncodeError:
             raise ValueError(f"header value for {name} is not ISO-8859-1: {value!r}") from None
         self._list.append((name, value))
+        self._keys.append(sys.intern(name.lower()))
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        kept = [(n, v) for n, v in self._list if n.lower() != key]
+        kept = [(k, field) for k, field in zip(self._keys, self._list, strict=True) if k != key]
         if len(kept) == len(self._list):
             raise KeyError(name)
-        self._list = kept
+        self._keys = [k for k, _ in kept]
+        self._list = [field for _, field in kept]
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        key = name.lower()
-        return any(n.lower() == key for n, _ in self._list)
+        return isinstance(name, str) and name.lower() in self._keys
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
-        for name, _ in self._list:
-            key = name.lower()
+        for key, (name, _) in zip(self._keys, self._list, strict=True):
             if key not in seen:
                 seen.add(key)
                 yield name
 
     def __len__(self) -> int:
         """Number of distinct header names."""
-        return len({n.lower() for n, _ in self._list})
+        return len(set(self._keys))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
@@ -608,14 +617,15 @@ class _HTTPParser:
             raise InvalidMessage(f"malformed HTTP {self._kind}: {detail}") from exc
 
     def _headers(self) -> Headers:
-        headers = Headers()
+        # llhttp checked that names are tokens and values hold no CR, LF or NUL.
         try:
-            for name, value in self._cb.fields:
+            return Headers._from_parser(
                 # RFC 7230 section 3.2.4: OWS around the field-value is not part of it.
-                headers[name.decode("ascii")] = value.decode("latin-1").strip(" \t")
-        except (UnicodeDecodeError, ValueError) as exc:  # pragma: no cover - llhttp checks
+                (name.decode("ascii"), value.decode("latin-1").strip(" \t"))
+                for name, value in self._cb.fields
+            )
+        except UnicodeDecodeError as exc:  # pragma: no cover - llhttp checks
             raise InvalidMessage(f"malformed HTTP {self._kind}: invalid header") from exc
-        return headers
 
     def _http_version(self) -> None:
         version = self._parser.get_http_version()
