@@ -210,3 +210,89 @@ async def test_unix_socket_and_stale_file(servers: list[ServerProcess], tmp_path
     while path.exists() and alive():
         await asyncio.sleep(0.02)
     assert not path.exists()
+
+
+def test_readyz_follows_the_worker_state() -> None:
+    from types import SimpleNamespace
+
+    from wsharbor.app.config import Config
+    from wsharbor.app.importer import App
+    from wsharbor.app.worker import AppServer
+    from wsharbor.protocol.handshake import Headers, Request
+
+    async def handler(websocket: object) -> None:
+        pass
+
+    with socket.socket() as sock:
+        app_server = AppServer(Config(app="a:b"), App(handler, None, False), sock)
+
+        def ask(path: str) -> tuple[int, bytes]:
+            response = app_server._process_request(
+                SimpleNamespace(_internal=False),  # type: ignore[arg-type]
+                Request(path, Headers()),
+            )
+            return response.status, response.body
+
+        assert ask("/readyz") == (503, b"starting\n")
+        assert ask("/healthz") == (200, b"OK\n")
+        app_server.state = "ready"
+        assert ask("/readyz?verbose=1") == (200, b"ready\n")
+        app_server.state = "draining"
+        assert ask("/readyz") == (503, b"draining\n")
+        assert ask("/healthz") == (200, b"OK\n")
+        status, body = ask("/metrics")
+        assert status == 200 and b"wsharbor_connections_open" in body
+
+
+STUCK_APP = """
+import asyncio
+
+async def handler(websocket):
+    await websocket.recv()
+    await asyncio.Event().wait()  # never finishes, ignores the close
+"""
+
+
+async def test_second_sigint_forces(servers: list[ServerProcess], tmp_path: Path) -> None:
+    write_app(tmp_path, source=STUCK_APP)
+    server = ServerProcess(["testapp:handler", "--port", "0", "--graceful-timeout", "60"], tmp_path)
+    servers.append(server)
+    server.wait_listening()
+    async with websockets.connect(server.url()) as ws:
+        await ws.send("hi")
+        server.signal(signal.SIGINT)
+        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        assert ws.close_code == 1001
+    server.wait_for("closing 1 connection with 1001")
+    server.signal(signal.SIGINT)
+    # Well before the 60 s graceful timeout.
+    assert await asyncio.to_thread(server.wait_exit) == 1
+    assert "forcing shutdown" in server.output
+
+
+async def test_tls_on_asyncio_loop(servers: list[ServerProcess], tmp_path: Path) -> None:
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server = start(
+        servers,
+        tmp_path,
+        "--ssl-certfile",
+        "server.pem",
+        "--loop",
+        "asyncio",
+        "--log-level",
+        "debug",
+    )
+    port = server.wait_listening()
+    async with websockets.connect(f"wss://127.0.0.1:{port}/tls", ssl=client_context) as ws:
+        await ws.send("secure")
+        assert await ws.recv() == "secure"
+    line = server.wait_for(r'"GET /tls" 101 1000 .* in=\d+B/1msg out=\d+B/1msg')[0]
+    assert line
+    assert "secure" not in server.output.replace('"GET /tls"', "")  # no bodies, even in debug
