@@ -244,3 +244,23 @@ def test_next_wakeup_is_bounded_by_due_actions() -> None:
     h.exit(h.workers[0], 1)
     h.exit(h.workers[0], 1)  # second death: 0.2 s backoff
     assert h.sup.next_wakeup(h.now) == pytest.approx(0.2)
+
+
+def test_a_failing_spawn_counts_as_a_death_and_backs_off() -> None:
+    h = started()
+    real_spawn = h.sup._spawn_fn
+    failures = [0]
+
+    def failing(generation: int) -> WorkerHandle:
+        failures[0] += 1
+        raise OSError(24, "Too many open files")
+
+    h.sup._spawn_fn = failing
+    h.exit(h.workers[0], 1)
+    h.step()
+    assert failures == [1] and len(h.sup.deaths) == 2
+    h.step(0.1)
+    assert failures == [1]  # backing off
+    h.sup._spawn_fn = real_spawn
+    h.step(0.2)
+    assert len(h.workers) == 2

@@ -248,28 +248,26 @@ class Supervisor:
             for other in self.workers:
                 other.generation = self.generation
             return
+        self._record_death(now, f"worker {worker.pid} died unexpectedly ({how})")
+
+    def _record_death(self, now: float, what: str) -> None:
+        """Count a death toward the crash loop; schedule the restart with backoff."""
         self.deaths.append(now)
         while self.deaths and self.deaths[0] < now - CRASH_WINDOW:
             self.deaths.popleft()
         if len(self.deaths) > CRASH_LIMIT:
             logger.error(
-                "crash loop: %d worker deaths within %.0f s (last: worker %d, %s); "
+                "crash loop: %d worker deaths within %.0f s (last: %s); "
                 "giving up: check the application and its logs",
                 len(self.deaths),
                 CRASH_WINDOW,
-                worker.pid,
-                how,
+                what,
             )
             self.stop(now, EXIT_CRASH_LOOP)
             return
         delay = backoff(len(self.deaths))
         self.next_spawn_at = max(self.next_spawn_at, now + delay)
-        logger.warning(
-            "worker %d died unexpectedly (%s); restarting %s",
-            worker.pid,
-            how,
-            "now" if delay == 0 else f"in {delay:.1f} s",
-        )
+        logger.warning("%s; restarting %s", what, "now" if delay == 0 else f"in {delay:.1f} s")
 
     def step(self, now: float) -> int | None:
         """Start, retire and kill workers as due; return the exit status once done."""
@@ -297,6 +295,8 @@ class Supervisor:
             missing = self.target - len(live)
             if missing > 0 and now >= self.next_spawn_at:
                 for _ in range(missing):
+                    if self.stopping or now < self.next_spawn_at:
+                        break  # a spawn failed: back off
                     self._spawn(now)
             elif missing < 0:
                 extra = sorted(live, key=lambda w: (w.ready, w.started))[:-missing]
@@ -304,7 +304,8 @@ class Supervisor:
                     self._retire(worker, now, "fewer workers wanted")
             live = self._live()
             if (
-                self.notified_generation != self.generation
+                not self.stopping
+                and self.notified_generation != self.generation
                 and len(live) == self.target
                 and all(w.ready for w in live)
             ):
@@ -332,7 +333,11 @@ class Supervisor:
         worker.signal(signal.SIGUSR1)
 
     def _spawn(self, now: float) -> None:
-        worker = self._spawn_fn(self.generation)
+        try:
+            worker = self._spawn_fn(self.generation)
+        except OSError as exc:
+            self._record_death(now, f"cannot start a worker: {exc}")
+            return
         self.workers.append(worker)
         logger.info("started worker %d", worker.pid)
 
