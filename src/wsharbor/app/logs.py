@@ -9,8 +9,9 @@ Loggers:
 The access log has the remote address, the path *without* its query string
 (tokens often travel there), the HTTP status, the duration, the close code and
 the bytes and messages in and out. It never has a header value or a message
-body. For the same reason the library's frame-level debug logs (which show
-payloads) stay off even with ``--log-level debug``.
+body. Requests to the health, readiness and metrics paths are logged at debug
+level, so that probes don't flood the log. The library's frame-level debug logs
+(which show payloads) stay off even with ``--log-level debug``.
 
 With ``--log-format json`` every record is one JSON object on one line; the
 access log's fields are top-level keys.
@@ -25,7 +26,14 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["ACCESS_LOGGER", "APP_LOGGER", "JsonFormatter", "access_fields", "setup_logging"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "APP_LOGGER",
+    "JsonFormatter",
+    "access_fields",
+    "access_message",
+    "setup_logging",
+]
 
 APP_LOGGER = "wsharbor.app"
 ACCESS_LOGGER = "wsharbor.access"
