@@ -1,0 +1,54 @@
+"""``wsharbor bench memory`` on a few real connections (separate processes, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import resource
+
+import pytest
+
+from wsharbor.__main__ import main
+from wsharbor.bench.memory import raise_nofile_limit, zlib_memory
+
+
+def test_raise_nofile_limit() -> None:
+    limit = raise_nofile_limit()
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit
+
+
+def test_zlib_memory_grows_with_the_setting() -> None:
+    assert (
+        0
+        < zlib_memory(9, 2, ["hello"])
+        < zlib_memory(12, 5, ["hello"])
+        < zlib_memory(15, 8, ["hello"])
+    )
+
+
+@pytest.mark.timeout(300)
+def test_memory_command(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("websockets")
+    code = main(
+        [
+            *("bench", "memory", "--connections", "20", "--settings", "disabled,12/5"),
+            *("--messages", "sample", "--json", "-"),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["connections"] == 20
+    results = {(r["library"], r["setting"]): r for r in data["results"]}
+    assert set(results) == {
+        (library, setting)
+        for library in ("wsharbor", "websockets")
+        for setting in ("disabled", "12/5")
+    }
+    for r in results.values():
+        assert r["errors"] == []
+        assert r["server_traced"] > 0 and r["client_traced"] > 0
+    # The messages compress, so both sides hold a compressor and a decompressor.
+    codec = data["zlib"]["12/5"]
+    for side in ("server", "client"):
+        ours = results["wsharbor", "12/5"][f"{side}_traced"]
+        assert ours > results["wsharbor", "disabled"][f"{side}_traced"] + codec / 2
