@@ -1,0 +1,1 @@
+"""The wsharbor demo application: ``wsharbor run examples.demo.app:app`` (see ``app.py``)."""
