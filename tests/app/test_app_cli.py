@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apptools import TIMEOUT, write_app
+from .apptools import TIMEOUT, write_app
 
 from wsharbor.app.config import parse_config
 from wsharbor.app.importer import load_app

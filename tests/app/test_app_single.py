@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import websockets
-from apptools import TIMEOUT, ServerProcess, deadline_loop, metric, wait_metric, write_app
+from .apptools import TIMEOUT, ServerProcess, deadline_loop, metric, wait_metric, write_app
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from wsharbor.app import sdnotify

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import (
+from .conftest import (
     HOST,
     TIMEOUT,
     RawClient,

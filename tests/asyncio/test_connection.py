@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from conftest import HOST, TIMEOUT, RawClient, port_of, uri_of, wait
+from .conftest import HOST, TIMEOUT, RawClient, port_of, uri_of, wait
 
 import wsharbor
 from wsharbor import (

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import HOST, PYTHON, TIMEOUT, subprocess_env, wait
+from .conftest import HOST, PYTHON, TIMEOUT, subprocess_env, wait
 from websockets.exceptions import ConnectionClosedOK as WebsocketsClosedOK
 from websockets.sync.client import connect as sync_connect
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import (
+from .conftest import (
     HOST,
     TIMEOUT,
     RawClient,

@@ -75,13 +75,13 @@ def send(sender: PerMessageDeflate, receiver: PerMessageDeflate, frames: list[Fr
 
 def test_settings_defaults() -> None:
     assert SERVER_DEFAULTS.window_bits == 12
-    assert SERVER_DEFAULTS.memory_level == 5
+    assert SERVER_DEFAULTS.memory_level == 4
     assert SERVER_DEFAULTS.peer_window_bits == 12
     assert SERVER_DEFAULTS.context_takeover and SERVER_DEFAULTS.peer_context_takeover
     assert CLIENT_DEFAULTS.window_bits == 15
     assert CLIENT_DEFAULTS.peer_window_bits is None
     settings_ = DeflateSettings(window_bits=11, memory_level=4)
-    assert settings_.threshold == 128
+    assert settings_.threshold == 16
     assert settings_.level == 6
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings_.window_bits = 12  # type: ignore[misc]
@@ -865,7 +865,7 @@ def test_default_negotiation() -> None:
     client, server = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
     assert (client.local_max_window_bits, client.remote_max_window_bits) == (12, 12)
     assert (server.local_max_window_bits, server.remote_max_window_bits) == (12, 12)
-    assert client.memory_level == server.memory_level == 5
+    assert (client.memory_level, server.memory_level) == (5, 4)
 
 
 # enable_*_deflate.
