@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_demo import ROOT, TIMEOUT, DemoServer
 
 import wsharbor
 from wsharbor import ClientConnection, ConnectionClosed
+
+from .test_demo import ROOT, TIMEOUT, DemoServer
 
 pytestmark = [
     pytest.mark.timeout(120),
