@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from .apptools import TIMEOUT, write_app
 
 from wsharbor.app.config import parse_config
 from wsharbor.app.importer import load_app
 from wsharbor.exceptions import ConfigError
+
+from .apptools import TIMEOUT, write_app
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import websockets
-from .apptools import TIMEOUT, ServerProcess, deadline_loop, metric, wait_metric, write_app
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from wsharbor.app import sdnotify
+
+from .apptools import TIMEOUT, ServerProcess, deadline_loop, metric, wait_metric, write_app
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -80,6 +81,20 @@ async def test_sighup_is_logged_and_ignored(servers: list[ServerProcess], tmp_pa
         server.wait_for("SIGHUP ignored")
         await ws.send("still here")
         assert await ws.recv() == "still here"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTTIN, signal.SIGTTOU])
+async def test_sigttin_sigttou_dont_suspend_a_single_process(
+    servers: list[ServerProcess], tmp_path: Path, sig: signal.Signals
+) -> None:
+    server = start(servers, tmp_path)
+    server.wait_listening()
+    async with websockets.connect(server.url()) as ws:
+        server.signal(sig)
+        server.wait_for(f"{sig.name} ignored")
+        # A stopped (suspended) process would never answer.
+        await ws.send("still here")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "still here"
 
 
 async def test_max_connections_answers_503(servers: list[ServerProcess], tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import websockets
-from .apptools import TIMEOUT, ServerProcess, connect_spread, metric, wait_metric, write_app
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .apptools import TIMEOUT, ServerProcess, connect_spread, metric, wait_metric, write_app
 
 pytestmark = [
     pytest.mark.timeout(90),

@@ -13,6 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+import wsharbor
+import wsharbor.asyncio.connection as connection_module
+from wsharbor import ServerConnection
+
 from .conftest import (
     HOST,
     TIMEOUT,
@@ -21,10 +26,6 @@ from .conftest import (
     small_buffer_listener,
     wait,
 )
-
-import wsharbor
-import wsharbor.asyncio.connection as connection_module
-from wsharbor import ServerConnection
 
 pytestmark = pytest.mark.timeout(60)
 

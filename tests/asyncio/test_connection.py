@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from .conftest import HOST, TIMEOUT, RawClient, port_of, uri_of, wait
 
 import wsharbor
 from wsharbor import (
@@ -23,6 +22,8 @@ from wsharbor import (
     ServerConnection,
 )
 from wsharbor.protocol.frames import Opcode
+
+from .conftest import HOST, TIMEOUT, RawClient, port_of, uri_of, wait
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

@@ -13,12 +13,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from .conftest import HOST, PYTHON, TIMEOUT, subprocess_env, wait
 from websockets.exceptions import ConnectionClosedOK as WebsocketsClosedOK
 from websockets.sync.client import connect as sync_connect
 
 import wsharbor
 from wsharbor import ServerConnection
+
+from .conftest import HOST, PYTHON, TIMEOUT, subprocess_env, wait
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -17,6 +17,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+import wsharbor
+from wsharbor import InvalidStatus, Response, ServerConnection
+
 from .conftest import (
     HOST,
     TIMEOUT,
@@ -28,9 +32,6 @@ from .conftest import (
     uri_of,
     wait,
 )
-
-import wsharbor
-from wsharbor import InvalidStatus, Response, ServerConnection
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import wsharbor
+from wsharbor import ConnectionClosed, ConnectionClosedOK, ServerConnection
+
 from .conftest import (
     HOST,
     PYTHON,
@@ -28,9 +32,6 @@ from .conftest import (
     uri_of,
     wait,
 )
-
-import wsharbor
-from wsharbor import ConnectionClosed, ConnectionClosedOK, ServerConnection
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,6 +18,8 @@ Signals:
   every connection, then as above. Exit 0.
 - SIGHUP: without a supervisor there is no one to start a new process, so it is
   logged and ignored; run ``--workers 2`` or more for zero-downtime restarts.
+- SIGTTIN, SIGTTOU: the supervisor's "add / remove a worker"; a worker or a
+  single process logs and ignores them (their default action would suspend it).
 
 Metering: :class:`MeteredConnection` counts bytes and messages in plain integer
 slots (bytes in: in ``buffer_updated``; messages in: in ``_deliver``; bytes and
@@ -467,7 +469,16 @@ class AppServer:
             )
         server.server = asyncio_server
         self._asyncio_server = asyncio_server
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        signals = (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            # Their default action stops (suspends) the process: a single
+            # process has no workers to add or remove, so they are ignored.
+            signal.SIGTTIN,
+            signal.SIGTTOU,
+        )
         previous = {sig: signal.getsignal(sig) for sig in signals}
         for sig in signals:
             loop.add_signal_handler(sig, self.handle_signal, sig)
@@ -511,6 +522,12 @@ class AppServer:
 
     def handle_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
+        if sig in (signal.SIGTTIN, signal.SIGTTOU):
+            logger.warning(
+                "%s ignored: workers are added and removed by the supervisor (--workers 2 or more)",
+                name,
+            )
+            return
         if sig == signal.SIGHUP:
             if self.supervised:
                 logger.debug("SIGHUP ignored by a worker: send it to the supervisor")
