@@ -17,8 +17,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The demo application: echo (/echo), a chat room (/chat) and its page (/),
+# with /healthz, /readyz and /metrics, until Ctrl-C or SIGTERM.
 run: $(VENV)/.installed
-	$(BIN)/python examples/echo.py --host 127.0.0.1 --port 8765
+	$(BIN)/python -m wsharbor run examples.demo.app:app --host 127.0.0.1 --port 8765 --max-size 4096
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests examples benchmarks
