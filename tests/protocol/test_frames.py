@@ -239,7 +239,9 @@ def test_serialize_roundtrip(opcode: Opcode, length: int, mask: bool) -> None:
     assert len(wire) == _header_size(len(payload), mask) + len(payload)
     assert bool(wire[1] & 0x80) is mask
     if mask and payload:
-        assert payload not in wire  # masked on the wire
+        # The payload region holds the payload XORed with the frame's own mask key.
+        key, masked = wire[-len(payload) - 4 : -len(payload)], wire[-len(payload) :]
+        assert apply_mask_python(masked, key) == payload
     assert feed_whole(wire, mask=mask) == [frame]
 
 
