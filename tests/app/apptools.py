@@ -162,7 +162,8 @@ class ServerProcess:
     def wait_exit(self, timeout: float = TIMEOUT) -> int:
         return self.proc.wait(timeout)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, then wait for the exit (kill after the deadline); the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -171,6 +172,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(TIMEOUT)
         self._reader.join(TIMEOUT)
+        return self.proc.returncode
 
 
 async def metric(server: ServerProcess, line_prefix: str) -> float | None:

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -26,6 +20,8 @@ import pytest
 
 import wsharbor
 from wsharbor import ClientConnection, ConnectionClosed
+
+from .apptools import ServerProcess
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -43,82 +39,20 @@ if str(ROOT) not in sys.path:
 from examples.demo.app import MAX_MESSAGE_BYTES, DemoApp  # noqa: E402
 
 
-class DemoServer:
+class DemoServer(ServerProcess):
     """``wsharbor run examples.demo.app:app`` in a subprocess, its log collected line by line."""
 
     def __init__(self, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
-        full_env = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("WSHARBOR_") and name not in ("NOTIFY_SOCKET", "LISTEN_FDS")
-        }
-        full_env["PYTHONUNBUFFERED"] = "1"
-        full_env.update(env or {})
-        command = [sys.executable, "-m", "wsharbor", "run", APP, "--port", "0", *args]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = 0
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("<EOF>")
-            self._cond.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def mark(self) -> int:
-        """Index of the next log line, for :meth:`wait_for` ``after=``."""
-        with self._cond:
-            return len(self.lines)
-
-    def wait_for(
-        self, pattern: str, *, after: int = 0, count: int = 1, timeout: float = TIMEOUT
-    ) -> list[re.Match[str]]:
-        """Wait until ``count`` log lines from index ``after`` match ``pattern``."""
-        regex = re.compile(pattern)
-        end = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                matches = [m for line in self.lines[after:] if (m := regex.search(line))]
-                if len(matches) >= count:
-                    return matches
-                if "<EOF>" in self.lines[after:]:
-                    raise AssertionError(f"wsharbor run exited before {pattern!r}:\n{self.output}")
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {pattern!r}:\n{self.output}")
-                self._cond.wait(remaining)
+        super().__init__([APP, "--port", "0", *args], cwd=ROOT, env=env)
 
     def start(self, workers: int = 1) -> DemoServer:
         """Wait until the server listens and every worker is ready."""
-        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+)")[0].group(1))
+        self.wait_listening()
         if workers > 1:
             self.wait_for(r"worker \d+ ready", count=workers)
         return self
 
-    def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def http(self, path: str) -> tuple[int, dict[str, str], str]:
+    def get(self, path: str) -> tuple[int, dict[str, str], str]:
         """GET ``path``: status, headers, body."""
         url = f"http://127.0.0.1:{self.port}{path}"
         try:
@@ -126,18 +60,6 @@ class DemoServer:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read().decode()
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the exit (kill after the deadline); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(TIMEOUT)
-        self._reader.join(TIMEOUT)
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +109,7 @@ async def next_event(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
 
 
 def test_index_page(demo: DemoServer) -> None:
-    status, headers, body = demo.http("/")
+    status, headers, body = demo.get("/")
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "script-src 'sha256-" in headers["Content-Security-Policy"]
@@ -200,13 +122,13 @@ def test_index_page(demo: DemoServer) -> None:
 
 
 def test_http_routes(demo: DemoServer) -> None:
-    assert demo.http("/healthz")[0] == 200  # the app server's own endpoint comes first
-    assert demo.http("/readyz")[0] == 200
-    status, headers, body = demo.http("/chat")
+    assert demo.get("/healthz")[0] == 200  # the app server's own endpoint comes first
+    assert demo.get("/readyz")[0] == 200
+    status, headers, body = demo.get("/chat")
     assert (status, headers["Upgrade"]) == (426, "websocket")
     assert "WebSocket endpoint" in body
-    assert demo.http("/echo")[0] == 426
-    status, _, body = demo.http("/nothing-here")
+    assert demo.get("/echo")[0] == 426
+    status, _, body = demo.get("/nothing-here")
     assert (status, body) == (404, "not found\n")
 
 
