@@ -463,21 +463,6 @@ class Server:
         self._closed.set()
 
 
-def _build_handshake(
-    *,
-    origins: Sequence[Origin | None] | None,
-    subprotocols: Sequence[Subprotocol] | None,
-    compression: str | DeflateSettings | None,
-    server_header: str | None,
-) -> ServerHandshake:
-    return ServerHandshake(
-        origins=origins,
-        subprotocols=subprotocols,
-        extensions=enable_server_deflate(compression),
-        server_header=server_header,
-    )
-
-
 class serve:
     """Create a WebSocket server listening on ``host`` and ``port``.
 
@@ -551,10 +536,11 @@ class serve:
             close_timeout=close_timeout,
             logger=logger,
         )
-        self._handshake_args: dict[str, Any] = dict(
+        # Built here so that bad settings (compression, origins) fail in the caller's frame.
+        self._handshake = ServerHandshake(
             origins=origins,
             subprotocols=subprotocols,
-            compression=compression,
+            extensions=enable_server_deflate(compression),
             server_header=server_header,
         )
         self._process_request = process_request
@@ -562,8 +548,6 @@ class serve:
         self._select_subprotocol = select_subprotocol
         self._server_header = server_header
         self._logger = logger
-        # Fail early on bad compression settings, in the caller's frame.
-        _build_handshake(**self._handshake_args)
         self.server: Server | None = None
 
     async def _create(self) -> Server:
@@ -571,7 +555,7 @@ class serve:
         server = Server(
             self._handler,
             options=self._options,
-            handshake=_build_handshake(**self._handshake_args),
+            handshake=self._handshake,
             process_request=self._process_request,
             process_response=self._process_response,
             select_subprotocol=self._select_subprotocol,
