@@ -751,10 +751,10 @@ def broadcast(
     """
     if isinstance(message, str):
         payload = message.encode()
-        opcode_byte = 0x81
+        opcode = Opcode.TEXT
     elif isinstance(message, bytes | bytearray | memoryview):
         payload = bytes(message)
-        opcode_byte = 0x82
+        opcode = Opcode.BINARY
     else:
         raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
     frame: bytes | None = None
@@ -772,13 +772,12 @@ def broadcast(
             skipped += 1
             continue
         if protocol.extensions or protocol.side is not Side.SERVER:
-            if opcode_byte == 0x81:
+            if opcode is Opcode.TEXT:
                 protocol.send_text(payload)
             else:
                 protocol.send_binary(payload)
         else:
             if frame is None:
-                opcode = Opcode.TEXT if opcode_byte == 0x81 else Opcode.BINARY
                 frame = serialize_frame(Frame(opcode, payload), mask=False)
             protocol.send_preencoded(frame)
         connection._flush()
