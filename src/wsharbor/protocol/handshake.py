@@ -63,7 +63,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 
 import httptools
 
@@ -148,6 +148,7 @@ _UNQUOTE_RE = re.compile(r"\\([\x09\x20-\x7e\x80-\xff])")
 _FORBIDDEN_IN_VALUE_RE = re.compile(r"[\r\n\x00]")
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", "Request", "Response")
 
 
 def _is_token(value: str) -> bool:
@@ -463,7 +464,7 @@ def _httptools_error(exc: Exception) -> Literal["upgrade", "error"]:
     raise exc  # pragma: no cover - the callbacks never raise
 
 
-class _HTTPParser:
+class _HTTPParser(Generic[_M]):
     """Common part of :class:`RequestParser` and :class:`ResponseParser`.
 
     ``_pending`` holds the current incomplete line: every complete line was checked
@@ -496,6 +497,20 @@ class _HTTPParser:
         self._done = False
         self._error: InvalidHandshake | None = None
         self._parser: HttpParser
+        self._result: _M | None = None
+
+    def feed(self, data: bytes) -> _M | None:
+        """Parse ``data``; return the message once it is complete, else ``None``."""
+        if self._feed(data):
+            return self._result
+        return None
+
+    def _complete(self, leftover: bytes) -> bool:
+        """Mark the message complete; ``leftover`` are the bytes received after it."""
+        self.leftover = leftover
+        self._done = True
+        self._in_body = False
+        return True
 
     # Hooks.
 
@@ -635,7 +650,7 @@ class _HTTPParser:
             )
 
 
-class RequestParser(_HTTPParser):
+class RequestParser(_HTTPParser[Request]):
     """Incremental parser of an HTTP/1.1 request header block (RFC 7230 section 3).
 
     :meth:`feed` returns the :class:`Request` once the blank line ending the headers
@@ -672,13 +687,6 @@ class RequestParser(_HTTPParser):
         )
         self._request_parser = httptools.HttpRequestParser(self._cb)
         self._parser = self._request_parser
-        self._request: Request | None = None
-
-    def feed(self, data: bytes) -> Request | None:
-        """Parse ``data``; return the request once its header block is complete."""
-        if self._feed(data):
-            return self._request
-        return None
 
     def _check_first_line(self, line: bytes) -> None:
         # request-line = method SP request-target SP HTTP-version
@@ -695,16 +703,14 @@ class RequestParser(_HTTPParser):
         lengths = headers.get_all("Content-Length")
         if "Transfer-Encoding" in headers or any(value != "0" for value in lengths):
             raise InvalidMessage("request body not supported")
-        self._request = Request(path, headers, method)
-        self.leftover = rest
-        self._done = True
-        return True
+        self._result = Request(path, headers, method)
+        return self._complete(rest)
 
     def _on_body_data(self, data: bytes) -> bool:  # pragma: no cover - requests have no body
         raise AssertionError("unreachable")
 
 
-class ResponseParser(_HTTPParser):
+class ResponseParser(_HTTPParser[Response]):
     """Incremental parser of an HTTP/1.1 response (RFC 7230 section 3), for the client.
 
     :meth:`feed` returns the :class:`Response` once complete, else ``None``.
@@ -742,13 +748,6 @@ class ResponseParser(_HTTPParser):
         self.max_body_size = max_body_size
         self._response_parser = httptools.HttpResponseParser(self._cb)
         self._parser = self._response_parser
-        self._response: Response | None = None
-
-    def feed(self, data: bytes) -> Response | None:
-        """Parse ``data``; return the response once it is complete."""
-        if self._feed(data):
-            return self._response
-        return None
 
     def _check_first_line(self, line: bytes) -> None:
         # status-line = HTTP-version SP status-code SP reason-phrase
@@ -758,12 +757,12 @@ class ResponseParser(_HTTPParser):
         self._http_version()
         status = self._response_parser.get_status_code()
         reason = self._cb.reason.decode("latin-1")
-        self._response = Response(status, reason, self._headers())
+        self._result = Response(status, reason, self._headers())
         if status == 101:
             return self._complete(rest)
         if self._cb.message_complete:  # no body: 1xx, 204, 304, Content-Length: 0
             return self._complete(b"")
-        headers = self._response.headers
+        headers = self._result.headers
         if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
             return self._complete(b"")  # the body ends with the connection
         self._in_body = True
@@ -774,8 +773,8 @@ class ResponseParser(_HTTPParser):
             self._parse_body(data)
         cb = self._cb
         if cb.message_complete or len(cb.body) >= self.max_body_size:
-            assert self._response is not None
-            self._response.body = bytes(cb.body)
+            assert self._result is not None
+            self._result.body = bytes(cb.body)
             return self._complete(b"")
         return False
 
@@ -787,12 +786,6 @@ class ResponseParser(_HTTPParser):
             # Errors on bytes after the end of the body don't matter.
             if not self._cb.message_complete:
                 raise InvalidMessage(f"malformed HTTP response body: {exc}") from exc
-
-    def _complete(self, leftover: bytes) -> bool:
-        self.leftover = leftover
-        self._done = True
-        self._in_body = False
-        return True
 
 
 # ---------------------------------------------------------------------------
