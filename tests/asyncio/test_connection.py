@@ -556,6 +556,31 @@ async def test_keepalive_keeps_responsive_peer_open() -> None:
         await client.close_transport()
 
 
+async def test_keepalive_without_ping_timeout_pings_every_interval_unanswered() -> None:
+    async with wsharbor.serve(echo, HOST, 0, ping_interval=0.05, ping_timeout=None) as server:
+        client = await RawClient.connect(port_of(server))
+        client.auto_pong = False
+        # No pong ever, no ping_timeout: the server goes on pinging, never closes.
+        while len(client.pings_received) < 3:
+            frame = await client.recv_frame(TIMEOUT)
+            assert frame is not None and frame.opcode is Opcode.PING, frame
+        assert len(set(client.pings_received)) == 3  # a fresh payload each time
+        client.send_close(1000)
+        assert (await client.expect_close()).code == 1000
+        await client.close_transport()
+
+
+async def test_keepalive_timeout_longer_than_interval_sends_one_ping_then_1011() -> None:
+    async with wsharbor.serve(echo, HOST, 0, ping_interval=0.05, ping_timeout=0.3) as server:
+        client = await RawClient.connect(port_of(server))
+        client.auto_pong = False
+        close = await client.expect_close(TIMEOUT)
+        assert (close.code, close.reason) == (1011, "keepalive ping timeout")
+        # Intervals passed while the ping waited for its pong: no second ping.
+        assert len(client.pings_received) == 1
+        await client.close_transport()
+
+
 async def test_handler_raising_logs_traceback_closes_1011_prints_nothing(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

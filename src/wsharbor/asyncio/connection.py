@@ -26,7 +26,10 @@ Flow control, both ways:
 * the transport's write buffer high-water mark is ``write_limit``; above it
   :meth:`send` waits for the transport to drain to a quarter of it.
 
-Keepalive uses one timer handle per connection, not a task.
+Timeouts (opening handshake, keepalive ping and pong, closing handshake) are
+deadlines in :class:`~wsharbor.asyncio.deadlines.DeadlineQueue` objects shared
+by every connection with the same options on a loop: one timer handle per queue,
+not one per connection, and no task.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import operator
 import os
 import threading
 import time
@@ -53,8 +57,9 @@ from ..protocol.connection import (
 from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
 from ..protocol.handshake import Request, Response
 from ..typing import Data, LoggerLike
+from .deadlines import DeadlineQueue
 
-__all__ = ["Connection", "ConnectionOptions", "broadcast"]
+__all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast"]
 
 #: Size of the per-thread scratch buffer that every connection reads into.
 _SCRATCH_SIZE = 256 * 1024
@@ -74,6 +79,7 @@ class ConnectionOptions:
     one copy per connection: it keeps idle connections small)."""
 
     __slots__ = (
+        "_timers",
         "close_timeout",
         "logger",
         "max_queue",
@@ -123,6 +129,41 @@ class ConnectionOptions:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.logger = logger
+        self._timers: ConnectionTimers | None = None
+
+    def timers(self, loop: asyncio.AbstractEventLoop) -> ConnectionTimers:
+        """The deadline queues of the connections that use these options on ``loop``."""
+        timers = self._timers
+        if timers is None or timers.loop is not loop:
+            timers = self._timers = ConnectionTimers(loop, self)
+        return timers
+
+
+class ConnectionTimers:
+    """One :class:`DeadlineQueue` per timeout for the connections sharing a
+    :class:`ConnectionOptions` on one event loop; ``None`` for a disabled timeout.
+
+    - ``open``: ``open_timeout``, from the TCP connection to the end of the handshake;
+    - ``ping``: ``ping_interval``, until the next keepalive ping;
+    - ``pong``: ``ping_timeout``, from a keepalive ping to its pong;
+    - ``close``: ``close_timeout``, from the start of the closing handshake to the
+      end of the TCP connection.
+    """
+
+    __slots__ = ("close", "loop", "open", "ping", "pong")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: ConnectionOptions) -> None:
+        self.loop = loop
+
+        def queue(delay: float | None, method: str) -> DeadlineQueue[Connection] | None:
+            if delay is None:
+                return None
+            return DeadlineQueue(loop, delay, operator.methodcaller(method))
+
+        self.open = queue(options.open_timeout, "_open_timeout")
+        self.ping = queue(options.ping_interval, "_send_keepalive")
+        self.pong = None if self.ping is None else queue(options.ping_timeout, "_keepalive_timeout")
+        self.close = queue(options.close_timeout, "_close_timeout")
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -139,11 +180,10 @@ class Connection(asyncio.BufferedProtocol):
     __slots__ = (
         "_batch",
         "_batch_size",
-        "_close_timer",
+        "_close_armed",
         "_closed_waiter",
         "_drain_waiters",
         "_fragmenting",
-        "_keepalive",
         "_keepalive_ping",
         "_lost",
         "_messages",
@@ -151,6 +191,7 @@ class Connection(asyncio.BufferedProtocol):
         "_queued_bytes",
         "_reading_paused",
         "_recv_waiter",
+        "_timers",
         "_write_paused",
         "latency",
         "loop",
@@ -167,6 +208,7 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, options: ConnectionOptions) -> None:
         self.loop = asyncio.get_running_loop()
         self.options = options
+        self._timers = options.timers(self.loop)
         self.transport: asyncio.Transport | None = None
         #: The sans-I/O protocol, from the end of the opening handshake.
         self.protocol: WebSocketProtocol | None = None
@@ -185,9 +227,8 @@ class Connection(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._fragmenting: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
-        self._keepalive: asyncio.TimerHandle | None = None
         self._keepalive_ping: tuple[bytes, float] | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._close_armed = False
         self._closed_waiter: asyncio.Future[None] | None = None
         self._lost = False  # connection_lost() was called
         # Writes coalesced until the end of this loop iteration, while the
@@ -533,6 +574,8 @@ class Connection(asyncio.BufferedProtocol):
         if keepalive is not None and keepalive[0] == data:
             self.latency = now - keepalive[1]
             self._keepalive_ping = None
+            if self._timers.pong is not None:
+                self._timers.pong.discard(self)
         pings = self._pings
         if not pings or data not in pings:
             return
@@ -546,27 +589,30 @@ class Connection(asyncio.BufferedProtocol):
                 break
 
     def _start_keepalive(self) -> None:
-        interval = self.options.ping_interval
-        if interval is not None:
-            self._keepalive = self.loop.call_later(interval, self._send_keepalive)
+        ping = self._timers.ping
+        if ping is not None:
+            ping.add(self)
 
     def _send_keepalive(self) -> None:
+        """The ping deadline: send a keepalive ping and set the next deadline."""
         protocol = self.protocol
-        if protocol is None or protocol.state is not State.OPEN:
+        timers = self._timers
+        if protocol is None or protocol.state is not State.OPEN or timers.ping is None:
+            return
+        timers.ping.add(self)
+        if self._keepalive_ping is not None and timers.pong is not None:
+            # The last ping (ping_timeout >= ping_interval) is still unanswered:
+            # its pong deadline decides.
             return
         payload = os.urandom(4)
         self._keepalive_ping = (payload, time.perf_counter())
         protocol.send_ping(payload)
         self._flush()
-        timeout = self.options.ping_timeout
-        interval = self.options.ping_interval
-        assert interval is not None
-        if timeout is None:
-            self._keepalive = self.loop.call_later(interval, self._send_keepalive)
-        else:
-            self._keepalive = self.loop.call_later(timeout, self._check_keepalive, interval)
+        if timers.pong is not None:
+            timers.pong.add(self)
 
-    def _check_keepalive(self, interval: float) -> None:
+    def _keepalive_timeout(self) -> None:
+        """The pong deadline: fail the connection if the keepalive ping is unanswered."""
         protocol = self.protocol
         if protocol is None or protocol.state is not State.OPEN:
             return
@@ -574,9 +620,6 @@ class Connection(asyncio.BufferedProtocol):
             self.logger.info("%r: no pong to keepalive ping; closing", self)
             protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()
-            return
-        timeout = self.options.ping_timeout or 0.0
-        self._keepalive = self.loop.call_later(max(interval - timeout, 0.0), self._send_keepalive)
 
     # Closing.
 
@@ -612,11 +655,11 @@ class Connection(asyncio.BufferedProtocol):
         return self._lost
 
     def _arm_close_timer(self) -> None:
-        if self._close_timer is not None:
+        if self._close_armed:
             return
-        timeout = self.options.close_timeout
-        if timeout is not None:
-            self._close_timer = self.loop.call_later(timeout, self._close_timeout)
+        self._close_armed = True
+        if self._timers.close is not None:
+            self._timers.close.add(self)
 
     def _close_timeout(self) -> None:
         if self.transport is not None and not self._is_lost():
@@ -679,10 +722,9 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self.protocol
         if protocol is not None:
             protocol.receive_eof()
-        for handle in (self._keepalive, self._close_timer):
-            if handle is not None:
-                handle.cancel()
-        self._keepalive = self._close_timer = None
+        for queue in (self._timers.ping, self._timers.pong, self._timers.close):
+            if queue is not None:
+                queue.discard(self)
         closed_exc: Exception = (
             protocol.close_exc if protocol is not None else ConnectionError("connection lost")
         )

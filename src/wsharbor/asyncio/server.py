@@ -108,7 +108,7 @@ class ServerConnection(Connection):
     ``request.headers``); ``path`` is a shortcut for ``request.path``.
     """
 
-    __slots__ = ("_open_timer", "_parser", "_pending", "server")
+    __slots__ = ("_parser", "_pending", "server")
 
     side = Side.SERVER
 
@@ -117,7 +117,6 @@ class ServerConnection(Connection):
         self.server = server
         self._parser: RequestParser | None = RequestParser()
         self._pending = b""
-        self._open_timer: asyncio.TimerHandle | None = None
 
     @property
     def path(self) -> str:
@@ -126,9 +125,8 @@ class ServerConnection(Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server._connections.add(self)
-        timeout = self.options.open_timeout
-        if timeout is not None:
-            self._open_timer = self.loop.call_later(timeout, self._open_timeout)
+        if self._timers.open is not None:
+            self._timers.open.add(self)
 
     def _open_timeout(self) -> None:
         if self.protocol is None and self.transport is not None:
@@ -273,9 +271,8 @@ class ServerConnection(Connection):
             max_size=self.options.max_size,
             logger=self.logger,
         )
-        if self._open_timer is not None:
-            self._open_timer.cancel()
-            self._open_timer = None
+        if self._timers.open is not None:
+            self._timers.open.discard(self)
         self._start_keepalive()
         self.server._start_handler(self)
         transport.resume_reading()
@@ -285,9 +282,8 @@ class ServerConnection(Connection):
             self._process_events()
 
     def _connection_closed(self) -> None:
-        if self._open_timer is not None:
-            self._open_timer.cancel()
-            self._open_timer = None
+        if self._timers.open is not None:
+            self._timers.open.discard(self)
         self.server._connections.discard(self)
 
 
@@ -416,10 +412,12 @@ class Server:
 
     def _start_handler(self, connection: ServerConnection) -> None:
         task = self.loop.create_task(self._run_handler(connection))
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
+        if not task.done():  # an eager task factory may have run it to the end
+            self._handler_tasks.add(task)
 
     async def _run_handler(self, connection: ServerConnection) -> None:
+        # The task leaves _handler_tasks itself: cheaper than a done callback,
+        # which costs one more event loop callback per connection.
         try:
             if self._legacy_handler:
                 await self.handler(connection, connection.path)
@@ -432,6 +430,8 @@ class Server:
             await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
         else:
             await connection.close()
+        finally:
+            self._handler_tasks.discard(asyncio.current_task())
 
     async def _close(self, code: int, reason: str) -> None:
         self.closing = True
