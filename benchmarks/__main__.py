@@ -171,6 +171,9 @@ def render(data: JSON, harness: Harness, servers: list[str], workloads: list[Wor
                 label = harness.label(workload) if i == 0 else ""
                 cells = []
                 for name in shown:
+                    if not SERVERS[name].runs(workload.name):
+                        cells.append("n/a" if i == 0 else "")
+                        continue
                     summary = per_server.get(name, {})
                     median = summary.get("median", {})
                     if metric.key not in median:
@@ -207,6 +210,13 @@ def render(data: JSON, harness: Harness, servers: list[str], workloads: list[Wor
             legend.append(f"‡ other processes used >= {NOISY} core during the run")
         for line in legend + notes:
             out.append(f"- {line}")
+        if "asyncio-floor" in shown:
+            out.append(
+                "- asyncio-floor is not a WebSocket server: a canned 101, then unmask and echo "
+                "in one `data_received` call, no validation "
+                "(`benchmarks/servers/floor_server.py`); its ratio bounds what any server on "
+                "this loop can reach. n/a: not run on that workload"
+            )
         for name, reason in data["unavailable"].get(loop, {}).items():
             out.append(f"- {name}: not available ({reason})")
         out.append("")

@@ -282,11 +282,12 @@ class Harness:
                     self.say(f"[{loop}] {spec.name}: not available ({reason})")
             loop_results: JSON = results.setdefault(loop, {})
             for workload in workloads:
-                per_server: dict[str, list[JSON]] = {s.name: [] for s in available}
+                running = [s for s in available if s.runs(workload.name)]
+                per_server: dict[str, list[JSON]] = {s.name: [] for s in running}
                 for run in range(c.runs):
                     # Rotate the order so no server always runs first (or last).
-                    shift = run % len(available) if available else 0
-                    for spec in available[shift:] + available[:shift]:
+                    shift = run % len(running) if running else 0
+                    for spec in running[shift:] + running[:shift]:
                         result = self.run_once(spec, uvloop, workload)
                         per_server[spec.name].append(result)
                         self.say(

@@ -43,6 +43,11 @@ class ServerSpec:
     module: str | None = None
     script: tuple[str, ...] = ()
     supports_uvloop: bool = True
+    #: The workloads this server is run on; ``None``: all of them.
+    workloads: frozenset[str] | None = None
+
+    def runs(self, workload: str) -> bool:
+        return self.workloads is None or workload in self.workloads
 
     def command(self, uvloop: bool, port: int = 0) -> list[str]:
         if self.module is not None:
@@ -72,6 +77,12 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec("wsharbor", "wsharbor.serve", module="benchmarks.servers.wsharbor_server"),
         ServerSpec(
+            "asyncio-floor",
+            "reference, not a WebSocket server: canned 101, unmask and echo in one callback",
+            module="benchmarks.servers.floor_server",
+            workloads=frozenset({"echo-64-1", "echo-64-100", "handshake", "memory"}),
+        ),
+        ServerSpec(
             "wsharbor-example",
             "examples/echo.py (asyncio only)",
             script=(
@@ -91,7 +102,7 @@ SERVERS: dict[str, ServerSpec] = {
     )
 }
 
-DEFAULT_SERVERS = ("websockets", "aiohttp", "picows", "wsharbor")
+DEFAULT_SERVERS = ("websockets", "aiohttp", "picows", "wsharbor", "asyncio-floor")
 
 
 @dataclasses.dataclass(frozen=True)
