@@ -524,6 +524,19 @@ class TestRequestParser:
         with pytest.raises(HeadersTooLarge):
             parser.feed(b"B")
 
+    @pytest.mark.parametrize("mode", MODES)
+    def test_header_count_at_limit_fed_in_pieces(self, mode: str) -> None:
+        # A lone CR after the last header may begin the blank line: not a header
+        # over the limit.
+        data = b"GET / HTTP/1.1\r\nA: 1\r\n\r\n"
+        request = feed(RequestParser(max_headers=1), data, mode)
+        assert isinstance(request, Request)
+        parser = RequestParser(max_headers=1)
+        assert parser.feed(b"GET / HTTP/1.1\r\nA: 1\r\n\r") is None
+        with pytest.raises(HeadersTooLarge) as exc_info:
+            parser.feed(b"B: 2\r\n\r\n")
+        assert str(exc_info.value) == "too many headers: over 1"
+
     def test_partial_headers_size_over_limit(self) -> None:
         parser = RequestParser(max_headers_size=20, max_header_line=100)
         parser.feed(b"GET / HTTP/1.1\r\nA: 123456789\r\n")

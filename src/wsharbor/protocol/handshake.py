@@ -601,7 +601,8 @@ class _HTTPParser(Generic[_M]):
             return
         if length - 1 > self.max_header_line:
             raise HeadersTooLarge(f"header line too long: over {self.max_header_line} bytes")
-        if self._lines > self.max_headers and length > 0:
+        # A lone CR may begin the blank line ending the header block: not a header.
+        if self._lines > self.max_headers and length > 0 and self._pending != b"\r":
             raise HeadersTooLarge(f"too many headers: over {self.max_headers}")
         if self._headers_size + length - 1 > self.max_headers_size:
             raise HeadersTooLarge(f"headers too large: over {self.max_headers_size} bytes")
