@@ -44,6 +44,11 @@ frames sent right behind the request, or behind the 101 response) are kept in
 ``leftover`` and never lost. Feeding input whole or one byte at a time gives the
 same result and the same error.
 
+The usual case, a whole header block in the first bytes received, takes a shorter
+way: a few ``bytes.count`` and ``bytes.find`` calls tell whether every line is within
+its limit (and no bare LF ends one), and llhttp gets the block at once. When any
+check fails the line by line path runs instead and raises the exact error.
+
 Limits answer 431 (:class:`~wsharbor.exceptions.HeadersTooLarge`), including an
 over-long *request line*: 414 URI Too Long would describe the request-target only,
 while the limit bounds the whole line (method, target and version), and the error
@@ -155,6 +160,18 @@ def _is_token(value: str) -> bool:
     return _TOKEN_RE.fullmatch(value) is not None
 
 
+def _check_field(name: str, value: str) -> None:
+    """Raise :exc:`ValueError` unless ``name: value`` is a field safe to send."""
+    if not isinstance(name, str) or not _is_token(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    if not isinstance(value, str) or _FORBIDDEN_IN_VALUE_RE.search(value):
+        raise ValueError(f"invalid header value for {name}: {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header value for {name} is not ISO-8859-1: {value!r}") from None
+
+
 # ---------------------------------------------------------------------------
 # Headers
 # ---------------------------------------------------------------------------
@@ -197,36 +214,47 @@ class Headers:
         self.update(items, **kwargs)
 
     @classmethod
-    def _from_parser(cls, fields: Iterable[tuple[str, str]]) -> Headers:
-        """Headers from fields an HTTP parser already validated (no checks again)."""
-        headers = cls()
-        headers._list = list(fields)
-        headers._keys = [sys.intern(name.lower()) for name, _ in headers._list]
+    def _from_parser(cls, fields: list[tuple[str, str]]) -> Headers:
+        """Headers from fields an HTTP parser already validated (no checks again).
+
+        ``fields`` is taken over, not copied.
+        """
+        headers = cls.__new__(cls)
+        headers._list = fields
+        headers._keys = [sys.intern(name.lower()) for name, _ in fields]
         return headers
 
-    def _values(self, name: str) -> list[str]:
+    @classmethod
+    def _trusted(cls, fields: list[tuple[str, str]], keys: list[str]) -> Headers:
+        """Headers from fields this library built and knows valid, with their interned
+        lowercase names (no checks): the 101 response. Both lists are taken over.
+        """
+        headers = cls.__new__(cls)
+        headers._list = fields
+        headers._keys = keys
+        return headers
+
+    def _value(self, name: str) -> str | None:
+        """The single value of ``name``, ``None`` if absent; raise if there are several."""
         key = name.lower()
-        return [field[1] for k, field in zip(self._keys, self._list, strict=True) if k == key]
+        keys = self._keys
+        count = keys.count(key)
+        if count == 1:
+            return self._list[keys.index(key)][1]
+        if count == 0:
+            return None
+        raise MultipleValuesError(f"several values for header {name}")
 
     # Mapping-like interface.
 
     def __getitem__(self, name: str) -> str:
-        values = self._values(name)
-        if not values:
+        value = self._value(name)
+        if value is None:
             raise KeyError(name)
-        if len(values) > 1:
-            raise MultipleValuesError(f"several values for header {name}")
-        return values[0]
+        return value
 
     def __setitem__(self, name: str, value: str) -> None:
-        if not isinstance(name, str) or not _is_token(name):
-            raise ValueError(f"invalid header name: {name!r}")
-        if not isinstance(value, str) or _FORBIDDEN_IN_VALUE_RE.search(value):
-            raise ValueError(f"invalid header value for {name}: {value!r}")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(f"header value for {name} is not ISO-8859-1: {value!r}") from None
+        _check_field(name, value)
         self._list.append((name, value))
         self._keys.append(sys.intern(name.lower()))
 
@@ -268,16 +296,23 @@ class Headers:
         Raises :exc:`MultipleValuesError` if there are several: an ambiguous header
         is never silently replaced by ``default``.
         """
-        values = self._values(name)
-        if not values:
-            return default
-        if len(values) > 1:
-            raise MultipleValuesError(f"several values for header {name}")
-        return values[0]
+        value = self._value(name)
+        return default if value is None else value
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order; an empty list if absent."""
-        return self._values(name)
+        return self._get_all(name.lower())
+
+    def _get_all(self, key: str) -> list[str]:
+        """:meth:`get_all` for a lowercase name (interned: found faster)."""
+        keys = self._keys
+        # A header is most often absent or once: list.count and list.index run in C.
+        count = keys.count(key)
+        if count == 0:
+            return []
+        if count == 1:
+            return [self._list[keys.index(key)][1]]
+        return [field[1] for k, field in zip(keys, self._list, strict=True) if k == key]
 
     def items(self) -> list[tuple[str, str]]:
         """Every ``(name, value)`` field in order."""
@@ -307,7 +342,7 @@ class Headers:
 
     def serialize(self) -> bytes:
         """The fields as ``Name: value\\r\\n`` lines (without the blank line)."""
-        return "".join(f"{name}: {value}\r\n" for name, value in self._list).encode("latin-1")
+        return "".join([f"{name}: {value}\r\n" for name, value in self._list]).encode("latin-1")
 
 
 # ---------------------------------------------------------------------------
@@ -447,6 +482,10 @@ class _Callbacks:
 
 _PROTOCOL_VERSION_RE = re.compile(rb"[A-Za-z]+/[0-9.]+")
 
+# Interned lowercase names, as in Headers._keys.
+_CONTENT_LENGTH: Final = sys.intern("content-length")
+_TRANSFER_ENCODING: Final = sys.intern("transfer-encoding")
+
 
 def _httptools_error(exc: Exception) -> Literal["upgrade", "error"]:
     """Classify an exception of ``feed_data``; raise it again if httptools didn't make it.
@@ -540,6 +579,52 @@ class _HTTPParser(Generic[_M]):
             raise
 
     def _feed_headers(self, data: bytes) -> bool:
+        if not self._lines and not self._pending and type(data) is bytes:
+            end = data.find(b"\r\n\r\n")
+            first_line = self._whole_head(data, end) if end > 0 else None
+            if first_line is not None:
+                # The whole header block in one piece, and within every limit: check
+                # and parse it at once, as the line by line path would.
+                self._check_first_line(first_line)
+                self._parse(data[: end + 4])
+                if not self._cb.headers_complete:  # pragma: no cover - llhttp raised already
+                    raise InvalidMessage(f"malformed HTTP {self._kind}: incomplete header block")
+                return self._on_headers_complete(data[end + 4 :])
+        return self._feed_lines(data)
+
+    def _whole_head(self, data: bytes, end: int) -> bytes | None:
+        """The first line of ``data[:end]``, a header block without its final CRLF CRLF,
+        if every line passes the size checks of :meth:`_check_line`, else ``None``.
+
+        Never raises: for ``None``, :meth:`_feed_lines` finds the error and raises
+        it, so that both paths raise the same error.
+        """
+        # Every LF ends a CRLF: no bare LF (which ends a line, or the header block,
+        # for the line by line path). Then no line but the first can be empty, as
+        # CRLF CRLF first appears at ``end``, and each CRLF starts a header line.
+        count = data.count(b"\r\n", 0, end)
+        if data.count(b"\n", 0, end) != count:
+            return None
+        first_length = data.find(b"\r\n", 0, end) if count else end
+        if not 0 < first_length <= self.max_request_line:
+            return None
+        if count == 0:
+            return data[:end]
+        if (
+            count > self.max_headers
+            # Each header line counts with its CRLF: the head after the first line.
+            or end - first_length > self.max_headers_size
+        ):
+            return None
+        # The header lines, without the CRLF before each: if they fit in one header
+        # line, each one does.
+        if end - first_length - 2 > self.max_header_line and (
+            max(map(len, data[first_length + 2 : end].split(b"\r\n"))) > self.max_header_line
+        ):
+            return None
+        return data[:first_length]
+
+    def _feed_lines(self, data: bytes) -> bool:
         buf = self._pending
         buf += data
         start = 0  # start of the current line in buf
@@ -626,9 +711,12 @@ class _HTTPParser(Generic[_M]):
         try:
             self._parser.feed_data(data)
         except Exception as exc:
-            kind = _httptools_error(exc)
-            if kind == "upgrade" or self._cb.headers_complete:
+            # After the header block llhttp stops: HttpParserUpgrade for every
+            # upgrade request, checked first as the common case.
+            if self._cb.headers_complete:
                 return
+            if _httptools_error(exc) == "upgrade":
+                return  # pragma: no cover - llhttp completes the headers first
             detail = str(exc) or type(exc).__name__
             raise InvalidMessage(f"malformed HTTP {self._kind}: {detail}") from exc
 
@@ -636,9 +724,11 @@ class _HTTPParser(Generic[_M]):
         # llhttp checked that names are tokens and values hold no CR, LF or NUL.
         try:
             return Headers._from_parser(
-                # RFC 7230 section 3.2.4: OWS around the field-value is not part of it.
-                (name.decode("ascii"), value.decode("latin-1").strip(" \t"))
-                for name, value in self._cb.fields
+                [
+                    # RFC 7230 section 3.2.4: OWS around the field-value is not part of it.
+                    (name.decode("ascii"), value.decode("latin-1").strip(" \t"))
+                    for name, value in self._cb.fields
+                ]
             )
         except UnicodeDecodeError as exc:  # pragma: no cover - llhttp checks
             raise InvalidMessage(f"malformed HTTP {self._kind}: invalid header") from exc
@@ -701,8 +791,11 @@ class RequestParser(_HTTPParser[Request]):
             method = self._request_parser.get_method().decode("ascii")
         except UnicodeDecodeError as exc:  # pragma: no cover - llhttp rejects it first
             raise InvalidMessage("malformed HTTP request: non-ASCII request line") from exc
-        lengths = headers.get_all("Content-Length")
-        if "Transfer-Encoding" in headers or any(value != "0" for value in lengths):
+        keys = headers._keys
+        if _TRANSFER_ENCODING in keys or (
+            _CONTENT_LENGTH in keys
+            and any(value != "0" for value in headers.get_all("Content-Length"))
+        ):
             raise InvalidMessage("request body not supported")
         self._result = Request(path, headers, method)
         return self._complete(rest)
@@ -944,7 +1037,23 @@ def accept_key(key: str) -> str:
     base64 of the SHA-1 of the key concatenated with the GUID.
     """
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
+
+
+# Names of the fields of the upgrade request and of the 101 response, interned
+# lowercase as in Headers._keys.
+_HOST: Final = sys.intern("host")
+_SEC_WEBSOCKET_KEY: Final = sys.intern("sec-websocket-key")
+_SEC_WEBSOCKET_VERSION: Final = sys.intern("sec-websocket-version")
+_ORIGIN: Final = sys.intern("origin")
+_UPGRADE_FIELD: Final = ("Upgrade", "websocket")
+_CONNECTION_FIELD: Final = ("Connection", "Upgrade")
+_UPGRADE: Final = sys.intern("upgrade")
+_CONNECTION: Final = sys.intern("connection")
+_SEC_WEBSOCKET_ACCEPT: Final = sys.intern("sec-websocket-accept")
+_SEC_WEBSOCKET_EXTENSIONS: Final = sys.intern("sec-websocket-extensions")
+_SEC_WEBSOCKET_PROTOCOL: Final = sys.intern("sec-websocket-protocol")
+_SERVER: Final = sys.intern("server")
 
 
 @dataclass(slots=True)
@@ -1001,6 +1110,21 @@ class ServerHandshake:
         self.extensions = list(extensions)
         self.server_header = _product(server_header)
 
+    @property
+    def server_header(self) -> str | None:
+        """Value of the Server header; ``None`` omits it.
+
+        Checked when set, as ``headers["Server"] = value`` checks it (:exc:`ValueError`),
+        so that a bad value fails here rather than on every handshake.
+        """
+        return self._server_header
+
+    @server_header.setter
+    def server_header(self, value: str | None) -> None:
+        if value is not None:
+            _check_field("Server", value)
+        self._server_header = value
+
     def accept(self, request: Request) -> Accepted:
         """Check ``request`` and build the 101 response (RFC 6455 section 4.2.1, 4.2.2).
 
@@ -1016,7 +1140,7 @@ class ServerHandshake:
             raise InvalidMethod(f"unsupported HTTP method: {request.method} (expected GET)")
 
         # 4.2.1 item 2: a Host header field containing the server's authority.
-        hosts = headers.get_all("Host")
+        hosts = headers._get_all(_HOST)
         if not hosts:
             raise InvalidHeader("Host")
         if len(hosts) > 1:
@@ -1025,35 +1149,43 @@ class ServerHandshake:
             raise InvalidHeader("Host", "")
 
         # 4.2.1 item 3: an Upgrade header field containing "websocket".
-        upgrade = headers.get_all("Upgrade")
+        # Fast path first: one field "websocket" in any case.
+        upgrade = headers._get_all(_UPGRADE)
         if not upgrade:
             raise InvalidUpgrade("Upgrade")
-        if "websocket" not in _tokens(headers, "Upgrade"):
+        if not (len(upgrade) == 1 and upgrade[0].lower() == "websocket") and (
+            "websocket" not in _tokens(headers, "Upgrade")
+        ):
             raise InvalidUpgrade("Upgrade", ", ".join(upgrade), "expected websocket")
 
         # 4.2.1 item 4: a Connection header field that includes the token "Upgrade".
-        connection = headers.get_all("Connection")
+        # Fast path first: one field "Upgrade" in any case.
+        connection = headers._get_all(_CONNECTION)
         if not connection:
             raise InvalidUpgrade("Connection")
-        if "upgrade" not in _tokens(headers, "Connection"):
+        if not (len(connection) == 1 and connection[0].lower() == "upgrade") and (
+            "upgrade" not in _tokens(headers, "Connection")
+        ):
             raise InvalidUpgrade("Connection", ", ".join(connection), "expected Upgrade")
 
         # 4.2.1 item 5: Sec-WebSocket-Key, base64 of 16 bytes.
-        keys = headers.get_all("Sec-WebSocket-Key")
+        keys = headers._get_all(_SEC_WEBSOCKET_KEY)
         if not keys:
             raise InvalidHeader("Sec-WebSocket-Key")
         if len(keys) > 1:
             raise InvalidHeader("Sec-WebSocket-Key", ", ".join(keys), "more than one")
         key = keys[0]
         try:
-            raw_key = base64.b64decode(key.encode("ascii"), validate=True)
+            # What base64.b64decode(validate=True) does in Python 3.11, without its
+            # Python-level wrapper.
+            raw_key = binascii.a2b_base64(key.encode("ascii"), strict_mode=True)
         except (binascii.Error, UnicodeEncodeError):
             raise InvalidHeader("Sec-WebSocket-Key", key, "not base64") from None
         if len(raw_key) != 16:
             raise InvalidHeader("Sec-WebSocket-Key", key, "expected 16 bytes base64-encoded")
 
         # 4.2.1 item 6 and 4.4: Sec-WebSocket-Version 13, else 426 with the version.
-        versions = headers.get_all("Sec-WebSocket-Version")
+        versions = headers._get_all(_SEC_WEBSOCKET_VERSION)
         if not versions:
             raise InvalidVersion("Sec-WebSocket-Version")
         if versions != ["13"]:
@@ -1061,7 +1193,7 @@ class ServerHandshake:
 
         # 4.2.1 item 7 and 10.2: Origin, when the server checks it.
         if self.origins is not None:
-            origins = headers.get_all("Origin")
+            origins = headers._get_all(_ORIGIN)
             if len(origins) > 1:
                 raise InvalidHeader("Origin", ", ".join(origins), "more than one")
             origin = origins[0] if origins else None
@@ -1074,30 +1206,38 @@ class ServerHandshake:
         # 4.2.1 item 8 and 4.2.2 item 5.4: subprotocol.
         subprotocol = self._negotiate_subprotocol(headers)
 
-        # 4.2.2 item 5: the 101 response.
-        response_headers = Headers()
-        response_headers["Upgrade"] = "websocket"
-        response_headers["Connection"] = "Upgrade"
-        response_headers["Sec-WebSocket-Accept"] = accept_key(key)
+        # 4.2.2 item 5: the 101 response. Every field but the subprotocol is known
+        # valid: constant, base64, tokens (serialize_extension_header checks them)
+        # or checked when set (server_header); the subprotocol, which may come from
+        # select_subprotocol, is checked.
+        fields = [_UPGRADE_FIELD, _CONNECTION_FIELD, ("Sec-WebSocket-Accept", accept_key(key))]
+        names = [_UPGRADE, _CONNECTION, _SEC_WEBSOCKET_ACCEPT]
         if extension_header:
-            response_headers["Sec-WebSocket-Extensions"] = serialize_extension_header(
-                extension_header
+            fields.append(
+                ("Sec-WebSocket-Extensions", serialize_extension_header(extension_header))
             )
+            names.append(_SEC_WEBSOCKET_EXTENSIONS)
         if subprotocol is not None:
-            response_headers["Sec-WebSocket-Protocol"] = subprotocol
-        if self.server_header is not None:
-            response_headers["Server"] = self.server_header
-        response = Response(101, "Switching Protocols", response_headers)
+            _check_field("Sec-WebSocket-Protocol", subprotocol)  # as headers[...] = checks
+            fields.append(("Sec-WebSocket-Protocol", subprotocol))
+            names.append(_SEC_WEBSOCKET_PROTOCOL)
+        server_header = self._server_header
+        if server_header is not None:
+            fields.append(("Server", server_header))
+            names.append(_SERVER)
+        response = Response(101, "Switching Protocols", Headers._trusted(fields, names))
         return Accepted(response, subprotocol, extensions)
 
     def _negotiate_extensions(
         self, headers: Headers
     ) -> tuple[list[Extension], list[tuple[ExtensionName, list[ExtensionParameter]]]]:
         """Walk the client's offers in order; the first acceptable offer of a name wins."""
-        values = headers.get_all("Sec-WebSocket-Extensions")
         accepted: list[Extension] = []
         header: list[tuple[ExtensionName, list[ExtensionParameter]]] = []
-        if not values or not self.extensions:
+        if not self.extensions:
+            return accepted, header
+        values = headers._get_all(_SEC_WEBSOCKET_EXTENSIONS)
+        if not values:
             return accepted, header
         offers = parse_extension_header(values)
         for name, params in offers:
@@ -1116,7 +1256,7 @@ class ServerHandshake:
         return accepted, header
 
     def _negotiate_subprotocol(self, headers: Headers) -> Subprotocol | None:
-        values = headers.get_all("Sec-WebSocket-Protocol")
+        values = headers._get_all(_SEC_WEBSOCKET_PROTOCOL)
         if not values:
             return None
         offered = parse_subprotocol_header(values)
