@@ -80,7 +80,9 @@ class ConnectionClosed(WsharborError):
         self.rcvd = rcvd
         self.sent = sent
         self.rcvd_then_sent = rcvd_then_sent
-        super().__init__(str(self))
+        # The message is built by __str__ when asked for, not for every closed
+        # connection; the arguments keep the exception picklable.
+        super().__init__(rcvd, sent, rcvd_then_sent)
 
     def __str__(self) -> str:
         if self.rcvd is None:
