@@ -74,19 +74,36 @@ async def test_discard_cancels_and_add_pushes_back() -> None:
     assert recorder.keys() == ["kept", "moved"]
 
 
-async def test_discarding_the_last_entry_disarms_the_timer() -> None:
+async def test_an_emptied_queue_fires_once_then_stays_disarmed() -> None:
     loop = asyncio.get_running_loop()
     recorder = Recorder(loop)
     queue: DeadlineQueue[str] = DeadlineQueue(loop, DELAY, recorder)
     queue.add("a")
-    assert queue._handle is not None
+    handle = queue._handle
+    assert handle is not None
     queue.discard("a")
-    assert queue._handle is None
+    assert queue._handle is handle  # left armed: cheaper than cancel + re-arm
+    await asyncio.sleep(DELAY * 2)
+    assert recorder.fired == [] and queue._handle is None  # fired, found nothing
     queue.add("b")
     queue.clear()
     assert queue._handle is None and len(queue) == 0
     await asyncio.sleep(DELAY * 2)
     assert recorder.fired == []
+
+
+async def test_an_entry_added_after_the_queue_emptied_fires_on_time() -> None:
+    loop = asyncio.get_running_loop()
+    recorder = Recorder(loop)
+    queue: DeadlineQueue[str] = DeadlineQueue(loop, DELAY, recorder)
+    queue.add("early")
+    queue.discard("early")
+    await asyncio.sleep(DELAY / 2)
+    added = loop.time()
+    queue.add("late")  # the timer armed for "early" fires first and re-arms
+    await recorder.wait_for(1)
+    assert recorder.keys() == ["late"]
+    assert recorder.fired[0][1] >= added + DELAY - 0.002
 
 
 async def test_a_callback_may_add_again_and_one_timer_stays_armed() -> None:

@@ -73,12 +73,13 @@ class DeadlineQueue(Generic[_K]):
             self._handle = self._loop.call_at(deadline, self._run)
 
     def discard(self, key: _K) -> None:
-        """Cancel the deadline of ``key``, if it has one."""
-        entries = self._entries
-        entries.pop(key, None)
-        if not entries and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        """Cancel the deadline of ``key``, if it has one.
+
+        The timer stays armed even when the queue empties: it fires once, finds
+        nothing due and stops. That is cheaper than cancelling it and arming a new
+        one when connections come and go one at a time.
+        """
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Cancel every deadline."""
