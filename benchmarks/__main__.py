@@ -215,8 +215,17 @@ def render(data: JSON, harness: Harness, servers: list[str], workloads: list[Wor
                 "- asyncio-floor is not a WebSocket server: a canned 101, then unmask and echo "
                 "in one `data_received` call, no validation "
                 "(`benchmarks/servers/floor_server.py`); its ratio bounds what any server on "
-                "this loop can reach. n/a: not run on that workload"
+                "this loop can reach"
             )
+        if "blocking-floor" in shown:
+            out.append(
+                "- blocking-floor is not a WebSocket server either: the same echo on blocking "
+                "sockets, a thread per connection, no event loop "
+                "(`benchmarks/servers/blocking_floor_server.py`); with one message in flight "
+                "it shows the machine's round trip"
+            )
+        if any(not SERVERS[name].runs(w.name) for name in shown for w in workloads):
+            out.append("- n/a: that server is not run on that workload")
         for name, reason in data["unavailable"].get(loop, {}).items():
             out.append(f"- {name}: not available ({reason})")
         out.append("")

@@ -83,6 +83,12 @@ SERVERS: dict[str, ServerSpec] = {
             workloads=frozenset({"echo-64-1", "echo-64-100", "handshake", "memory"}),
         ),
         ServerSpec(
+            "blocking-floor",
+            "reference, not a WebSocket server: blocking sockets, a thread per connection",
+            module="benchmarks.servers.blocking_floor_server",
+            workloads=frozenset({"echo-64-1", "echo-64-100"}),
+        ),
+        ServerSpec(
             "wsharbor-example",
             "examples/echo.py (asyncio only)",
             script=(
@@ -102,7 +108,14 @@ SERVERS: dict[str, ServerSpec] = {
     )
 }
 
-DEFAULT_SERVERS = ("websockets", "aiohttp", "picows", "wsharbor", "asyncio-floor")
+DEFAULT_SERVERS = (
+    "websockets",
+    "aiohttp",
+    "picows",
+    "wsharbor",
+    "asyncio-floor",
+    "blocking-floor",
+)
 
 
 @dataclasses.dataclass(frozen=True)
