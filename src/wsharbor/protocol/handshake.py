@@ -42,7 +42,10 @@ they arrive, before llhttp sees them; llhttp only ever receives complete lines. 
 same split finds the end of the header block, so the bytes after it (WebSocket
 frames sent right behind the request, or behind the 101 response) are kept in
 ``leftover`` and never lost. Feeding input whole or one byte at a time gives the
-same result and the same error.
+same result and the same error, except for a request that breaks both a size limit
+and the HTTP grammar: which of the two is reported depends on where the input was
+cut (whole, every line is measured before llhttp parses any; byte by byte, llhttp
+parses each line as it completes).
 
 The usual case, a whole header block in the first bytes received, takes a shorter
 way: a few ``bytes.count`` and ``bytes.find`` calls tell whether every line is within
