@@ -219,6 +219,27 @@ def test_messages(send: object, event: Event, direction: str) -> None:
     assert dst.buffered_input == 0
 
 
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT])
+def test_send_writes_the_same_frames_with_debug_logging(side: Side) -> None:
+    # Without extensions and debug logging, data frames are encoded without a
+    # Frame object; with debug logging, through Frame and serialize_frame.
+    quiet_logger = logging.getLogger("wsharbor.test.quiet")
+    quiet_logger.setLevel(logging.INFO)
+    loud_logger = logging.getLogger("wsharbor.test.loud")
+    loud_logger.setLevel(logging.DEBUG)
+    quiet = make(side, logger=quiet_logger)
+    loud = make(side, logger=loud_logger)
+    assert not quiet.debug and loud.debug
+    for proto in (quiet, loud):
+        proto.send_text("café")
+        proto.send_binary(b"\x00" * 200, fin=False)
+        proto.send_continuation(b"end", fin=True)
+    if side is Side.SERVER:
+        assert quiet.data_to_send() == loud.data_to_send()
+    else:  # masked with random keys: compare what the frames carry
+        assert written_frames(quiet) == written_frames(loud)
+
+
 def test_client_masks_and_server_does_not() -> None:
     client, server = make_pair()
     client.send_text("Hello")

@@ -28,6 +28,7 @@ from wsharbor.protocol.frames import (
     Opcode,
     apply_mask,
     apply_mask_python,
+    serialize_data_frame,
     serialize_frame,
 )
 
@@ -252,6 +253,23 @@ def test_serialize_roundtrip_reserved_bits(rsv: int, mask: bool) -> None:
     wire = serialize_frame(frame, mask=mask)
     assert (wire[0] >> 4) & 0x7 == rsv
     assert feed_whole(wire, mask=mask) == [frame]
+
+
+@pytest.mark.parametrize("fin", [True, False])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY, Opcode.CONT])
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_serialize_data_frame_is_serialize_frame_without_the_frame(
+    opcode: Opcode, length: int, fin: bool
+) -> None:
+    payload = os.urandom(length)
+    # Unmasked: the same bytes.
+    assert serialize_data_frame(opcode, payload, fin=fin, mask=False) == serialize_frame(
+        Frame(opcode, payload, fin), mask=False
+    )
+    # Masked (fresh random key): same length, and it parses back to the same frame.
+    wire = serialize_data_frame(opcode, payload, fin=fin, mask=True)
+    assert len(wire) == _header_size(length, True) + length
+    assert feed_whole(wire, mask=True) == [Frame(opcode, payload, fin)]
 
 
 def test_serialize_uses_minimal_length_encoding() -> None:

@@ -53,7 +53,15 @@ from ..exceptions import (
 )
 from ..typing import LoggerLike
 from .extensions import Extension
-from .frames import Close, CloseCode, Frame, FrameParser, Opcode, serialize_frame
+from .frames import (
+    Close,
+    CloseCode,
+    Frame,
+    FrameParser,
+    Opcode,
+    serialize_data_frame,
+    serialize_frame,
+)
 
 __all__ = [
     "OK_CLOSE_CODES",
@@ -527,7 +535,11 @@ class WebSocketProtocol:
             self._check_open("send a message")
         else:
             self._check_can_send_data()
-        self._send_frame(Frame(opcode, data, fin))
+        if self.extensions or self.debug:
+            self._send_frame(Frame(opcode, data, fin))
+        else:
+            # No extension to apply and no frame to log: encode it directly.
+            self._output.append(serialize_data_frame(opcode, data, fin=fin, mask=self._mask))
         self._send_opcode = None if fin else (self._send_opcode or opcode)
 
     def _send_frame(self, frame: Frame) -> None:

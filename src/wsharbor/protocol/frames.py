@@ -51,6 +51,7 @@ __all__ = [
     "Opcode",
     "apply_mask",
     "apply_mask_python",
+    "serialize_data_frame",
     "serialize_frame",
 ]
 
@@ -177,9 +178,15 @@ class Close:
             raise ProtocolError("close reason over 123 bytes (RFC 6455 section 5.5)")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Frame:
-    """A WebSocket frame, unmasked."""
+    """A WebSocket frame, unmasked.
+
+    A plain record, not frozen (unlike the events of
+    :mod:`wsharbor.protocol.connection`): the parser builds one per frame received,
+    and a frozen dataclass costs four times as much to build (about 0.5 µs against
+    0.12 µs on CPython 3.11, six fields set through ``object.__setattr__``).
+    """
 
     opcode: Opcode
     data: bytes
@@ -246,25 +253,36 @@ _pack_bbq = struct.Struct("!BBQ").pack
 def serialize_frame(frame: Frame, *, mask: bool) -> bytes:
     """Serialize a frame; ``mask=True`` on the client side (RFC 6455 section 5.3)."""
     frame.check()
-    head = (
+    first = (
         (0x80 if frame.fin else 0)
         | (0x40 if frame.rsv1 else 0)
         | (0x20 if frame.rsv2 else 0)
         | (0x10 if frame.rsv3 else 0)
         | frame.opcode
     )
+    return _encode(first, frame.data, mask)
+
+
+def serialize_data_frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool) -> bytes:
+    """``serialize_frame(Frame(opcode, data, fin), mask=mask)`` for a data frame
+    without reserved bits, without building the :class:`Frame`: the send path of
+    a message when no extension is in effect."""
+    return _encode((0x80 if fin else 0) | opcode, data, mask)
+
+
+def _encode(first: int, data: bytes, mask: bool) -> bytes:
+    length = len(data)
     mask_bit = 0x80 if mask else 0
-    length = len(frame.data)
     if length < 126:
-        header = _pack_bb(head, mask_bit | length)
+        header = _pack_bb(first, mask_bit | length)
     elif length < 65536:
-        header = _pack_bbh(head, mask_bit | 126, length)
+        header = _pack_bbh(first, mask_bit | 126, length)
     else:
-        header = _pack_bbq(head, mask_bit | 127, length)
+        header = _pack_bbq(first, mask_bit | 127, length)
     if mask:
         mask_key = os.urandom(4)
-        return b"".join((header, mask_key, apply_mask(frame.data, mask_key)))
-    return header + frame.data
+        return b"".join((header, mask_key, apply_mask(data, mask_key)))
+    return header + data
 
 
 # Parsing.
