@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 
+import wsharbor
+from wsharbor.asyncio.connection import ConnectionOptions
 from wsharbor.asyncio.deadlines import DeadlineQueue
 
-from .conftest import TIMEOUT
+from .conftest import HOST, TIMEOUT, uri_of
 
 DELAY = 0.02
 
@@ -166,3 +169,40 @@ async def test_many_entries_one_timer(count: int) -> None:
     expected = [str(i) for i in range(count) if i not in discarded]
     await recorder.wait_for(len(expected))
     assert recorder.keys() == expected
+
+
+async def test_connections_with_the_same_timeouts_share_their_queues() -> None:
+    async def hold(ws: Any) -> None:
+        await ws.wait_closed()
+
+    async with wsharbor.serve(hold, HOST, 0, ping_interval=5.0) as server:
+        uri = uri_of(server)
+        async with (
+            wsharbor.connect(uri, ping_interval=5.0) as a,
+            wsharbor.connect(uri, ping_interval=5.0) as b,
+            wsharbor.connect(uri, ping_interval=7.0) as c,
+        ):
+            # Each connect() has its own options, yet a and b share one queue per
+            # timeout (one timer), and so do the server's connections.
+            assert a._timers is b._timers
+            assert a._timers is not c._timers
+            assert a._timers.ping is not None and a in a._timers.ping and b in a._timers.ping
+            server_side = list(server.connections)
+            assert len(server_side) == 3
+            assert len({id(conn._timers) for conn in server_side}) == 1
+        # Closed connections leave the queues.
+        assert a not in a._timers.ping and b not in a._timers.ping
+
+
+def test_a_new_loop_in_the_same_thread_gets_new_queues() -> None:
+    options = ConnectionOptions(logger=logging.getLogger("test"))
+
+    async def check() -> None:
+        # The same options object, used again on a later loop of this thread.
+        loop = asyncio.get_running_loop()
+        timers = options.timers(loop)
+        assert timers.loop is loop
+        assert ConnectionOptions(logger=logging.getLogger("test")).timers(loop) is timers
+
+    asyncio.run(check())
+    asyncio.run(check())

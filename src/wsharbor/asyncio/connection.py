@@ -28,7 +28,7 @@ Flow control, both ways:
 
 Timeouts (opening handshake, keepalive ping and pong, closing handshake) are
 deadlines in :class:`~wsharbor.asyncio.deadlines.DeadlineQueue` objects shared
-by every connection with the same options on a loop: one timer handle per queue,
+by every connection with the same timeouts on a loop: one timer handle per queue,
 not one per connection, and no task.
 """
 
@@ -132,16 +132,46 @@ class ConnectionOptions:
         self._timers: ConnectionTimers | None = None
 
     def timers(self, loop: asyncio.AbstractEventLoop) -> ConnectionTimers:
-        """The deadline queues of the connections that use these options on ``loop``."""
+        """The deadline queues for connections with these options on ``loop``, the
+        running loop of this thread."""
         timers = self._timers
         if timers is None or timers.loop is not loop:
-            timers = self._timers = ConnectionTimers(loop, self)
+            delays = (self.open_timeout, self.ping_interval, self.ping_timeout, self.close_timeout)
+            timers = self._timers = _shared_timers(loop, delays)
         return timers
 
 
+#: Per thread: the loop running there and its ConnectionTimers by timeouts.
+_timers_local = threading.local()
+
+
+def _shared_timers(
+    loop: asyncio.AbstractEventLoop,
+    delays: tuple[float | None, float | None, float | None, float | None],
+) -> ConnectionTimers:
+    """The :class:`ConnectionTimers` of every connection on ``loop`` with these
+    timeouts: a server's connections share them, and so do the clients of an
+    application (each ``connect()`` has its own options) that use the same settings.
+
+    Kept per thread, for the loop running there: a thread that starts another loop
+    starts afresh, so at most one finished loop's queues stay referenced per thread.
+    """
+    local = _timers_local
+    registry: dict[tuple[float | None, ...], ConnectionTimers] | None = getattr(
+        local, "registry", None
+    )
+    if registry is None or local.loop is not loop:
+        registry = local.registry = {}
+        local.loop = loop
+    timers = registry.get(delays)
+    if timers is None:
+        timers = registry[delays] = ConnectionTimers(loop, *delays)
+    return timers
+
+
 class ConnectionTimers:
-    """One :class:`DeadlineQueue` per timeout for the connections sharing a
-    :class:`ConnectionOptions` on one event loop; ``None`` for a disabled timeout.
+    """One :class:`DeadlineQueue` per timeout for the connections with the same
+    timeouts on one event loop; ``None`` for a disabled timeout.
 
     - ``open``: ``open_timeout``, from the TCP connection to the end of the handshake;
     - ``ping``: ``ping_interval``, until the next keepalive ping;
@@ -152,7 +182,14 @@ class ConnectionTimers:
 
     __slots__ = ("close", "loop", "open", "ping", "pong")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, options: ConnectionOptions) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        open_timeout: float | None,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        close_timeout: float | None,
+    ) -> None:
         self.loop = loop
 
         def queue(delay: float | None, method: str) -> DeadlineQueue[Connection] | None:
@@ -160,10 +197,10 @@ class ConnectionTimers:
                 return None
             return DeadlineQueue(loop, delay, operator.methodcaller(method))
 
-        self.open = queue(options.open_timeout, "_open_timeout")
-        self.ping = queue(options.ping_interval, "_send_keepalive")
-        self.pong = None if self.ping is None else queue(options.ping_timeout, "_keepalive_timeout")
-        self.close = queue(options.close_timeout, "_close_timeout")
+        self.open = queue(open_timeout, "_open_timeout")
+        self.ping = queue(ping_interval, "_send_keepalive")
+        self.pong = None if self.ping is None else queue(ping_timeout, "_keepalive_timeout")
+        self.close = queue(close_timeout, "_close_timeout")
 
 
 class Connection(asyncio.BufferedProtocol):
