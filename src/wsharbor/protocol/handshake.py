@@ -1019,14 +1019,20 @@ def serialize_subprotocol_header(subprotocols: Sequence[Subprotocol]) -> str:
     return ", ".join(subprotocols)
 
 
-def _tokens(headers: Headers, name: str) -> list[str]:
-    """Lowercased comma-separated values of every ``name`` header, empty ones ignored."""
+def _tokens(values: list[str]) -> list[str]:
+    """Lowercased comma-separated items of the ``values`` of a header, empty ones ignored."""
     return [
         item.strip(" \t").lower()
-        for value in headers.get_all(name)
+        for value in values
         for item in value.split(",")
         if item.strip(" \t")
     ]
+
+
+def _has_token(values: list[str], token: str) -> bool:
+    """Whether the values of a header list ``token`` (lowercase), in any case."""
+    # The usual case first: one field holding only the token.
+    return (len(values) == 1 and values[0].lower() == token) or token in _tokens(values)
 
 
 # ---------------------------------------------------------------------------
@@ -1152,23 +1158,17 @@ class ServerHandshake:
             raise InvalidHeader("Host", "")
 
         # 4.2.1 item 3: an Upgrade header field containing "websocket".
-        # Fast path first: one field "websocket" in any case.
         upgrade = headers._get_all(_UPGRADE)
         if not upgrade:
             raise InvalidUpgrade("Upgrade")
-        if not (len(upgrade) == 1 and upgrade[0].lower() == "websocket") and (
-            "websocket" not in _tokens(headers, "Upgrade")
-        ):
+        if not _has_token(upgrade, "websocket"):
             raise InvalidUpgrade("Upgrade", ", ".join(upgrade), "expected websocket")
 
         # 4.2.1 item 4: a Connection header field that includes the token "Upgrade".
-        # Fast path first: one field "Upgrade" in any case.
         connection = headers._get_all(_CONNECTION)
         if not connection:
             raise InvalidUpgrade("Connection")
-        if not (len(connection) == 1 and connection[0].lower() == "upgrade") and (
-            "upgrade" not in _tokens(headers, "Connection")
-        ):
+        if not _has_token(connection, "upgrade"):
             raise InvalidUpgrade("Connection", ", ".join(connection), "expected Upgrade")
 
         # 4.2.1 item 5: Sec-WebSocket-Key, base64 of 16 bytes.
@@ -1461,7 +1461,7 @@ class ClientHandshake:
         upgrade = headers.get_all("Upgrade")
         if not upgrade:
             raise InvalidUpgrade("Upgrade")
-        if _tokens(headers, "Upgrade") != ["websocket"]:
+        if _tokens(upgrade) != ["websocket"]:
             raise InvalidUpgrade("Upgrade", ", ".join(upgrade), "expected websocket")
 
         # "... |Connection| header field doesn't contain a token that is an ASCII
@@ -1469,7 +1469,7 @@ class ClientHandshake:
         connection = headers.get_all("Connection")
         if not connection:
             raise InvalidUpgrade("Connection")
-        if "upgrade" not in _tokens(headers, "Connection"):
+        if not _has_token(connection, "upgrade"):
             raise InvalidUpgrade("Connection", ", ".join(connection), "expected Upgrade")
 
         accepts = headers.get_all("Sec-WebSocket-Accept")
