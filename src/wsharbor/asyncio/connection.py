@@ -716,10 +716,10 @@ class Connection(asyncio.BufferedProtocol):
         # interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
         write_limit = self.options.write_limit
-        limits = (write_limit // 4, write_limit)
+        low = write_limit // 4
         # Cheaper to read than to set: asyncio's defaults are already ours.
-        if self.transport.get_write_buffer_limits() != limits:
-            self.transport.set_write_buffer_limits(high=write_limit, low=write_limit // 4)
+        if self.transport.get_write_buffer_limits() != (low, write_limit):
+            self.transport.set_write_buffer_limits(high=write_limit, low=low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _scratch_buffer()[: self.options.read_limit]
