@@ -197,11 +197,14 @@ async def wait_metric(server: ServerProcess, line_prefix: str, expected: float) 
 
 
 async def connect_spread(
-    server: ServerProcess, pids: set[int], *, per_pid: int = 1, limit: int = 60
+    server: ServerProcess, pids: set[int], *, per_pid: int = 1, limit: int = 200
 ) -> dict[int, list[websockets.ClientConnection]]:
     """Open connections until each worker in ``pids`` has ``per_pid`` of them.
 
-    The kernel picks the worker; connections beyond what's needed are closed.
+    The kernel picks the worker; connections beyond what's needed are closed. The
+    pick is not uniform (the worker back in ``epoll_wait`` first tends to win, and
+    a fast handshake brings it back sooner): one worker got none of 60 attempts in
+    a full-suite run, hence a limit of 200 (a few milliseconds each).
     """
     clients: dict[int, list[websockets.ClientConnection]] = {pid: [] for pid in pids}
     for _ in range(limit):
