@@ -295,6 +295,37 @@ async def test_wait_closed_returns_when_peer_closes() -> None:
         await wait(server_ws.wait_closed())  # returns at once once closed
 
 
+async def test_close_callbacks_run_once_closed_and_at_once_after() -> None:
+    rec = Recorder()
+
+    async def body(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async with wsharbor.serve(rec.wrap(body), HOST, 0) as server:
+        ws = await wsharbor.connect(uri_of(server))
+        server_ws = await wait(rec.connection)
+        seen: list[tuple[str, object]] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def record(name: str) -> Callable[[Any], None]:
+            def callback(connection: Any) -> None:
+                seen.append((name, connection))
+                if len(seen) == 3:
+                    done.set_result(None)
+
+            return callback
+
+        server_ws.add_close_callback(record("first"))
+        server_ws.add_close_callback(record("second"))
+        await asyncio.sleep(0)
+        assert seen == []  # not before the connection closes
+        await ws.close()
+        await wait(server_ws.wait_closed())
+        server_ws.add_close_callback(record("late"))  # already closed: called soon
+        await wait(done)
+        assert seen == [("first", server_ws), ("second", server_ws), ("late", server_ws)]
+
+
 @pytest.mark.parametrize(
     ("code", "exc_type"),
     [

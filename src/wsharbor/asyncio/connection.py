@@ -41,7 +41,7 @@ import operator
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
@@ -687,6 +687,22 @@ class Connection(asyncio.BufferedProtocol):
         if self._closed_waiter is None:
             self._closed_waiter = self.loop.create_future()
         await asyncio.shield(self._closed_waiter)
+
+    def add_close_callback(self, callback: Callable[[Connection], object]) -> None:
+        """Call ``callback(connection)`` once the TCP connection is closed.
+
+        The callback runs in the event loop soon after the connection is closed
+        (at once on the next loop iteration if it is closed already). Exceptions
+        it raises are logged by the event loop. Rooms and presence use it to
+        forget a member whose connection ended (:mod:`wsharbor.pubsub`). No
+        memory is used on connections that never register one.
+        """
+        if self._lost:
+            self.loop.call_soon(callback, self)
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self.loop.create_future()
+        self._closed_waiter.add_done_callback(lambda _: callback(self))
 
     def _is_lost(self) -> bool:
         return self._lost
