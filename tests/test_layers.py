@@ -28,6 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "wsharbor"
 
 LAYERS = {
+    "defaults": 1,
     "exceptions": 1,
     "typing": 1,
     "protocol": 2,

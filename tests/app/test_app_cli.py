@@ -146,3 +146,34 @@ def test_load_app_takes_process_request_and_detects_legacy_handlers(
     assert legacy.legacy and legacy.process_request is None
     obj = load_app("legacyapp:obj")
     assert not obj.legacy and obj.process_request is not None
+
+
+def test_run_defaults_are_the_librarys() -> None:
+    """``wsharbor run`` with no flag serves with the defaults of ``serve()``."""
+    import inspect
+
+    import wsharbor
+    from wsharbor.app.config import OPTIONS, Config
+    from wsharbor.protocol.deflate import SERVER_DEFAULTS
+
+    serve_defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(wsharbor.serve).parameters.items()
+    }
+    config = parse_config(["app:handler"], environ={})
+    table = {option.name: option.default for option in OPTIONS}
+    shared = [
+        "max_size",
+        "max_queue",
+        "read_limit",
+        "write_limit",
+        "ping_interval",
+        "ping_timeout",
+        "open_timeout",
+        "close_timeout",
+    ]
+    for name in shared:
+        assert getattr(config, name) == serve_defaults[name] == table[name], name
+        assert getattr(Config("app:handler"), name) == serve_defaults[name], name
+    assert config.window_bits == SERVER_DEFAULTS.window_bits == table["window_bits"]
+    assert config.memory_level == SERVER_DEFAULTS.memory_level == table["memory_level"]

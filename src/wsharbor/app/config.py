@@ -24,7 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from .. import defaults
 from ..exceptions import ConfigError
+from ..protocol.deflate import SERVER_DEFAULTS
 
 __all__ = ["OPTIONS", "Config", "Option", "build_parser", "parse_config"]
 
@@ -190,17 +192,61 @@ OPTIONS: tuple[Option, ...] = (
     Option("ready_path", _http_path, "/readyz", "readiness endpoint", "PATH", group="http"),
     Option("metrics_path", _http_path, "/metrics", "Prometheus endpoint", "PATH", group="http"),
     # The library's server options.
-    Option("max_size", _optional(_int(1)), 2**20, "largest message received, bytes", "BYTES"),
-    Option("max_queue", _optional(_int(1)), 32, "messages queued before reading pauses", "N"),
-    Option("read_limit", _int(1024), 2**16, "bytes buffered before reading pauses", "BYTES"),
-    Option("write_limit", _int(0), 2**16, "write buffer high-water mark", "BYTES"),
-    Option("ping_interval", _optional(_positive_float), 20.0, "keepalive ping interval", "S"),
-    Option("ping_timeout", _optional(_positive_float), 20.0, "keepalive pong deadline", "S"),
-    Option("open_timeout", _optional(_positive_float), 10.0, "opening handshake deadline", "S"),
-    Option("close_timeout", _optional(_positive_float), 10.0, "closing handshake deadline", "S"),
+    Option(
+        "max_size",
+        _optional(_int(1)),
+        defaults.MAX_SIZE,
+        "largest message received, bytes",
+        "BYTES",
+    ),
+    Option(
+        "max_queue",
+        _optional(_int(1)),
+        defaults.MAX_QUEUE,
+        "messages queued before reading pauses",
+        "N",
+    ),
+    Option(
+        "read_limit",
+        _int(1024),
+        defaults.READ_LIMIT,
+        "bytes buffered before reading pauses",
+        "BYTES",
+    ),
+    Option("write_limit", _int(0), defaults.WRITE_LIMIT, "write buffer high-water mark", "BYTES"),
+    Option(
+        "ping_interval",
+        _optional(_positive_float),
+        defaults.PING_INTERVAL,
+        "keepalive ping interval",
+        "S",
+    ),
+    Option(
+        "ping_timeout",
+        _optional(_positive_float),
+        defaults.PING_TIMEOUT,
+        "keepalive pong deadline",
+        "S",
+    ),
+    Option(
+        "open_timeout",
+        _optional(_positive_float),
+        defaults.OPEN_TIMEOUT,
+        "opening handshake deadline",
+        "S",
+    ),
+    Option(
+        "close_timeout",
+        _optional(_positive_float),
+        defaults.CLOSE_TIMEOUT,
+        "closing handshake deadline",
+        "S",
+    ),
     Option("compression", _choice("deflate", "none"), "deflate", "permessage-deflate", "MODE"),
-    Option("window_bits", _int(9, 15), 12, "compression window bits", "N"),
-    Option("memory_level", _int(1, 9), 5, "compression memory level", "N"),
+    Option("window_bits", _int(9, 15), SERVER_DEFAULTS.window_bits, "compression window bits", "N"),
+    Option(
+        "memory_level", _int(1, 9), SERVER_DEFAULTS.memory_level, "compression memory level", "N"
+    ),
     Option("origins", _csv, None, "allowed Origin values, comma-separated", "LIST"),
     Option("subprotocols", _csv, None, "supported subprotocols, comma-separated", "LIST"),
     Option("server_header", _str, None, "Server header ('' to omit)", "VALUE"),
@@ -238,17 +284,17 @@ class Config:
     health_path: str = "/healthz"
     ready_path: str = "/readyz"
     metrics_path: str = "/metrics"
-    max_size: int | None = 2**20
-    max_queue: int | None = 32
-    read_limit: int = 2**16
-    write_limit: int = 2**16
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    open_timeout: float | None = 10.0
-    close_timeout: float | None = 10.0
+    max_size: int | None = defaults.MAX_SIZE
+    max_queue: int | None = defaults.MAX_QUEUE
+    read_limit: int = defaults.READ_LIMIT
+    write_limit: int = defaults.WRITE_LIMIT
+    ping_interval: float | None = defaults.PING_INTERVAL
+    ping_timeout: float | None = defaults.PING_TIMEOUT
+    open_timeout: float | None = defaults.OPEN_TIMEOUT
+    close_timeout: float | None = defaults.CLOSE_TIMEOUT
     compression: str = "deflate"
-    window_bits: int = 12
-    memory_level: int = 5
+    window_bits: int = SERVER_DEFAULTS.window_bits
+    memory_level: int = SERVER_DEFAULTS.memory_level
     origins: tuple[str, ...] | None = None
     subprotocols: tuple[str, ...] | None = None
     server_header: str | None = None

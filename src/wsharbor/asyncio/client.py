@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
+from .. import defaults
 from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from ..protocol.connection import Side, WebSocketProtocol
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
@@ -120,14 +121,14 @@ class connect:  # used like a function, as in websockets
         sock: socket.socket | None = None,
         unix: bool = False,
         path: str | None = None,
-        open_timeout: float | None = 10.0,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        max_size: int | None = 2**20,
-        max_queue: int | None = 32,
-        read_limit: int = 2**16,
-        write_limit: int = 2**16,
+        open_timeout: float | None = defaults.OPEN_TIMEOUT,
+        ping_interval: float | None = defaults.PING_INTERVAL,
+        ping_timeout: float | None = defaults.PING_TIMEOUT,
+        close_timeout: float | None = defaults.CLOSE_TIMEOUT,
+        max_size: int | None = defaults.MAX_SIZE,
+        max_queue: int | None = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
+        write_limit: int = defaults.WRITE_LIMIT,
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
         backoff_factor: float = 1.618,

@@ -45,6 +45,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from types import TracebackType
 from typing import Any, cast
 
+from .. import defaults
 from ..exceptions import ConnectionClosedOK, InvalidState
 from ..protocol.connection import (
     BinaryMessage,
@@ -94,14 +95,14 @@ class ConnectionOptions:
     def __init__(
         self,
         *,
-        max_size: int | None = 2**20,
-        max_queue: int | None = 32,
-        read_limit: int = 2**16,
-        write_limit: int = 2**16,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        open_timeout: float | None = 10.0,
-        close_timeout: float | None = 10.0,
+        max_size: int | None = defaults.MAX_SIZE,
+        max_queue: int | None = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
+        write_limit: int = defaults.WRITE_LIMIT,
+        ping_interval: float | None = defaults.PING_INTERVAL,
+        ping_timeout: float | None = defaults.PING_TIMEOUT,
+        open_timeout: float | None = defaults.OPEN_TIMEOUT,
+        close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         logger: LoggerLike,
     ) -> None:
         if max_size is not None and max_size <= 0:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
+from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
@@ -498,14 +499,14 @@ class serve:
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
         server_header: str | None = None,
-        open_timeout: float | None = 10.0,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        max_size: int | None = 2**20,
-        max_queue: int | None = 32,
-        read_limit: int = 2**16,
-        write_limit: int = 2**16,
+        open_timeout: float | None = defaults.OPEN_TIMEOUT,
+        ping_interval: float | None = defaults.PING_INTERVAL,
+        ping_timeout: float | None = defaults.PING_TIMEOUT,
+        close_timeout: float | None = defaults.CLOSE_TIMEOUT,
+        max_size: int | None = defaults.MAX_SIZE,
+        max_queue: int | None = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
+        write_limit: int = defaults.WRITE_LIMIT,
         logger: LoggerLike | None = None,
         **kwargs: Any,
     ) -> None:

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import defaults
 from ..exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -195,7 +196,7 @@ class WebSocketProtocol:
         side: Side,
         *,
         extensions: Sequence[Extension] = (),
-        max_size: int | None = 2**20,
+        max_size: int | None = defaults.MAX_SIZE,
         stream_fragments: bool = False,
         logger: LoggerLike | None = None,
     ) -> None:

@@ -1,0 +1,40 @@
+"""The connection defaults of every layer, in one place.
+
+The sans-I/O protocol, the asyncio and sync servers and clients, and the
+application server's command line (``wsharbor run``) all read these names; none
+writes a default of its own. Compression defaults live beside their type, in
+:data:`wsharbor.protocol.deflate.SERVER_DEFAULTS` and ``CLIENT_DEFAULTS``.
+
+The values and why (see ``docs/asyncio.md``, "Options"):
+
+- ``MAX_SIZE``: the largest message received, 1 MiB, as websockets.
+- ``MAX_QUEUE``: messages received and not read yet before reading pauses.
+- ``READ_LIMIT``: bytes received and not read yet before reading pauses; also
+  the most one read from the socket takes.
+- ``WRITE_LIMIT``: the write buffer's high-water mark; above it ``send()`` waits
+  and reading pauses, until the buffer drains to a quarter of it.
+- ``OPEN_TIMEOUT``, ``PING_INTERVAL``, ``PING_TIMEOUT``, ``CLOSE_TIMEOUT``:
+  seconds, as websockets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_QUEUE",
+    "MAX_SIZE",
+    "OPEN_TIMEOUT",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "READ_LIMIT",
+    "WRITE_LIMIT",
+]
+
+MAX_SIZE: int = 2**20
+MAX_QUEUE: int = 32
+READ_LIMIT: int = 2**16
+WRITE_LIMIT: int = 2**16
+OPEN_TIMEOUT: float = 10.0
+PING_INTERVAL: float = 20.0
+PING_TIMEOUT: float = 20.0
+CLOSE_TIMEOUT: float = 10.0
