@@ -344,6 +344,10 @@ class Connection(asyncio.BufferedProtocol):
             raise
         finally:
             self._recv_waiter = None
+            # The ConnectionClosed raised here holds this frame in its traceback;
+            # this frame must not hold the future that holds the exception, or
+            # the connection lives on in a cycle until a full collection.
+            del waiter
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
@@ -559,7 +563,10 @@ class Connection(asyncio.BufferedProtocol):
         if self._drain_waiters is None:
             self._drain_waiters = []
         self._drain_waiters.append(waiter)
-        await waiter
+        try:
+            await waiter
+        finally:
+            del waiter  # no cycle through the exception's traceback (see recv)
 
     def pause_writing(self) -> None:
         self._write_paused = True

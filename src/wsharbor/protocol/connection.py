@@ -155,6 +155,17 @@ Event = TextMessage | BinaryMessage | Fragment | PingReceived | PongReceived | C
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
+def _without_tracebacks(exc: Exception) -> Exception:
+    """``exc`` with the tracebacks of it and of its causes and contexts removed."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain:
+        link.__traceback__ = None
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return exc
+
+
 class WebSocketProtocol:
     """Sans-I/O WebSocket connection, after the opening handshake.
 
@@ -561,7 +572,10 @@ class WebSocketProtocol:
         if self.debug:
             self.logger.debug("! failing connection with code %d", code)
         if exc is not None and self.failure is None:
-            self.failure = exc
+            # Kept without its traceback: the traceback's frames hold this
+            # protocol (and, for a refused deflate bomb, the inflated chunks),
+            # which would keep both alive in a cycle until a full collection.
+            self.failure = _without_tracebacks(exc)
         if self.state is State.OPEN and code != CloseCode.ABNORMAL_CLOSURE:
             if len(reason.encode()) > 123:
                 reason = reason.encode()[:120].decode(errors="ignore") + "..."
