@@ -8,6 +8,11 @@ writes a default of its own. Compression defaults live beside their type, in
 The values and why (see ``docs/asyncio.md``, "Options"):
 
 - ``MAX_SIZE``: the largest message received, 1 MiB, as websockets.
+- ``MAX_FRAGMENTS``: frames in one message, 4,096: a message of ``MAX_SIZE``
+  in 256-byte fragments. Browsers send whole messages and streaming clients a
+  frame per chunk, far fewer than that; empty or tiny fragments add nothing
+  toward ``MAX_SIZE`` but cost a frame's work each, so they are bounded too.
+  A message over it fails with 1009.
 - ``MAX_QUEUE``: messages received and not read yet before reading pauses.
 - ``READ_LIMIT``: bytes received and not read yet before reading pauses; also
   the most one read from the socket takes.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "MAX_FRAGMENTS",
     "MAX_QUEUE",
     "MAX_SIZE",
     "OPEN_TIMEOUT",
@@ -31,6 +37,7 @@ __all__ = [
 ]
 
 MAX_SIZE: int = 2**20
+MAX_FRAGMENTS: int = 4096
 MAX_QUEUE: int = 32
 READ_LIMIT: int = 2**16
 WRITE_LIMIT: int = 2**16

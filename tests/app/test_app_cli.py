@@ -164,6 +164,7 @@ def test_run_defaults_are_the_librarys() -> None:
     table = {option.name: option.default for option in OPTIONS}
     shared = [
         "max_size",
+        "max_fragments",
         "max_queue",
         "read_limit",
         "write_limit",

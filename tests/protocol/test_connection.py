@@ -15,13 +15,16 @@ checklist: each group has a parametrized test below, named after its section.
 from __future__ import annotations
 
 import logging
+import random
 import struct
+import tracemalloc
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wsharbor import defaults
 from wsharbor.exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -42,6 +45,7 @@ from wsharbor.protocol.connection import (
     TextMessage,
     WebSocketProtocol,
 )
+from wsharbor.protocol.deflate import PerMessageDeflate
 from wsharbor.protocol.frames import Close, Frame, FrameParser, Opcode, serialize_frame
 
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
@@ -932,7 +936,8 @@ def test_max_size_restored_after_a_fragmented_message() -> None:
 
 
 def test_too_big_fragmented_message_with_an_extension_is_1009() -> None:
-    # With an extension, the parser does not bound frames; the message total does.
+    # With an extension, frames may be a little larger on the wire than decoded
+    # (see _frame_limit): the message total decides.
     server = make(extensions=[RSV1Extension()], max_size=10)
     feed(server, frame_bytes(BINARY, b"x" * 6, fin=False, rsv1=True))
     assert server.data_to_send() == []
@@ -952,6 +957,144 @@ def test_control_frames_are_not_limited_by_max_size() -> None:
     server = make(max_size=1)
     assert feed(server, frame_bytes(PING, b"ping")) == [PingReceived(b"ping")]
     assert feed(server, close_bytes(1000, b"bye")) == [CloseReceived(1000, "bye")]
+
+
+def deflate() -> PerMessageDeflate:
+    return PerMessageDeflate(False, False, 15, 15)
+
+
+def compressed_frame(payload: bytes, *, fin: bool = True) -> bytes:
+    """A client's compressed data frame, as permessage-deflate writes it."""
+    encoded = deflate().encode(Frame(BINARY, payload, fin))
+    assert encoded.rsv1
+    return serialize_frame(encoded, mask=True)
+
+
+@pytest.mark.parametrize("rsv", [0, 4], ids=["plain", "rsv1"])
+def test_huge_declared_length_with_deflate_is_1009_from_the_header(rsv: int) -> None:
+    """Issue 13, item 1: with permessage-deflate negotiated, a header announcing
+    2**62 bytes was accepted and its payload buffered without bound."""
+    server = make(extensions=[deflate()], max_size=2**20)
+    header = struct.pack("!BBQ", 0x82 | (rsv << 4), 0x80 | 127, 2**62) + b"\x00" * 4
+    feed(server, header, b"x" * 65536)
+    close = assert_failed(server, 1009, PayloadTooBig)
+    assert str(2**62) in close.reason
+    assert server.buffered_input == 0
+
+
+def test_frame_limit_with_deflate_allows_deflate_expansion_only() -> None:
+    max_size = 2**16
+    limit = max_size + max_size // 8 + 64
+    # One byte over what permessage-deflate could need for max_size: refused
+    # from the header, before the payload arrives.
+    server = make(extensions=[deflate()], max_size=max_size)
+    feed(server, raw_frame(BINARY, b"x" * (limit + 1), rsv=4)[:14])
+    assert_failed(server, 1009, PayloadTooBig)
+    # Incompressible data of exactly max_size compresses to a little more than
+    # max_size: accepted, and delivered whole.
+    payload = random.Random(13).randbytes(max_size)
+    frame = compressed_frame(payload)
+    assert max_size < len(frame) - 14 <= limit
+    server = make(extensions=[deflate()], max_size=max_size)
+    assert feed(server, frame) == [BinaryMessage(payload)]
+    # An uncompressed frame over max_size is still refused, once decoded.
+    server = make(extensions=[deflate()], max_size=max_size)
+    feed(server, frame_bytes(BINARY, b"x" * (max_size + 1)))
+    assert_failed(server, 1009, PayloadTooBig)
+
+
+def test_continuation_frames_with_deflate_are_bounded_by_what_is_left() -> None:
+    server = make(extensions=[deflate()], max_size=1000)
+    feed(server, frame_bytes(BINARY, b"x" * 900, fin=False))
+    assert server.data_to_send() == []
+    left = 100
+    feed(server, raw_frame(CONT, b"y" * (left + left // 8 + 65), fin=False)[:8])
+    assert_failed(server, 1009, PayloadTooBig)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("extensions", [False, True], ids=["plain", "deflate"])
+def test_too_many_fragments_is_1009(stream: bool, extensions: bool) -> None:
+    """Issue 13, item 3: empty continuation frames add nothing toward max_size."""
+    server = make(
+        max_fragments=100,
+        stream_fragments=stream,
+        extensions=[deflate()] if extensions else [],
+    )
+    events = feed(
+        server, frame_bytes(TEXT, b"a", fin=False), *[frame_bytes(CONT, b"", fin=False)] * 98
+    )
+    events += feed(server, frame_bytes(CONT, b"z"))  # exactly 100 frames: fine
+    if stream:
+        assert "".join(e.data for e in events if isinstance(e, Fragment)) == "az"  # type: ignore[misc]
+    else:
+        assert events == [TextMessage("az")]
+    assert server.failure is None
+    feed(server, frame_bytes(BINARY, b"", fin=False), *[frame_bytes(CONT, b"", fin=False)] * 100)
+    close = assert_failed(server, 1009, PayloadTooBig)
+    assert close.reason == "message of more than 100 fragments"
+
+
+def test_max_fragments_none_and_default() -> None:
+    assert make().max_fragments == defaults.MAX_FRAGMENTS
+    server = make(max_fragments=None)
+    frames = [frame_bytes(CONT, b"", fin=False)] * (defaults.MAX_FRAGMENTS + 10)
+    events = feed(server, frame_bytes(BINARY, b"a", fin=False), *frames, frame_bytes(CONT, b"b"))
+    assert events == [BinaryMessage(b"ab")]
+
+
+def test_small_fragments_cost_their_bytes() -> None:
+    """Issue 13, item 3: 2-byte fragments cost about 32 times their size when each
+    was kept as an object; they go into one buffer instead."""
+    server = make(max_size=None, max_fragments=None)
+    count = 20_000
+    fragments = b"".join([frame_bytes(CONT, b"ab", fin=False)] * count)
+    tracemalloc.start()
+    try:
+        feed(server, frame_bytes(BINARY, b"", fin=False))
+        before = tracemalloc.get_traced_memory()[0]
+        feed(server, fragments)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert server.buffered_input == 2 * count
+    assert held < 4 * 2 * count, held  # a bytearray's slack, not 32x
+    assert feed(server, frame_bytes(CONT, b"")) == [BinaryMessage(b"ab" * count)]
+
+
+@pytest.mark.parametrize("end", ["eof", "failure"])
+def test_discarded_input_is_not_copied(end: str) -> None:
+    """Issue 13, item 4: on EOF, failure and close, the unparsed buffer was copied
+    twice just to be dropped (512 MiB: 2.2 s and 1.5 GiB)."""
+    server = make(max_size=None)
+    size = 16 * 2**20
+    feed(server, raw_frame(BINARY, b"x" * (size + 1))[:-1])  # one byte short
+    tracemalloc.start()
+    try:
+        if end == "eof":
+            server.receive_eof()
+        else:
+            server.fail(1008)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.buffered_input == 0
+    assert peak < size // 16, peak
+
+
+def test_input_after_a_close_frame_is_dropped_without_copies() -> None:
+    server = make(max_size=None)
+    size = 16 * 2**20
+    data = close_bytes(1000) + raw_frame(BINARY, b"x" * (size + 1))[:-1]
+    tracemalloc.start()
+    try:
+        server.receive_data(data)  # the parser's own copy of data, then nothing
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.events_received() == [CloseReceived(1000, "")]
+    assert server.buffered_input == 0
+    assert peak < size * 1.5, peak
 
 
 def test_long_failure_reason_is_truncated_on_the_wire() -> None:

@@ -200,6 +200,13 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(
+        "max_fragments",
+        _optional(_int(1)),
+        defaults.MAX_FRAGMENTS,
+        "frames in one message received",
+        "N",
+    ),
+    Option(
         "max_queue",
         _optional(_int(1)),
         defaults.MAX_QUEUE,
@@ -285,6 +292,7 @@ class Config:
     ready_path: str = "/readyz"
     metrics_path: str = "/metrics"
     max_size: int | None = defaults.MAX_SIZE
+    max_fragments: int | None = defaults.MAX_FRAGMENTS
     max_queue: int | None = defaults.MAX_QUEUE
     read_limit: int = defaults.READ_LIMIT
     write_limit: int = defaults.WRITE_LIMIT

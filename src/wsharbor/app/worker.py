@@ -284,6 +284,7 @@ class AppServer:
         config = self.config
         return ConnectionOptions(
             max_size=config.max_size,
+            max_fragments=config.max_fragments,
             max_queue=config.max_queue,
             read_limit=config.read_limit,
             write_limit=config.write_limit,

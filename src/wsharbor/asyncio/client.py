@@ -67,6 +67,7 @@ class ClientConnection(Connection):
             Side.CLIENT,
             extensions=accepted.extensions,
             max_size=self.options.max_size,
+            max_fragments=self.options.max_fragments,
             logger=self.logger,
         )
         self._start_keepalive()
@@ -126,6 +127,7 @@ class connect:  # used like a function, as in websockets
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: int | None = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: int | None = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
         write_limit: int = defaults.WRITE_LIMIT,
@@ -151,6 +153,7 @@ class connect:  # used like a function, as in websockets
         self._open_timeout = open_timeout
         self._options = ConnectionOptions(
             max_size=max_size,
+            max_fragments=max_fragments,
             max_queue=max_queue,
             read_limit=read_limit,
             write_limit=write_limit,

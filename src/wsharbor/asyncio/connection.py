@@ -24,7 +24,10 @@ Flow control, both ways:
   what a peer can make us buffer is bounded by
   ``max_queue * max_size + read_limit``;
 * the transport's write buffer high-water mark is ``write_limit``; above it
-  :meth:`send` waits for the transport to drain to a quarter of it.
+  :meth:`send` waits for the transport to drain to a quarter of it, and reading
+  pauses meanwhile, whatever filled the buffer (pongs to a peer's pings, echoes
+  to a peer that doesn't read): a peer can make us buffer at most one read's
+  worth of answers above ``write_limit``.
 
 Timeouts (opening handshake, keepalive ping and pong, closing handshake) are
 deadlines in :class:`~wsharbor.asyncio.deadlines.DeadlineQueue` objects shared
@@ -83,6 +86,7 @@ class ConnectionOptions:
         "_timers",
         "close_timeout",
         "logger",
+        "max_fragments",
         "max_queue",
         "max_size",
         "open_timeout",
@@ -96,6 +100,7 @@ class ConnectionOptions:
         self,
         *,
         max_size: int | None = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: int | None = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
         write_limit: int = defaults.WRITE_LIMIT,
@@ -107,6 +112,8 @@ class ConnectionOptions:
     ) -> None:
         if max_size is not None and max_size <= 0:
             raise ValueError(f"max_size must be positive or None, got {max_size}")
+        if max_fragments is not None and max_fragments <= 0:
+            raise ValueError(f"max_fragments must be positive or None, got {max_fragments}")
         if max_queue is not None and max_queue <= 0:
             raise ValueError(f"max_queue must be positive or None, got {max_queue}")
         if read_limit < 1024:
@@ -122,6 +129,7 @@ class ConnectionOptions:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value}")
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self.max_queue = max_queue
         self.read_limit = min(read_limit, _SCRATCH_SIZE)
         self.write_limit = write_limit
@@ -391,17 +399,25 @@ class Connection(asyncio.BufferedProtocol):
         )
 
     def _pause_reading(self) -> None:
+        """The queue is full: pause reading (unless the write buffer already did)."""
         self._reading_paused = True
         assert self.transport is not None
-        self.transport.pause_reading()
+        if not self._write_paused:
+            self.transport.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
+        """The application took a message: resume reading once the queue is down to
+        its low watermark, unless the write buffer keeps reading paused."""
         options = self.options
         if self._queued_bytes <= options.read_limit // 4 and (
             options.max_queue is None or len(self._queue()) <= options.max_queue // 4
         ):
             self._reading_paused = False
-            if self.transport is not None and not self.transport.is_closing():
+            if (
+                not self._write_paused
+                and self.transport is not None
+                and not self.transport.is_closing()
+            ):
                 self.transport.resume_reading()
 
     @property
@@ -527,8 +543,10 @@ class Connection(asyncio.BufferedProtocol):
                 transport.close()
             self._arm_close_timer()
         elif protocol.state is not State.OPEN:
-            if self._reading_paused:
-                # Read the peer's close frame even if the application doesn't read.
+            if self._reading_paused or self._write_paused:
+                # Read the peer's close frame even if the application doesn't
+                # read, or the peer doesn't: no pong is sent after a close frame,
+                # and the closing handshake is bounded by close_timeout.
                 self._reading_paused = False
                 transport.resume_reading()
             self._arm_close_timer()
@@ -569,10 +587,31 @@ class Connection(asyncio.BufferedProtocol):
             del waiter  # no cycle through the exception's traceback (see recv)
 
     def pause_writing(self) -> None:
+        """The write buffer is over ``write_limit``: :meth:`send` waits, and reading
+        pauses too, whatever filled the buffer. A peer that sends pings (or
+        messages an echo answers) and never reads would otherwise make us queue
+        pongs without bound (issue 13, item 2)."""
         self._write_paused = True
+        protocol = self.protocol
+        if (
+            not self._reading_paused
+            and protocol is not None
+            and protocol.state is State.OPEN
+            and self.transport is not None
+        ):
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        """The write buffer drained to a quarter of ``write_limit``."""
         self._write_paused = False
+        transport = self.transport
+        if (
+            not self._reading_paused
+            and self.protocol is not None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.resume_reading()
         waiters, self._drain_waiters = self._drain_waiters, None
         for waiter in waiters or ():
             if not waiter.done():

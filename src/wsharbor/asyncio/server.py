@@ -270,13 +270,19 @@ class ServerConnection(Connection):
             Side.SERVER,
             extensions=extensions,
             max_size=self.options.max_size,
+            max_fragments=self.options.max_fragments,
             logger=self.logger,
         )
         if self._timers.open is not None:
             self._timers.open.discard(self)
         self._start_keepalive()
         self.server._start_handler(self)
-        transport.resume_reading()
+        if self._write_paused:
+            # The 101 filled the write buffer (write_limit=0): resume_writing()
+            # resumes reading.
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
         pending, self._pending = self._pending, b""
         if pending:
             self.protocol.receive_data(pending)
@@ -504,6 +510,7 @@ class serve:
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: int | None = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: int | None = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
         write_limit: int = defaults.WRITE_LIMIT,
@@ -528,6 +535,7 @@ class serve:
         self._kwargs = kwargs
         self._options = ConnectionOptions(
             max_size=max_size,
+            max_fragments=max_fragments,
             max_queue=max_queue,
             read_limit=read_limit,
             write_limit=write_limit,

@@ -41,7 +41,6 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .. import defaults
 from ..exceptions import (
@@ -172,7 +171,10 @@ class WebSocketProtocol:
     :param side: :attr:`Side.SERVER` or :attr:`Side.CLIENT`.
     :param extensions: negotiated extensions, in the order of the handshake.
     :param max_size: maximum size of an incoming message in bytes (after
-        decompression); ``None`` for no limit.
+        decompression); ``None`` for no limit. It bounds every frame's declared
+        length too, before its payload is buffered (see :meth:`_frame_limit`).
+    :param max_fragments: maximum number of frames of an incoming message;
+        ``None`` for no limit. A message over it fails with 1009.
     :param stream_fragments: emit :class:`Fragment` events as frames arrive
         instead of reassembling whole messages.
     """
@@ -183,9 +185,10 @@ class WebSocketProtocol:
         "_mask",
         "_output",
         "_parser",
+        "_recv_buffer",
         "_recv_decoder",
+        "_recv_fragments",
         "_recv_opcode",
-        "_recv_parts",
         "_recv_size",
         "_send_opcode",
         "close_rcvd",
@@ -196,6 +199,7 @@ class WebSocketProtocol:
         "extensions",
         "failure",
         "logger",
+        "max_fragments",
         "max_size",
         "side",
         "state",
@@ -208,6 +212,7 @@ class WebSocketProtocol:
         *,
         extensions: Sequence[Extension] = (),
         max_size: int | None = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         stream_fragments: bool = False,
         logger: LoggerLike | None = None,
     ) -> None:
@@ -215,6 +220,7 @@ class WebSocketProtocol:
         # A tuple: the empty one is shared by every connection without extensions.
         self.extensions = tuple(extensions)
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self.stream_fragments = stream_fragments
         if logger is None:
             logger = logging.getLogger(f"wsharbor.{side.value}")
@@ -223,21 +229,21 @@ class WebSocketProtocol:
 
         self.state = State.OPEN
         self._mask = side is Side.CLIENT
-        # A frame's payload can't be larger than a message, except for a
-        # compressed frame, which the extension bounds after decompression.
         self._parser = FrameParser(
             mask=side is Side.SERVER,
-            max_size=None if self.extensions or max_size is None else max_size,
+            max_size=None if max_size is None else self._frame_limit(max_size),
         )
         self._events: list[Event] = []
         self._output: list[bytes] = []
 
-        # Message being received.
+        # Message being received, when fragmented: its opcode, size and number
+        # of frames so far, its payload (created for the first fragmented
+        # message only, to keep idle connections small; a fragment costs its
+        # bytes and nothing more) and, for text, the UTF-8 validator.
         self._recv_opcode: Opcode | None = None
         self._recv_size = 0
-        # Fragments of the message being reassembled (str when text); created
-        # for the first fragmented message only, to keep idle connections small.
-        self._recv_parts: list[Any] | None = None
+        self._recv_fragments = 0
+        self._recv_buffer: bytearray | None = None
         self._recv_decoder: codecs.IncrementalDecoder | None = None
 
         # Message being sent, when fragmented.
@@ -340,8 +346,8 @@ class WebSocketProtocol:
             return
         self.state = State.CLOSED
         self._discard_input = True
-        self._parser.take_buffer()
-        self._recv_parts = None
+        self._parser.discard()
+        self._recv_buffer = None
         if self.debug:
             self.logger.debug("= connection is CLOSED")
 
@@ -446,6 +452,7 @@ class WebSocketProtocol:
                 return
             self._recv_opcode = opcode
             self._recv_size = 0
+            self._recv_fragments = 0
             self._recv_decoder = _utf8_decoder() if opcode is Opcode.TEXT else None
             self._receive_fragment(data, frame.fin)
 
@@ -484,36 +491,42 @@ class WebSocketProtocol:
 
     def _receive_fragment(self, data: bytes, fin: bool) -> None:
         self._recv_size += len(data)
-        if self.max_size is not None:
-            if self._recv_size > self.max_size:
+        self._recv_fragments += 1
+        max_size = self.max_size
+        if max_size is not None:
+            if self._recv_size > max_size:
                 raise PayloadTooBig(self._too_big(self._recv_size))
-            if not self.extensions:
-                # The next frame of this message can't be larger than what is left.
-                left = self.max_size - self._recv_size
-                self._parser.max_size = self.max_size if fin else left
+            # The next frame of this message can't be larger than what is left.
+            left = max_size if fin else max_size - self._recv_size
+            self._parser.max_size = self._frame_limit(left)
+        if self.max_fragments is not None and self._recv_fragments > self.max_fragments:
+            # Empty or tiny fragments add little toward max_size but cost a
+            # frame's work each: bound them too.
+            raise PayloadTooBig(f"message of more than {self.max_fragments} fragments")
         decoder = self._recv_decoder
-        # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1: fail as
-        # soon as the payload is known to be invalid, even mid-message).
-        part: str | bytes = data if decoder is None else decoder.decode(data, fin)
         if self.stream_fragments:
+            # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1:
+            # fail as soon as the payload is known to be invalid, even
+            # mid-message).
+            part: str | bytes = data if decoder is None else decoder.decode(data, fin)
             self._events.append(Fragment(part, fin))
         else:
-            if self._recv_parts is None:
-                self._recv_parts = []
-            self._recv_parts.append(part)
-        if not fin:
-            return
-        if not self.stream_fragments:
-            parts = self._recv_parts
-            assert parts is not None
             if decoder is not None:
-                self._events.append(TextMessage("".join(parts)))
-            else:
-                self._events.append(BinaryMessage(b"".join(parts)))
-            parts.clear()
-        self._recv_opcode = None
-        self._recv_decoder = None
-        self._recv_size = 0
+                decoder.decode(data, fin)  # validate now (section 8.1); decode once, at the end
+            buffer = self._recv_buffer
+            if buffer is None:
+                buffer = self._recv_buffer = bytearray()
+            buffer += data
+            if fin:
+                if decoder is not None:
+                    self._events.append(TextMessage(buffer.decode()))
+                else:
+                    self._events.append(BinaryMessage(bytes(buffer)))
+                buffer.clear()
+        if fin:
+            self._recv_opcode = None
+            self._recv_decoder = None
+            self._recv_size = 0
 
     def _receive_close(self, frame: Frame) -> None:
         # Raises ProtocolError (bad code, 1 byte) or UnicodeDecodeError (reason).
@@ -527,7 +540,7 @@ class WebSocketProtocol:
         self._events.append(CloseReceived(close.code, close.reason))
         # No more frames are expected after a close frame (section 5.5.1).
         self._discard_input = True
-        self._parser.take_buffer()
+        self._parser.discard()
         if self.side is Side.SERVER:
             self.close_transport = True
 
@@ -585,8 +598,26 @@ class WebSocketProtocol:
         # Section 7.1.7: after failing, don't process data from the peer,
         # including a close frame answering ours; close the TCP connection.
         self._discard_input = True
-        self._parser.take_buffer()
+        self._parser.discard()
+        self._recv_buffer = None
         self.close_transport = True
+
+    def _frame_limit(self, left: int) -> int:
+        """The largest frame payload accepted when ``left`` bytes of the message
+        may still arrive.
+
+        Without extensions, ``left`` itself. An extension may make a payload
+        larger on the wire than once decoded: permessage-deflate's worst case
+        is about 1/8 more (fixed Huffman codes spend 9 bits on some literals)
+        plus a few bytes of block headers, so a compressed frame may be up to
+        ``left + left // 8 + 64`` bytes; its decoded size is checked against
+        ``left`` as it is decompressed. Either way a frame's declared length is
+        checked before its payload is buffered (issue 13: with an extension, a
+        header announcing 2**62 bytes used to be buffered until memory ran out).
+        """
+        if self.extensions:
+            return left + (left >> 3) + 64
+        return left
 
     def _too_big(self, size: int) -> str:
         return f"message of {size} bytes exceeds limit of {self.max_size} bytes"

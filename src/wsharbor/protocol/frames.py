@@ -326,10 +326,15 @@ class FrameParser:
 
     def take_buffer(self) -> bytes:
         """Remove and return the bytes not parsed yet."""
-        data = bytes(self._buf[self._pos :])
+        with memoryview(self._buf) as view:
+            data = bytes(view[self._pos :])  # one copy, not a slice and a copy
+        self.discard()
+        return data
+
+    def discard(self) -> None:
+        """Forget the bytes not parsed yet (without copying them)."""
         self._buf.clear()
         self._pos = 0
-        return data
 
     def parse(self) -> Frame | None:
         """Return the next complete frame, or ``None`` if more bytes are needed.
