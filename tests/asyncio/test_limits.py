@@ -138,7 +138,7 @@ async def test_echo_to_a_flooding_client_that_never_reads_pauses_reading() -> No
         compression=None,
     ) as server:
         client = await RawClient.connect(port_of(server), rcvbuf=4096, sndbuf=4096, limit=4096)
-        ws = await wait(connection)
+        await wait(connection)
         count = 0
         while count < 100_000:
             client.send_binary(count.to_bytes(4, "big") * (size // 4))
