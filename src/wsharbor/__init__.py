@@ -38,6 +38,7 @@ __version__ = "0.1.0.dev0"
 if TYPE_CHECKING:
     from .asyncio.client import ClientConnection, connect, unix_connect
     from .asyncio.connection import Connection, broadcast
+    from .asyncio.observer import ConnectionObserver
     from .asyncio.runner import ServerThread, run, serve_in_thread
     from .asyncio.server import Server, ServerConnection, serve, unix_serve
     from .protocol.deflate import DeflateSettings
@@ -50,6 +51,7 @@ _LAZY = {
     "unix_connect": ".asyncio.client",
     "Connection": ".asyncio.connection",
     "broadcast": ".asyncio.connection",
+    "ConnectionObserver": ".asyncio.observer",
     "ServerThread": ".asyncio.runner",
     "run": ".asyncio.runner",
     "serve_in_thread": ".asyncio.runner",
@@ -87,6 +89,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionObserver",
     "DeflateSettings",
     "Headers",
     "InvalidHandshake",

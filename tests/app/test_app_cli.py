@@ -12,6 +12,7 @@ import pytest
 
 from wsharbor.app.config import parse_config
 from wsharbor.app.importer import load_app
+from wsharbor.asyncio.server import handler_callable
 from wsharbor.exceptions import ConfigError
 
 from .apptools import TIMEOUT, write_app
@@ -131,7 +132,7 @@ def test_uds_with_default_port_is_fine_and_fd_conflicts_with_uds() -> None:
         parse_config(["a:b", "--uds", "/tmp/x.sock", "--fd", "3"], {})
 
 
-def test_load_app_takes_process_request_and_detects_legacy_handlers(
+def test_load_app_takes_process_request_and_the_library_adapts_legacy_handlers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "legacyapp.py").write_text(
@@ -143,9 +144,12 @@ def test_load_app_takes_process_request_and_detects_legacy_handlers(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     legacy = load_app("legacyapp:handler")
-    assert legacy.legacy and legacy.process_request is None
+    assert legacy.process_request is None
+    # One place adapts the guide's handler(websocket, path): the asyncio layer.
+    assert handler_callable(legacy.handler) is not legacy.handler
     obj = load_app("legacyapp:obj")
-    assert not obj.legacy and obj.process_request is not None
+    assert obj.process_request is not None
+    assert handler_callable(obj.handler) is obj.handler
 
 
 def test_run_defaults_are_the_librarys() -> None:

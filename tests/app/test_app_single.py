@@ -239,11 +239,11 @@ def test_readyz_follows_the_worker_state() -> None:
         pass
 
     with socket.socket() as sock:
-        app_server = AppServer(Config(app="a:b"), App(handler, None, False), sock)
+        app_server = AppServer(Config(app="a:b"), App(handler, None), sock)
 
         def ask(path: str) -> tuple[int, bytes]:
             response = app_server._process_request(
-                SimpleNamespace(_internal=False),  # type: ignore[arg-type]
+                SimpleNamespace(internal=False),  # type: ignore[arg-type]
                 Request(path, Headers()),
             )
             return response.status, response.body

@@ -20,10 +20,10 @@ __all__ = ["App", "is_async_callable", "load_app"]
 class App:
     """The handler and its optional ``process_request`` hook."""
 
+    #: ``handler(websocket)`` or, as in the deployment guide, ``handler(websocket,
+    #: path)``: the asyncio layer adapts it (``handler_callable``).
     handler: Callable[..., Awaitable[Any]]
     process_request: Callable[..., Any] | None
-    #: The handler takes ``(websocket, path)``, as in the deployment guide.
-    legacy: bool
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -31,18 +31,6 @@ def is_async_callable(obj: Any) -> bool:
         return True
     call = getattr(obj, "__call__", None)  # noqa: B004 - an object with async __call__
     return call is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(call)
-
-
-def _positional_count(func: Callable[..., Any]) -> int:
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    return sum(
-        1
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    )
 
 
 def _last_frame(exc: BaseException) -> str:
@@ -101,9 +89,4 @@ def load_app(spec: str) -> App:
     process_request = getattr(handler, "process_request", None)
     if process_request is not None and not callable(process_request):
         raise ConfigError(f"{spec}.process_request is not callable")
-    call = handler if inspect.iscoroutinefunction(handler) else handler.__call__
-    return App(
-        handler=handler,
-        process_request=process_request,
-        legacy=_positional_count(call) >= 2,
-    )
+    return App(handler=handler, process_request=process_request)

@@ -74,6 +74,7 @@ from .config import Config
 from .listen import describe
 from .logs import APP_LOGGER
 from .reload import Watcher
+from .signals import capture_signals
 from .worker import ENV_CONFIG, ENV_FD, ENV_READY_FD
 
 __all__ = ["CRASH_LIMIT", "CRASH_WINDOW", "Supervisor", "WorkerHandle", "backoff"]
@@ -380,9 +381,6 @@ class Supervisor:
 
             multiprocess.mark_process_dead(worker.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
 
-    def _on_signal(self, sig: int, frame: Any) -> None:
-        self._signals.append(sig)
-
     def run(self) -> int:
         """Supervise until stopped; return the exit status."""
         assert self.sock is not None
@@ -401,10 +399,20 @@ class Supervisor:
             signal.SIGTTOU,
             signal.SIGCHLD,
         )
-        previous = {sig: signal.getsignal(sig) for sig in handled}
+        # Handlers only record the signal: the loop below acts on it, woken by
+        # the wakeup fd. capture_signals restores the previous handlers.
+        with capture_signals(handled, lambda sig: self._signals.append(sig)):
+            return self._loop(watcher, selector, wakeup_r, wakeup_w)
+
+    def _loop(
+        self,
+        watcher: Watcher | None,
+        selector: selectors.BaseSelector,
+        wakeup_r: int,
+        wakeup_w: int,
+    ) -> int:
+        assert self.sock is not None and self.metrics_dir is not None
         previous_wakeup = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
-        for sig in handled:
-            signal.signal(sig, self._on_signal)
         logger.info(
             "supervisor listening on %s with %d workers%s",
             describe(self.sock),
@@ -446,9 +454,6 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     worker.process.poll()
             signal.set_wakeup_fd(previous_wakeup)
-            for sig, handler in previous.items():
-                with contextlib.suppress(OSError, ValueError, TypeError):
-                    signal.signal(sig, handler)
             selector.close()
             os.close(wakeup_r)
             os.close(wakeup_w)

@@ -21,11 +21,12 @@ Signals:
 - SIGTTIN, SIGTTOU: the supervisor's "add / remove a worker"; a worker or a
   single process logs and ignores them (their default action would suspend it).
 
-Metering: :class:`MeteredConnection` counts bytes and messages in plain integer
-slots (bytes in: in ``buffer_updated``; messages in: in ``_deliver``; bytes and
-messages out: a thin transport wrapper that sees every frame written, so
-:func:`~wsharbor.broadcast` is counted too). Prometheus counters get the totals
-when the connection closes and, for open connections, every few seconds.
+Metering: :class:`Meter`, the server's connection observer (a public seam of
+:mod:`wsharbor.asyncio`), counts bytes and messages in plain integer slots of
+each :class:`AppConnection` where the asyncio layer reads bytes, writes them,
+receives messages and sends them (:func:`~wsharbor.broadcast` included).
+Prometheus counters get the totals when the connection closes and, for open
+connections, every few seconds.
 """
 
 from __future__ import annotations
@@ -40,25 +41,34 @@ import signal
 import socket
 import ssl as ssl_module
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, cast
 
-from ..asyncio.connection import Connection, ConnectionOptions
-from ..asyncio.server import Server, ServerConnection
+from ..asyncio.connection import Connection
+from ..asyncio.observer import ConnectionObserver
+from ..asyncio.server import (
+    Server,
+    ServerConnection,
+    handler_callable,
+    process_request_callable,
+    serve,
+)
 from ..exceptions import ConfigError, ConnectionClosed
-from ..protocol.deflate import SERVER_DEFAULTS, enable_server_deflate
+from ..protocol.deflate import SERVER_DEFAULTS
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import Headers, Request, Response, ServerHandshake, error_response
+from ..protocol.handshake import DEFAULT, Headers, Request, Response
 from . import sdnotify
 from .config import Config
 from .importer import App, load_app
 from .listen import describe
 from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setup_logging
 from .metrics import CONTENT_TYPE, Metrics
+from .signals import capture_signals
 
 __all__ = [
+    "AppConnection",
     "AppServer",
-    "MeteredConnection",
+    "Meter",
     "loop_factory",
     "make_ssl_context",
     "run_server",
@@ -79,139 +89,73 @@ ENV_FD = "_WSHARBOR_WORKER_FD"
 ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
 
 
-class _CountingTransport(asyncio.Transport):
-    """Delegates to the real transport; counts bytes and whole messages written.
+class AppConnection(ServerConnection):
+    """A server connection with the counters of the access log and the metrics.
 
-    Every write of a WebSocket connection is whole frames, one per buffer (the
-    sans-I/O protocol serializes frame by frame). A buffer whose first byte has
-    FIN set and opcode 0, 1 or 2 ends a message. The HTTP response starts with
-    ``H`` (0x48), which has FIN clear.
+    The server makes one per accepted connection (``serve(create_connection=...)``);
+    :class:`Meter`, the server's observer, keeps the counters up to date.
     """
 
-    __slots__ = ("_transport", "bytes_out", "messages_out")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        super().__init__()
-        self._transport = transport
-        self.bytes_out = 0
-        self.messages_out = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data:
-            self.bytes_out += len(data)
-            if data[0] & 0x8F in (0x80, 0x81, 0x82):
-                self.messages_out += 1
-        self._transport.write(data)
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        buffers = list(list_of_data)
-        for data in buffers:
-            if data:
-                self.bytes_out += len(data)
-                if data[0] & 0x8F in (0x80, 0x81, 0x82):
-                    self.messages_out += 1
-        self._transport.writelines(buffers)
-
-    def write_eof(self) -> None:
-        self._transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def abort(self) -> None:
-        self._transport.abort()
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._transport.get_write_buffer_limits()
-
-
-_buffer_updated = Connection.buffer_updated
-_deliver = Connection._deliver
-
-
-class MeteredConnection(ServerConnection):
-    """A server connection that counts what goes through it, for metrics and the access log."""
-
     __slots__ = (
-        "_app",
-        "_internal",
-        "_peer",
-        "_reported",
-        "_started",
         "bytes_in",
+        "bytes_out",
+        "internal",
         "messages_in",
+        "messages_out",
+        "peer",
+        "reported",
+        "started",
     )
 
-    def __init__(self, server: Server, app: AppServer) -> None:
+    def __init__(self, server: Server) -> None:
         super().__init__(server)
-        self._app = app
-        self._started = self.loop.time()
-        self._peer: Any = None
-        self._internal = False
-        self._reported = (0, 0, 0, 0)
+        self.started = self.loop.time()
+        self.peer: Any = None
+        #: A request to the health, readiness or metrics path.
+        self.internal = False
         self.bytes_in = 0
+        self.bytes_out = 0
         self.messages_in = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._peer = transport.get_extra_info("peername")
-        # Wrapping first also makes uvloop's transports (not asyncio.Transport
-        # subclasses) pass the library's isinstance check.
-        super().connection_made(_CountingTransport(cast(asyncio.Transport, transport)))
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.bytes_in += nbytes
-        _buffer_updated(self, nbytes)
-
-    def _deliver(self, data: Any) -> None:
-        self.messages_in += 1
-        _deliver(self, data)
-
-    def _open(self, response: Response, subprotocol: str | None, extensions: list[Any]) -> None:
-        super()._open(response, subprotocol, extensions)
-        if self.protocol is not None:
-            self._app._connection_opened(self)
-
-    def _connection_closed(self) -> None:
-        super()._connection_closed()
-        self._app._connection_closed(self)
+        self.messages_out = 0
+        #: The counters as last added to the Prometheus totals.
+        self.reported = (0, 0, 0, 0)
 
     @property
     def counters(self) -> tuple[int, int, int, int]:
         """Bytes in, bytes out, messages in, messages out."""
-        transport = self.transport
-        if isinstance(transport, _CountingTransport):
-            return self.bytes_in, transport.bytes_out, self.messages_in, transport.messages_out
-        return self.bytes_in, 0, self.messages_in, 0
+        return self.bytes_in, self.bytes_out, self.messages_in, self.messages_out
+
+
+class Meter(ConnectionObserver):
+    """The observer of every connection of an :class:`AppServer`: counts in plain
+    integers on the connection, and tells the app server when connections open
+    and close."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: AppServer) -> None:
+        self.app = app
+
+    def connection_accepted(self, connection: ServerConnection) -> None:
+        self.app.connection_accepted(cast(AppConnection, connection))
+
+    def connection_opened(self, connection: Connection) -> None:
+        self.app.connection_opened(cast(AppConnection, connection))
+
+    def connection_closed(self, connection: Connection) -> None:
+        self.app.connection_closed(cast(AppConnection, connection))
+
+    def data_received(self, connection: Connection, size: int) -> None:
+        cast(AppConnection, connection).bytes_in += size
+
+    def data_sent(self, connection: Connection, size: int) -> None:
+        cast(AppConnection, connection).bytes_out += size
+
+    def message_received(self, connection: Connection) -> None:
+        cast(AppConnection, connection).messages_in += 1
+
+    def message_sent(self, connection: Connection) -> None:
+        cast(AppConnection, connection).messages_out += 1
 
 
 def make_ssl_context(config: Config) -> ssl_module.SSLContext | None:
@@ -244,7 +188,13 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 class AppServer:
-    """The WebSocket server of one process, with the app server's endpoints and signals."""
+    """The WebSocket server of one process, with the app server's endpoints and signals.
+
+    Built on the public API of :mod:`wsharbor.asyncio` only: :func:`serve` with
+    ``sock=``, ``start_serving=False``, an observer (:class:`Meter`) and a
+    connection factory (:class:`AppConnection`); :meth:`Server.close` with a
+    timeout and handshake draining.
+    """
 
     def __init__(
         self,
@@ -264,38 +214,29 @@ class AppServer:
         self.ready_fd = ready_fd
         self.state = "starting"
         self.metrics = Metrics()
-        self.open_connections = 0
-        self.connections: set[MeteredConnection] = set()
+        self.connections: set[AppConnection] = set()
         self.forced = False
         self.server: Server | None = None
-        self._asyncio_server: asyncio.AbstractServer | None = None
+        self._handler = handler_callable(app.handler)
         self._stop_task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
         self._parent = os.getppid()
         self._internal_paths = frozenset(
             {config.health_path, config.ready_path, config.metrics_path}
         )
-        self._app_process_request = _adapt_process_request(app.process_request)
+        self._app_process_request = (
+            None if app.process_request is None else process_request_callable(app.process_request)
+        )
         self.access_log = config.access_log
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections)
 
     # Building the server.
 
-    def _options(self, close_timeout: float | None) -> ConnectionOptions:
-        config = self.config
-        return ConnectionOptions(
-            max_size=config.max_size,
-            max_fragments=config.max_fragments,
-            max_queue=config.max_queue,
-            read_limit=config.read_limit,
-            write_limit=config.write_limit,
-            ping_interval=config.ping_interval,
-            ping_timeout=config.ping_timeout,
-            open_timeout=config.open_timeout,
-            close_timeout=close_timeout,
-            logger=logging.getLogger("wsharbor.server"),
-        )
-
-    def build(self) -> Server:
+    def build(self) -> serve:
+        """``serve()`` with the settings of ``config``, on the inherited socket."""
         config = self.config
         compression = (
             None
@@ -304,40 +245,40 @@ class AppServer:
                 SERVER_DEFAULTS, window_bits=config.window_bits, memory_level=config.memory_level
             )
         )
-        server_header: str | None
-        if config.server_header is None:
-            from .. import __version__
-
-            server_header = f"wsharbor/{__version__}"
-        else:
-            server_header = config.server_header or None
         origins: list[str | None] | None = None
         if config.origins is not None:
             origins = [origin or None for origin in config.origins]
-        handshake = ServerHandshake(
+        return serve(
+            self._handle,
+            sock=self.sock,
+            ssl=self.ssl,
+            start_serving=False,
+            backlog=config.backlog,
             origins=origins,
             subprotocols=[s for s in config.subprotocols or () if s],
-            extensions=enable_server_deflate(compression),
-            server_header=server_header,
-        )
-        self.server = Server(
-            self._handle,
-            options=self._options(config.close_timeout),
-            handshake=handshake,
+            compression=compression,
             process_request=self._process_request,
-            server_header=server_header,
+            # --server-header '' omits it; unset, the library's default.
+            server_header=DEFAULT if config.server_header is None else config.server_header or None,
+            max_size=config.max_size,
+            max_fragments=config.max_fragments,
+            max_queue=config.max_queue,
+            read_limit=config.read_limit,
+            write_limit=config.write_limit,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            open_timeout=config.open_timeout,
+            close_timeout=config.close_timeout,
             logger=logging.getLogger("wsharbor.server"),
+            observer=Meter(self),
+            create_connection=AppConnection,
         )
-        return self.server
 
     # Per connection.
 
     async def _handle(self, websocket: ServerConnection) -> None:
         try:
-            if self.app.legacy:
-                await self.app.handler(websocket, websocket.path)
-            else:
-                await self.app.handler(websocket)
+            await self._handler(websocket)
         except ConnectionClosed:
             raise
         except Exception:
@@ -347,7 +288,7 @@ class AppServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Any:
         path = request.path.split("?", 1)[0]
         if path in self._internal_paths:
-            cast(MeteredConnection, connection)._internal = True
+            cast(AppConnection, connection).internal = True
             config = self.config
             if path == config.health_path:
                 return Response.text(200, "OK\n")
@@ -365,60 +306,60 @@ class AppServer:
         if self._app_process_request is not None:
             result = self._app_process_request(connection, request)
             if inspect.isawaitable(result):
-                return self._finish_app_process_request(result, request)
+                return self._finish_app_process_request(result, connection)
             if result is not None:
                 return result
-        return self._check_capacity(request)
+        return self._check_capacity(connection)
 
-    async def _finish_app_process_request(self, result: Any, request: Request) -> Any:
+    async def _finish_app_process_request(self, result: Any, connection: ServerConnection) -> Any:
         value = await result
         if value is not None:
             return value
-        return self._check_capacity(request)
+        return self._check_capacity(connection)
 
-    def _check_capacity(self, request: Request) -> Response | None:
+    def _check_capacity(self, connection: ServerConnection) -> Response | None:
         limit = self.config.max_connections
         if limit is not None and self.open_connections >= limit:
-            assert self.server is not None
-            return error_response(
-                503,
-                f"too many connections ({limit} per worker); try again later",
-                server_header=self.server.server_header,
+            return connection.respond(
+                503, f"too many connections ({limit} per worker); try again later"
             )
         return None
 
-    def _connection_opened(self, connection: MeteredConnection) -> None:
-        self.open_connections += 1
+    def connection_accepted(self, connection: AppConnection) -> None:
+        connection.peer = connection.remote_address
+
+    def connection_opened(self, connection: AppConnection) -> None:
         self.connections.add(connection)
         self.metrics.connections_open.inc()
         self.metrics.handshakes.labels("101").inc()
 
-    def _connection_closed(self, connection: MeteredConnection) -> None:
+    def connection_closed(self, connection: AppConnection) -> None:
         metrics = self.metrics
+        if connection.peer is None:
+            connection.peer = connection.remote_address
         if connection in self.connections:
             self.connections.discard(connection)
-            self.open_connections -= 1
             metrics.connections_open.dec()
             metrics.close_codes.labels(str(connection.close_code)).inc()
-        elif not connection._internal:
+        elif not connection.internal:
             response = connection.response
             status = "none" if response is None else str(response.status)
             metrics.handshakes.labels(status).inc()
-        if not connection._internal:
+        if not connection.internal:
             self._flush_connection(connection)
         if self.access_log:
-            level = logging.DEBUG if connection._internal else logging.INFO
+            level = logging.DEBUG if connection.internal else logging.INFO
             if access_logger.isEnabledFor(level):
                 self._log_access(connection, level)
 
-    def _log_access(self, connection: MeteredConnection, level: int) -> None:
+    def _log_access(self, connection: AppConnection, level: int) -> None:
         bytes_in, bytes_out, messages_in, messages_out = connection.counters
         request, response = connection.request, connection.response
         fields = access_fields(
-            remote=connection._peer,
+            remote=connection.peer,
             path=None if request is None else request.path,
             status=None if response is None else response.status,
-            duration=connection.loop.time() - connection._started,
+            duration=connection.loop.time() - connection.started,
             close_code=connection.close_code,
             bytes_in=bytes_in,
             bytes_out=bytes_out,
@@ -427,9 +368,9 @@ class AppServer:
         )
         access_logger.log(level, "%s", access_message(fields), extra={"fields": fields})
 
-    def _flush_connection(self, connection: MeteredConnection) -> None:
+    def _flush_connection(self, connection: AppConnection) -> None:
         counters = connection.counters
-        reported = connection._reported
+        reported = connection.reported
         if counters == reported:
             return
         metrics = self.metrics
@@ -441,7 +382,7 @@ class AppServer:
         ):
             if now > before:
                 counter.inc(now - before)
-        connection._reported = counters
+        connection.reported = counters
 
     def flush_metrics(self) -> None:
         """Report open connections' counters and the memory estimate."""
@@ -454,22 +395,8 @@ class AppServer:
     async def serve(self) -> int:
         """Serve until a signal stops us; return the exit status."""
         loop = asyncio.get_running_loop()
-        server = self.build()
+        server = self.server = await self.build()
         self._done = asyncio.Event()
-
-        def factory() -> MeteredConnection:
-            return MeteredConnection(server, self)
-
-        if self.sock.family == socket.AF_UNIX:
-            asyncio_server = await loop.create_unix_server(
-                factory, sock=self.sock, ssl=self.ssl, start_serving=False
-            )
-        else:
-            asyncio_server = await loop.create_server(
-                factory, sock=self.sock, ssl=self.ssl, start_serving=False
-            )
-        server.server = asyncio_server
-        self._asyncio_server = asyncio_server
         signals = (
             signal.SIGTERM,
             signal.SIGINT,
@@ -480,23 +407,17 @@ class AppServer:
             signal.SIGTTIN,
             signal.SIGTTOU,
         )
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        for sig in signals:
-            loop.add_signal_handler(sig, self.handle_signal, sig)
-        ticker = loop.create_task(self._tick())
-        try:
-            await asyncio_server.start_serving()
-            self.state = "ready"
-            self._announce_ready()
-            await self._done.wait()
-            if self._stop_task is not None:
-                await self._stop_task
-        finally:
-            ticker.cancel()
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-                with contextlib.suppress(OSError, ValueError, TypeError):
-                    signal.signal(sig, previous[sig])
+        with capture_signals(signals, self.handle_signal, loop):
+            ticker = loop.create_task(self._tick())
+            try:
+                await server.start_serving()
+                self.state = "ready"
+                self._announce_ready()
+                await self._done.wait()
+                if self._stop_task is not None:
+                    await self._stop_task
+            finally:
+                ticker.cancel()
         self.flush_metrics()
         logger.info("worker stopped" if self.supervised else "server stopped")
         return 1 if self.forced else 0
@@ -569,23 +490,13 @@ class AppServer:
 
     async def _stop(self, code: int, reason: str, drain_handshakes: bool) -> None:
         server = self.server
-        assert server is not None and self._asyncio_server is not None and self._done is not None
-        # Stop accepting. The socket stays open in the supervisor and the other
-        # workers: connections keep queueing in its backlog for them.
-        self._asyncio_server.close()
+        assert server is not None and self._done is not None
         timeout = self.config.graceful_timeout
-        loop = asyncio.get_running_loop()
-        if drain_handshakes:
-            # A client that connected just before we stopped accepting completes
-            # its handshake (and then gets 1012) instead of getting a 503.
-            deadline = loop.time() + min(HANDSHAKE_DRAIN, timeout)
-            while loop.time() < deadline and any(
-                c.protocol is None and not c._is_lost() for c in server._connections
-            ):
-                await asyncio.sleep(0.01)
-        # Server.close waits for handlers up to its options' close_timeout:
-        # make that the graceful timeout (connections keep their own options).
-        server.options = self._options(timeout)
+        # A client that connected just before we stopped accepting completes its
+        # handshake (and then gets 1012) instead of getting a 503. The socket
+        # stays open in the supervisor and the other workers: connections keep
+        # queueing in its backlog for them.
+        drain = min(HANDSHAKE_DRAIN, timeout) if drain_handshakes else 0.0
         open_count = len(self.connections)
         logger.info(
             "closing %d connection%s with %d (%s)",
@@ -594,32 +505,15 @@ class AppServer:
             code,
             reason,
         )
-        server.close(code, reason)
+        server.close(code, reason, timeout=timeout, drain_handshakes=drain)
         try:
-            await asyncio.wait_for(asyncio.shield(server.wait_closed()), timeout + 1.0)
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), drain + timeout + 1.0)
         except TimeoutError:
             logger.warning("graceful timeout: aborting the remaining connections")
             server.abort()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._done.set()
-
-
-def _adapt_process_request(hook: Callable[..., Any] | None) -> Callable[..., Any] | None:
-    """The app's ``process_request``: ``(connection, request)``, or legacy ``(path, headers)``."""
-    if hook is None:
-        return None
-    try:
-        parameters = list(inspect.signature(hook).parameters)
-    except (TypeError, ValueError):
-        parameters = []
-    if parameters and parameters[0] in ("path", "request_path"):
-
-        def legacy(connection: ServerConnection, request: Request) -> Any:
-            return hook(request.path, request.headers)
-
-        return legacy
-    return hook
 
 
 def run_server(

@@ -2,12 +2,14 @@
 
 from .client import ClientConnection, connect, unix_connect
 from .connection import Connection, broadcast
+from .observer import ConnectionObserver
 from .runner import ServerThread, run, serve_in_thread
 from .server import Server, ServerConnection, serve, unix_serve
 
 __all__ = [
     "ClientConnection",
     "Connection",
+    "ConnectionObserver",
     "Server",
     "ServerConnection",
     "ServerThread",

@@ -24,6 +24,7 @@ from ..protocol.handshake import (
 )
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
+from .observer import ConnectionObserver
 
 __all__ = ["ClientConnection", "connect", "unix_connect"]
 
@@ -44,8 +45,8 @@ class ClientConnection(Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert self.transport is not None and self.request is not None
-        self.transport.write(self.request.serialize())
+        assert self.request is not None
+        self._write_http(self.request.serialize())
 
     def handshake_data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -71,6 +72,9 @@ class ClientConnection(Connection):
             logger=self.logger,
         )
         self._start_keepalive()
+        observer = self.options.observer
+        if observer is not None:
+            observer.connection_opened(self)
         self._handshake_waiter.set_result(None)
         leftover = parser.leftover
         if leftover:
@@ -135,6 +139,7 @@ class connect:  # used like a function, as in websockets
         backoff_max: float = 60.0,
         backoff_factor: float = 1.618,
         logger: LoggerLike | None = None,
+        observer: ConnectionObserver | None = None,
         **kwargs: Any,
     ) -> None:
         self.uri = parse_uri(uri)
@@ -162,6 +167,7 @@ class connect:  # used like a function, as in websockets
             open_timeout=open_timeout,
             close_timeout=close_timeout,
             logger=logger,
+            observer=observer,
         )
         if not 0 < backoff_min <= backoff_max or backoff_factor < 1:
             raise ValueError("need 0 < backoff_min <= backoff_max and backoff_factor >= 1")

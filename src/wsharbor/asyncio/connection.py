@@ -62,6 +62,7 @@ from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
 from ..protocol.handshake import Request, Response
 from ..typing import Data, LoggerLike
 from .deadlines import DeadlineQueue
+from .observer import ConnectionObserver
 
 __all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast"]
 
@@ -89,6 +90,7 @@ class ConnectionOptions:
         "max_fragments",
         "max_queue",
         "max_size",
+        "observer",
         "open_timeout",
         "ping_interval",
         "ping_timeout",
@@ -109,6 +111,7 @@ class ConnectionOptions:
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         logger: LoggerLike,
+        observer: ConnectionObserver | None = None,
     ) -> None:
         if max_size is not None and max_size <= 0:
             raise ValueError(f"max_size must be positive or None, got {max_size}")
@@ -138,6 +141,8 @@ class ConnectionOptions:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.logger = logger
+        #: Sees every connection's events (see :mod:`.observer`); None: nobody.
+        self.observer = observer
         self._timers: ConnectionTimers | None = None
 
     def timers(self, loop: asyncio.AbstractEventLoop) -> ConnectionTimers:
@@ -373,6 +378,9 @@ class Connection(asyncio.BufferedProtocol):
         return self._messages
 
     def _deliver(self, data: Data) -> None:
+        observer = self.options.observer
+        if observer is not None:
+            observer.message_received(self)
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done() and not self._messages:
             self._recv_waiter = None
@@ -457,6 +465,9 @@ class Connection(asyncio.BufferedProtocol):
         else:
             raise TypeError(f"can't send {type(message).__name__}: expected str or bytes")
         self._flush()
+        observer = self.options.observer
+        if observer is not None:
+            observer.message_sent(self)
         if self._write_paused:
             await self._drain()
 
@@ -487,6 +498,9 @@ class Connection(asyncio.BufferedProtocol):
                 return  # An empty iterable sends nothing.
             self._send_fragment(pending, started, fin=True)
             self._flush()
+            observer = self.options.observer
+            if observer is not None:
+                observer.message_sent(self)
             if self._write_paused:
                 await self._drain()
         except BaseException:
@@ -528,6 +542,9 @@ class Connection(asyncio.BufferedProtocol):
         if data:
             batch = self._batch
             if batch is None:
+                observer = self.options.observer
+                if observer is not None:
+                    observer.data_sent(self, sum(map(len, data)))
                 if len(data) == 1:
                     transport.write(data[0])
                 else:
@@ -561,9 +578,20 @@ class Connection(asyncio.BufferedProtocol):
         batch = self._batch
         if batch:
             assert self.transport is not None
+            observer = self.options.observer
+            if observer is not None:
+                observer.data_sent(self, self._batch_size)
             self.transport.writelines(batch)
             self._batch = []
             self._batch_size = 0
+
+    def _write_http(self, data: bytes) -> None:
+        """Write part of the opening handshake (or an HTTP response)."""
+        assert self.transport is not None
+        observer = self.options.observer
+        if observer is not None:
+            observer.data_sent(self, len(data))
+        self.transport.write(data)
 
     def _end_batch(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -789,6 +817,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         data = _scratch_buffer()[:nbytes]
+        observer = self.options.observer
+        if observer is not None:
+            observer.data_received(self, nbytes)
         protocol = self.protocol
         if protocol is None:
             self.handshake_data_received(bytes(data))
@@ -845,6 +876,9 @@ class Connection(asyncio.BufferedProtocol):
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
         self._connection_closed()
+        observer = self.options.observer
+        if observer is not None:
+            observer.connection_closed(self)
 
     def _connection_closed(self) -> None:
         """Hook for subclasses: the TCP connection is closed."""
@@ -926,6 +960,9 @@ def broadcast(
                 frame = serialize_frame(Frame(opcode, payload), mask=False)
             protocol.send_preencoded(frame)
         connection._flush()
+        observer = connection.options.observer
+        if observer is not None:
+            observer.message_sent(connection)
     if skipped:
         logging.getLogger("wsharbor.server").debug("broadcast skipped %d connections", skipped)
     return skipped

@@ -1,23 +1,58 @@
 """The asyncio WebSocket server: :func:`serve`, :class:`Server`, :class:`ServerConnection`.
 
-Graceful shutdown (the deployment guide's first recipe) is :meth:`Server.close`:
-stop accepting, answer handshakes still in progress with 503, send 1001 to every
-open connection, wait up to ``close_timeout`` for the closing handshakes and the
-handlers, then abort what is left and cancel handlers still running (their
-``finally`` blocks run). :meth:`Server.wait_closed` returns when all of that is
-done. ``async with serve(...)`` does the same on exit.
+Theory of operation
+-------------------
+
+**Listening.** A :class:`Server` owns its listening sockets and accepts from them
+itself (it is not an :class:`asyncio.Server`), for three things asyncio's accept
+loop doesn't do:
+
+- :meth:`Server.pause_accepting` / :meth:`Server.resume_accepting`: connections
+  wait in the kernel's backlog meanwhile, for another process sharing the socket
+  or for later (``wsharbor run`` balances connections across workers that way);
+- out of file descriptors (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) it
+  stops accepting, logs one warning, tries again every second, and logs once
+  more when it accepts again (asyncio logs a traceback per backlog slot, every
+  second, and spins);
+- the connection object exists from the moment the TCP connection is accepted,
+  so that ``observer.connection_accepted()`` sees it, and with TLS the TLS
+  handshake is bounded by ``open_timeout`` (asyncio's default is 60 s).
+
+**Opening handshake.** :meth:`ServerConnection.handshake` does it top to bottom:
+``process_request`` → check the request and negotiate (or reject it) → the
+``Server`` header → ``process_response`` → the closing check (503 once the
+server closes) → the 101 that opens the connection, or the HTTP response that
+ends it. It is a coroutine, run eagerly (:mod:`.eager`): when the hooks don't
+wait for anything, it runs to the end inside the ``data_received`` callback
+that completed the request, with no task; a hook that awaits makes it continue
+in a task. An HTTP response other than 101 ends with a lingering close: the
+response is sent, then our side of TCP is shut down, and what the client still
+sends is read and dropped until it closes too (at most ``close_timeout``), so
+that the kernel doesn't answer unread input with a reset that could destroy the
+response before the client reads it.
+
+**Graceful shutdown** (the deployment guide's first recipe) is :meth:`Server.close`:
+stop accepting, answer handshakes still in progress with 503, send 1001 to
+every open connection, wait up to ``close_timeout`` for the closing handshakes
+and the handlers, then abort what is left and cancel handlers still running
+(their ``finally`` blocks run). :meth:`Server.wait_closed` returns when all of
+that is done. ``async with serve(...)`` does the same on exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import http
 import inspect
 import logging
+import os
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -27,6 +62,9 @@ from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
+    DEFAULT,
+    Accepted,
+    Default,
     Headers,
     Request,
     RequestParser,
@@ -36,8 +74,17 @@ from ..protocol.handshake import (
 )
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
+from .eager import start_eagerly
+from .observer import ConnectionObserver
 
-__all__ = ["Server", "ServerConnection", "serve", "unix_serve"]
+__all__ = [
+    "Server",
+    "ServerConnection",
+    "handler_callable",
+    "process_request_callable",
+    "serve",
+    "unix_serve",
+]
 
 Handler: TypeAlias = Callable[..., Awaitable[Any]]
 #: ``process_request(connection, request)`` or, as in the deployment guide,
@@ -48,6 +95,16 @@ ProcessResponse: TypeAlias = Callable[..., Any]
 SelectSubprotocol: TypeAlias = Callable[["ServerConnection", Sequence[str]], str | None]
 
 _LEGACY_PATH_NAMES = frozenset({"path", "request_path"})
+
+#: accept() errors that mean "out of resources": stop accepting for a while.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds between attempts to accept again after running out of resources.
+ACCEPT_RETRY_DELAY = 1.0
+#: Default listen() backlog, as asyncio's create_server().
+BACKLOG = 100
+
+
+# Legacy signatures of the deployment guide, adapted once.
 
 
 def _positional_count(func: Callable[..., Any]) -> int:
@@ -66,12 +123,35 @@ def _positional_count(func: Callable[..., Any]) -> int:
     return count
 
 
-def _first_parameter(func: Callable[..., Any]) -> str | None:
+def handler_callable(handler: Handler) -> Callable[[ServerConnection], Awaitable[Any]]:
+    """``handler`` as ``handler(connection)``: the deployment guide's
+    ``handler(websocket, path)`` is adapted; any other handler is returned as is."""
+    if not callable(handler):
+        raise TypeError("handler must be an async callable: async def handler(websocket)")
+    if _positional_count(handler) < 2:
+        return handler
+
+    def legacy(connection: ServerConnection) -> Awaitable[Any]:
+        return handler(connection, connection.path)
+
+    return legacy
+
+
+def process_request_callable(hook: ProcessRequest) -> Callable[[ServerConnection, Request], Any]:
+    """``hook`` as ``process_request(connection, request)``: the deployment guide's
+    ``process_request(path, request_headers)`` is adapted (told apart by the name
+    of its first parameter); any other hook is returned as is."""
     try:
-        parameters = list(inspect.signature(func).parameters)
+        parameters = list(inspect.signature(hook).parameters)
     except (TypeError, ValueError):
-        return None
-    return parameters[0] if parameters else None
+        parameters = []
+    if not parameters or parameters[0] not in _LEGACY_PATH_NAMES:
+        return hook
+
+    def legacy(connection: ServerConnection, request: Request) -> Any:
+        return hook(request.path, request.headers)
+
+    return legacy
 
 
 def _as_response(result: Any, server_header: str | None) -> Response | None:
@@ -123,21 +203,30 @@ class ServerConnection(Connection):
     def path(self) -> str:
         return "" if self.request is None else self.request.path
 
+    def respond(self, status: int, text: str) -> Response:
+        """A plain-text HTTP response for ``process_request`` to return, with the
+        server's ``Server`` header: ``return connection.respond(200, "OK\\n")``."""
+        return error_response(status, text, server_header=self.server.handshake.server_header)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.server._connections.add(self)
         if self._timers.open is not None:
             self._timers.open.add(self)
 
     def _open_timeout(self) -> None:
         if self.protocol is None and self.transport is not None:
-            self.logger.info("%r: opening handshake timed out", self)
+            if self.response is None:
+                self.logger.info("%r: opening handshake timed out", self)
             self.transport.abort()
 
+    # The opening handshake.
+
     def handshake_data_received(self, data: bytes) -> None:
+        if self.response is not None:
+            return  # an HTTP response was sent: lingering close, input dropped
         parser = self._parser
         if parser is None:
-            # A request is being processed asynchronously; keep pipelined bytes.
+            # The request is being handled (a hook awaits): keep pipelined bytes.
             self._pending += data
             if len(self._pending) > self.options.read_limit and self.transport is not None:
                 self.transport.pause_reading()
@@ -145,130 +234,99 @@ class ServerConnection(Connection):
         try:
             request = parser.feed(data)
         except InvalidHandshake as exc:
-            self._reject(exc)
+            self.logger.info("%r: invalid handshake: %s", self, exc)
+            self._send_http_response(self.server.handshake.reject(exc))
             return
         if request is None:
             return
         self._pending = parser.leftover
         self._parser = None
         self.request = request
-        self._handle_request(request)
+        start_eagerly(self.handshake(request), self.loop, self.server._tasks)
 
-    def _reject(self, exc: InvalidHandshake) -> None:
-        self.logger.info("%r: invalid handshake: %s", self, exc)
-        self._send_http_response(self.server.handshake.reject(exc))
+    async def handshake(self, request: Request) -> None:
+        """The server side of the opening handshake (RFC 6455 section 4.2), top to bottom.
 
-    def _send_http_response(self, response: Response) -> None:
-        self.response = response
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(response.serialize())
-            transport.close()
-        self._parser = None
-
-    def _handle_request(self, request: Request) -> None:
+        Runs eagerly (see the module docstring): with synchronous hooks, it
+        completes in the callback that received the request.
+        """
         server = self.server
-        if server.closing:
-            self._send_http_response(
-                server._error_response(503, "server is shutting down; try again later")
-            )
-            return
-        if server.process_request is not None:
-            try:
-                result = server._call_process_request(self, request)
-            except Exception as exc:
-                self._hook_failed("process_request", exc)
-                return
-            if inspect.isawaitable(result):
-                self._run_async(self._finish_process_request(result))
-                return
-            if not self._answer_with(result):
-                return
-        self._accept(request)
-
-    def _answer_with(self, result: Any) -> bool:
-        """Send the HTTP response ``process_request`` returned; False if it did."""
+        response: Response | None = None
+        accepted: Accepted | None = None
+        hook = "process_request"
         try:
-            response = _as_response(result, self.server.server_header)
-        except (TypeError, ValueError) as exc:
-            self._hook_failed("process_request", exc)
-            return False
-        if response is None:
-            return True
-        self._send_http_response(response)
-        return False
-
-    async def _finish_process_request(self, result: Awaitable[Any]) -> None:
-        try:
-            value = await result
+            # 1. process_request may answer with plain HTTP (health checks).
+            if server.process_request is not None:
+                result = server.process_request(self, request)
+                if inspect.isawaitable(result):
+                    if self.transport is not None:
+                        self.transport.pause_reading()  # keep pipelined bytes bounded
+                    result = await result
+                response = _as_response(result, server.handshake.server_header)
+            # 2. Check the request and negotiate, or reject it; 3. the Server
+            # header is the handshake's (ServerHandshake.server_header).
+            if response is None:
+                try:
+                    accepted = server._negotiate(self, request)
+                except InvalidHandshake as exc:
+                    self.logger.info("%r: invalid handshake: %s", self, exc)
+                    response = server.handshake.reject(exc)
+                else:
+                    response = accepted.response
+            # 4. process_response may replace the response.
+            hook = "process_response"
+            if server.process_response is not None:
+                result = server.process_response(self, request, response)
+                if inspect.isawaitable(result):
+                    if self.transport is not None:
+                        self.transport.pause_reading()
+                    result = await result
+                if result is not None:
+                    response = result
         except Exception as exc:
-            self._hook_failed("process_request", exc)
-            return
+            self.logger.error("%s failed", hook, exc_info=exc)
+            response, accepted = self.respond(500, f"{hook} failed"), None
+        assert response is not None
+        # 5. The closing check: a server that started closing meanwhile takes
+        # no new connection.
+        if server.closing and response.status == 101:
+            response = self.respond(503, "server is shutting down; try again later")
         if self.transport is None or self.transport.is_closing():
             return
-        if self.server.closing:
-            self._send_http_response(
-                self.server._error_response(503, "server is shutting down; try again later")
-            )
-            return
-        if self._answer_with(value):
-            assert self.request is not None
-            self._accept(self.request)
+        # 6. The 101 opens the connection; anything else ends it.
+        if response.status == 101 and accepted is not None:
+            self._open(response, accepted)
+        else:
+            self._send_http_response(response)
 
-    def _hook_failed(self, name: str, exc: Exception) -> None:
-        self.logger.error("%s failed", name, exc_info=exc)
-        self._send_http_response(self.server._error_response(500, f"{name} failed"))
-
-    def _run_async(self, coro: Coroutine[Any, Any, None]) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-        task: asyncio.Task[None] = self.loop.create_task(coro)
-        self.server._tasks.add(task)
-        task.add_done_callback(self.server._tasks.discard)
-
-    def _accept(self, request: Request) -> None:
-        server = self.server
-        try:
-            accepted = server._accept(self, request)
-        except InvalidHandshake as exc:
-            self._reject(exc)
-            return
-        response = accepted.response
-        if server.process_response is not None:
-            try:
-                result = server.process_response(self, request, response)
-            except Exception as exc:
-                self._hook_failed("process_response", exc)
-                return
-            if inspect.isawaitable(result):
-
-                async def finish() -> None:
-                    try:
-                        replaced = await result
-                    except Exception as exc:
-                        self._hook_failed("process_response", exc)
-                        return
-                    self._open(replaced or response, accepted.subprotocol, accepted.extensions)
-
-                self._run_async(finish())
-                return
-            if result is not None:
-                response = result
-        self._open(response, accepted.subprotocol, accepted.extensions)
-
-    def _open(self, response: Response, subprotocol: str | None, extensions: list[Any]) -> None:
+    def _send_http_response(self, response: Response) -> None:
+        """Send an HTTP response that ends the connection, then close lingering."""
+        self.response = response
+        self._parser = None
+        self._pending = b""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if response.status != 101:
-            self._send_http_response(response)
-            return
+        self._write_http(response.serialize())
+        if transport.can_write_eof():
+            # Lingering close: our FIN after the response; what the client
+            # still sends is read and dropped (handshake_data_received) until
+            # it closes too, at most close_timeout.
+            transport.write_eof()
+            transport.resume_reading()
+            self._arm_close_timer()
+        else:
+            transport.close()  # TLS: close_notify after the response
+
+    def _open(self, response: Response, accepted: Accepted) -> None:
+        transport = self.transport
+        assert transport is not None
         self.response = response
-        self.subprotocol = subprotocol
-        transport.write(response.serialize())
+        self.subprotocol = accepted.subprotocol
+        self._write_http(response.serialize())
         self.protocol = WebSocketProtocol(
             Side.SERVER,
-            extensions=extensions,
+            extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
             logger=self.logger,
@@ -276,7 +334,12 @@ class ServerConnection(Connection):
         if self._timers.open is not None:
             self._timers.open.discard(self)
         self._start_keepalive()
-        self.server._start_handler(self)
+        server = self.server
+        server._opened(self)
+        observer = self.options.observer
+        if observer is not None:
+            observer.connection_opened(self)
+        server._start_handler(self)
         if self._write_paused:
             # The 101 filled the write buffer (write_limit=0): resume_writing()
             # resumes reading.
@@ -288,10 +351,13 @@ class ServerConnection(Connection):
             self.protocol.receive_data(pending)
             self._process_events()
 
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost follows
+
     def _connection_closed(self) -> None:
         if self._timers.open is not None:
             self._timers.open.discard(self)
-        self.server._connections.discard(self)
+        self.server._lost(self)
 
 
 class Server:
@@ -310,27 +376,40 @@ class Server:
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
-        server_header: str | None = None,
+        create_connection: Callable[[Server], ServerConnection] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
         logger: LoggerLike,
     ) -> None:
-        self.handler = handler
-        self._legacy_handler = _positional_count(handler) >= 2
+        self.handler = handler_callable(handler)
         self.options = options
         self.handshake = handshake
-        self.process_request = process_request
-        self._legacy_process_request = (
-            process_request is not None and _first_parameter(process_request) in _LEGACY_PATH_NAMES
+        self.process_request = (
+            None if process_request is None else process_request_callable(process_request)
         )
         self.process_response = process_response
         self.select_subprotocol = select_subprotocol
-        self.server_header = server_header
+        self.create_connection = (
+            ServerConnection if create_connection is None else create_connection
+        )
+        self.ssl = ssl
         self.logger = logger
         self.loop = asyncio.get_running_loop()
-        self.server: asyncio.Server | None = None
+        #: True once :meth:`close` was called: handshakes get 503.
+        self.closing = False
+        self._sockets: list[socket.socket] = []
+        self._backlog = BACKLOG
+        self._serving = False  # start_serving() was called and close() wasn't
+        self._accepting = True  # not paused with pause_accepting()
+        self._starved_since: float | None = None  # out of file descriptors since then
+        self._retry: asyncio.TimerHandle | None = None
+        self._readers: list[int] = []
+        # Every connection from accept() to connection_lost(), and those still
+        # in their opening handshake (for drain_handshakes).
         self._connections: set[ServerConnection] = set()
+        self._opening: set[ServerConnection] = set()
+        self._opening_done: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._handler_tasks: set[asyncio.Task[None]] = set()
-        self.closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
 
@@ -339,47 +418,98 @@ class Server:
     @property
     def connections(self) -> set[ServerConnection]:
         """The open WebSocket connections (handshake complete, not closed)."""
-        return {c for c in self._connections if c.protocol is not None and c.state is State.OPEN}
+        return {c for c in self._connections if c.state is State.OPEN}
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets (empty once closed)."""
-        if self.server is None:
-            return ()
-        return tuple(self.server.sockets)
+        return tuple(self._sockets)
 
-    def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
-        """Start a graceful shutdown; :meth:`wait_closed` waits for its end."""
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
+
+    def is_serving(self) -> bool:
+        """Whether the server accepts connections (or will, once resumed)."""
+        return self._serving
+
+    async def start_serving(self) -> None:
+        """Start accepting connections (``serve(..., start_serving=False)``)."""
+        if self.closing or self._serving:
+            return
+        self._serving = True
+        self._listen()
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called and the shutdown is complete."""
+        await self.start_serving()
+        await self.wait_closed()
+
+    def pause_accepting(self) -> None:
+        """Stop accepting connections; they wait in the kernel's backlog.
+
+        Connections already accepted go on. Another process listening on the
+        same socket takes the waiting ones; :meth:`resume_accepting` takes them
+        here again.
+        """
+        if self._accepting:
+            self._accepting = False
+            self._unlisten()
+
+    def resume_accepting(self) -> None:
+        """Accept connections again after :meth:`pause_accepting`."""
+        if not self._accepting:
+            self._accepting = True
+            self._listen()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether connections are being accepted now (serving, not paused,
+        not out of file descriptors, not closing)."""
+        return bool(self._readers)
+
+    def close(
+        self,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "",
+        *,
+        close_connections: bool = True,
+        timeout: float | None = None,
+        drain_handshakes: float = 0.0,
+    ) -> None:
+        """Start a graceful shutdown; :meth:`wait_closed` waits for its end.
+
+        Stops accepting, closes the listening sockets, then:
+
+        - ``drain_handshakes`` seconds (default 0) let handshakes already in
+          progress complete, so that their clients get ``code`` like everyone
+          else instead of a 503 (``wsharbor run`` retires a worker that way);
+        - open connections get a close frame with ``code`` and ``reason``
+          (unless ``close_connections`` is false: then they end when their
+          handlers return, without a deadline);
+        - handlers and closing handshakes get ``timeout`` seconds (default
+          ``close_timeout``), after which connections are aborted and handlers
+          cancelled.
+
+        Calling it again while a shutdown is in progress does nothing.
+        """
         if self._close_task is None:
-            self._close_task = self.loop.create_task(self._close(code, reason))
+            self._close_task = self.loop.create_task(
+                self._close(code, reason, close_connections, timeout, drain_handshakes)
+            )
 
     async def wait_closed(self) -> None:
         """Wait until the server is closed and every handler has finished."""
         await self._closed.wait()
 
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` is called and the shutdown is complete."""
-        assert self.server is not None
-        await self.server.start_serving()
-        await self.wait_closed()
-
-    async def start_serving(self) -> None:
-        assert self.server is not None
-        await self.server.start_serving()
-
     def abort(self) -> None:
         """Force the shutdown: abort every connection and cancel every handler."""
         self.closing = True
-        if self.server is not None:
-            self.server.close()
+        self._stop_listening()
         for connection in list(self._connections):
             connection.abort()
         for task in list(self._handler_tasks) + list(self._tasks):
             task.cancel()
         self.close()
-
-    def is_serving(self) -> bool:
-        return self.server is not None and self.server.is_serving()
 
     async def __aenter__(self) -> Server:
         return self
@@ -393,29 +523,132 @@ class Server:
         self.close()
         await self.wait_closed()
 
-    # Internals.
+    # Listening and accepting.
 
-    def _attach(self, server: asyncio.Server) -> None:
-        self.server = server
+    def _listen(self) -> None:
+        if self._readers or not (self._serving and self._accepting) or self.closing:
+            return
+        if self._starved_since is not None and self._retry is not None:
+            return  # out of file descriptors: the retry timer resumes
+        for sock in self._sockets:
+            fd = sock.fileno()
+            self.loop.add_reader(fd, self._accept, sock)
+            self._readers.append(fd)
 
-    def _make_connection(self) -> ServerConnection:
-        return ServerConnection(self)
+    def _unlisten(self) -> None:
+        for fd in self._readers:
+            self.loop.remove_reader(fd)
+        self._readers.clear()
 
-    def _error_response(self, status: int, text: str) -> Response:
-        return error_response(status, text, server_header=self.server_header)
+    def _stop_listening(self) -> None:
+        self._serving = False
+        self._unlisten()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
 
-    def _call_process_request(self, connection: ServerConnection, request: Request) -> Any:
-        assert self.process_request is not None
-        if self._legacy_process_request:
-            return self.process_request(request.path, request.headers)
-        return self.process_request(connection, request)
+    def _accept(self, sock: socket.socket) -> None:
+        # At most a backlog's worth per wake-up, as asyncio does, so that a
+        # storm of connections can't starve the connections already open.
+        for _ in range(self._backlog):
+            if not self._readers:
+                return  # paused (maybe by the observer) or closing
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up before we accepted
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._starved(exc)
+                else:
+                    self.logger.error("accept() failed: %s", exc)
+                return
+            if self._starved_since is not None:
+                self.logger.warning(
+                    "accepting connections again after %.1f s without file descriptors",
+                    self.loop.time() - self._starved_since,
+                )
+                self._starved_since = None
+            self._start_connection(conn)
 
-    def _accept(self, connection: ServerConnection, request: Request) -> Any:
+    def _starved(self, exc: OSError) -> None:
+        """Out of file descriptors (or socket buffers): stop accepting, retry later.
+
+        The kernel keeps queueing connections in the backlog meanwhile. Logged
+        once per episode, not once per attempt: the readiness of the listening
+        socket persists while it has waiting connections, and accepting in a
+        loop would spin and flood the log.
+        """
+        self._unlisten()
+        if self._starved_since is None:
+            self._starved_since = self.loop.time()
+            self.logger.warning(
+                "can't accept connections: %s (%d connections open); "
+                "retrying every %.0f s until one is freed",
+                os.strerror(exc.errno or 0),
+                len(self._connections),
+                ACCEPT_RETRY_DELAY,
+            )
+        self._retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._retry_accepting)
+
+    def _retry_accepting(self) -> None:
+        self._retry = None
+        self._listen()
+
+    def _start_connection(self, sock: socket.socket) -> None:
+        connection = self.create_connection(self)
+        self._connections.add(connection)
+        self._opening.add(connection)
+        observer = self.options.observer
+        if observer is not None:
+            observer.connection_accepted(connection)
+        task = self.loop.create_task(self._connect(connection, sock))
+        self._tasks.add(task)
+
+    async def _connect(self, connection: ServerConnection, sock: socket.socket) -> None:
+        """Make the accepted socket a transport (and do the TLS handshake)."""
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: connection,
+                sock,
+                ssl=self.ssl,
+                ssl_handshake_timeout=None if self.ssl is None else self.options.open_timeout,
+            )
+        except (OSError, ssl_module.SSLError, TimeoutError) as exc:
+            # A TLS handshake that failed or timed out, a client that left.
+            self.logger.info("connection failed before the opening handshake: %r", exc)
+            sock.close()
+            self._lost(connection)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+
+    # Connection lifecycle, from ServerConnection.
+
+    def _negotiate(self, connection: ServerConnection, request: Request) -> Accepted:
         select = self.select_subprotocol
         if select is not None:
             # accept() is synchronous: binding the connection here is safe.
             self.handshake.select_subprotocol = functools.partial(select, connection)
         return self.handshake.accept(request)
+
+    def _opened(self, connection: ServerConnection) -> None:
+        self._done_opening(connection)
+
+    def _lost(self, connection: ServerConnection) -> None:
+        self._connections.discard(connection)
+        self._done_opening(connection)
+
+    def _done_opening(self, connection: ServerConnection) -> None:
+        opening = self._opening
+        if connection in opening:
+            opening.discard(connection)
+            if not opening and self._opening_done is not None:
+                self._opening_done.set()
 
     def _start_handler(self, connection: ServerConnection) -> None:
         task = self.loop.create_task(self._run_handler(connection))
@@ -426,10 +659,7 @@ class Server:
         # The task leaves _handler_tasks itself: cheaper than a done callback,
         # which costs one more event loop callback per connection.
         try:
-            if self._legacy_handler:
-                await self.handler(connection, connection.path)
-            else:
-                await self.handler(connection)
+            await self.handler(connection)
         except ConnectionClosed:
             pass
         except Exception:
@@ -440,38 +670,111 @@ class Server:
         finally:
             self._handler_tasks.discard(asyncio.current_task())
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close(
+        self,
+        code: int,
+        reason: str,
+        close_connections: bool,
+        timeout: float | None,
+        drain_handshakes: float,
+    ) -> None:
+        self._stop_listening()
+        if drain_handshakes > 0 and self._opening:
+            # Handshakes in progress complete (and then get the close code).
+            self._opening_done = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_handshakes):
+                    await self._opening_done.wait()
         self.closing = True
-        if self.server is not None:
-            self.server.close()
-        for connection in list(self._connections):
-            protocol = connection.protocol
-            if protocol is not None and protocol.state is State.OPEN:
-                if connection._fragmenting is not None:
-                    protocol.fail(code, reason)
-                else:
-                    protocol.send_close(code, reason)
-                connection._flush()
+        if close_connections:
+            for connection in list(self._connections):
+                protocol = connection.protocol
+                if protocol is not None and protocol.state is State.OPEN:
+                    if connection._fragmenting is not None:
+                        protocol.fail(code, reason)
+                    else:
+                        protocol.send_close(code, reason)
+                    connection._flush()
         waiters: set[asyncio.Future[Any]] = set(self._handler_tasks) | set(self._tasks)
-        closers = {
+        waiters |= {
             self.loop.create_task(connection.wait_closed()) for connection in self._connections
         }
-        waiters |= closers
         if waiters:
-            _, pending = await asyncio.wait(waiters, timeout=self.options.close_timeout)
+            if timeout is None:
+                timeout = self.options.close_timeout
+            if not close_connections:
+                timeout = None
+            _, pending = await asyncio.wait(waiters, timeout=timeout)
             if pending:
                 for connection in list(self._connections):
                     connection.abort()
                 for task in list(self._handler_tasks) + list(self._tasks):
                     task.cancel()
                 await asyncio.wait(pending)
-        if self.server is not None:
-            await self.server.wait_closed()
         self._closed.set()
 
 
+def _bind(
+    host: str | Sequence[str] | None,
+    port: int | None,
+    *,
+    family: int,
+    flags: int,
+    backlog: int,
+    reuse_address: bool | None,
+    reuse_port: bool | None,
+) -> list[socket.socket]:
+    """Listening TCP sockets for ``host`` and ``port``, as ``create_server()`` binds them."""
+    hosts: Iterable[str | None] = [host] if host is None or isinstance(host, str) else host
+    infos = []
+    for one in hosts:
+        infos += socket.getaddrinfo(
+            one or None, port or 0, family, socket.SOCK_STREAM, 0, flags | socket.AI_PASSIVE
+        )
+    sockets: list[socket.socket] = []
+    try:
+        for af, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(af, kind, proto)
+            sockets.append(sock)
+            if reuse_address is None or reuse_address:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if af == socket.AF_INET6:
+                # Serve IPv4 on its own socket, as asyncio does.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {address!r}: {exc}"
+                ) from None
+            sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_unix(path: str | None, backlog: int) -> socket.socket:
+    if path is None:
+        raise ValueError("unix_serve() needs a path, or sock=")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)  # a stale socket, as create_unix_server() does
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class serve:
-    """Create a WebSocket server listening on ``host`` and ``port``.
+    """Create a WebSocket server listening on ``host`` and ``port`` (or ``sock``).
 
     ``await serve(...)`` returns a started :class:`Server`; ``async with
     serve(...) as server:`` also closes it gracefully on exit::
@@ -485,7 +788,11 @@ class serve:
 
     The handler is ``async def handler(websocket)``; the deployment guide's
     ``async def handler(websocket, path)`` is accepted too. See the docs for
-    every option; they keep the names websockets users know.
+    every option; they keep the names websockets users know. Beyond them:
+    ``observer`` sees every connection's events (:mod:`.observer`),
+    ``create_connection`` makes the :class:`ServerConnection` of each accepted
+    connection (a subclass, say), and ``start_serving=False`` returns a server
+    that accepts nothing until :meth:`Server.start_serving`.
     """
 
     def __init__(
@@ -504,7 +811,7 @@ class serve:
         compression: str | DeflateSettings | None = "deflate",
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
-        server_header: str | None = None,
+        server_header: str | Default | None = DEFAULT,
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
@@ -515,24 +822,35 @@ class serve:
         read_limit: int = defaults.READ_LIMIT,
         write_limit: int = defaults.WRITE_LIMIT,
         logger: LoggerLike | None = None,
-        **kwargs: Any,
+        observer: ConnectionObserver | None = None,
+        create_connection: Callable[[Server], ServerConnection] | None = None,
+        start_serving: bool = True,
+        backlog: int = BACKLOG,
+        family: int = socket.AF_UNSPEC,
+        flags: int = 0,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
     ) -> None:
-        if not callable(handler):
-            raise TypeError("handler must be an async callable: async def handler(websocket)")
-        from .. import __version__
-
+        self._handler = handler_callable(handler)
         if logger is None:
             logger = logging.getLogger("wsharbor.server")
-        if server_header is None:
-            server_header = f"wsharbor/{__version__}"
-        self._handler = handler
+        if (host is not None or port is not None) and sock is not None:
+            raise ValueError("host/port and sock can not be specified at the same time")
         self._host = host
         self._port = port
         self._sock = sock
         self._ssl = ssl
         self._unix = unix
         self._path = path
-        self._kwargs = kwargs
+        self._start_serving = start_serving
+        self._bind_options = {
+            "family": family,
+            "flags": flags,
+            "backlog": backlog,
+            "reuse_address": reuse_address,
+            "reuse_port": reuse_port,
+        }
+        self._backlog = backlog
         self._options = ConnectionOptions(
             max_size=max_size,
             max_fragments=max_fragments,
@@ -544,8 +862,12 @@ class serve:
             open_timeout=open_timeout,
             close_timeout=close_timeout,
             logger=logger,
+            observer=observer,
         )
-        # Built here so that bad settings (compression, origins) fail in the caller's frame.
+        # Built here so that bad settings (compression, origins, the Server
+        # header) fail in the caller's frame. The one Server header rule:
+        # DEFAULT is wsharbor/<version>, None omits it, and every response of
+        # this server (101, errors, process_request's) carries this value.
         self._handshake = ServerHandshake(
             origins=origins,
             subprotocols=subprotocols,
@@ -555,12 +877,19 @@ class serve:
         self._process_request = process_request
         self._process_response = process_response
         self._select_subprotocol = select_subprotocol
-        self._server_header = server_header
+        self._create_connection = create_connection
         self._logger = logger
         self.server: Server | None = None
 
+    def _sockets(self) -> list[socket.socket]:
+        if self._sock is not None:
+            return [self._sock]
+        backlog = self._backlog
+        if self._unix:
+            return [_bind_unix(self._path, backlog)]
+        return _bind(self._host, self._port, **self._bind_options)  # type: ignore[arg-type]
+
     async def _create(self) -> Server:
-        loop = asyncio.get_running_loop()
         server = Server(
             self._handler,
             options=self._options,
@@ -568,23 +897,18 @@ class serve:
             process_request=self._process_request,
             process_response=self._process_response,
             select_subprotocol=self._select_subprotocol,
-            server_header=self._server_header,
+            create_connection=self._create_connection,
+            ssl=self._ssl,
             logger=self._logger,
         )
-        if self._unix:
-            asyncio_server = await loop.create_unix_server(
-                server._make_connection, self._path, sock=self._sock, ssl=self._ssl, **self._kwargs
-            )
-        elif self._sock is not None:
-            asyncio_server = await loop.create_server(
-                server._make_connection, sock=self._sock, ssl=self._ssl, **self._kwargs
-            )
-        else:
-            asyncio_server = await loop.create_server(
-                server._make_connection, self._host, self._port, ssl=self._ssl, **self._kwargs
-            )
-        server._attach(asyncio_server)
+        sockets = self._sockets()
+        for sock in sockets:
+            sock.setblocking(False)
+        server._sockets = sockets
+        server._backlog = self._backlog
         self.server = server
+        if self._start_serving:
+            await server.start_serving()
         return server
 
     def __await__(self) -> Any:
