@@ -49,6 +49,7 @@ from ..exceptions import ConfigError, ConnectionClosed
 from ..protocol.deflate import SERVER_DEFAULTS, enable_server_deflate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import Headers, Request, Response, ServerHandshake, error_response
+from ..version import __version__
 from . import sdnotify
 from .config import Config
 from .importer import App, load_app
@@ -305,8 +306,6 @@ class AppServer:
         )
         server_header: str | None
         if config.server_header is None:
-            from .. import __version__
-
             server_header = f"wsharbor/{__version__}"
         else:
             server_header = config.server_header or None

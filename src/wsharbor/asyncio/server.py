@@ -35,6 +35,7 @@ from ..protocol.handshake import (
     error_response,
 )
 from ..typing import LoggerLike, Origin, Subprotocol
+from ..version import __version__
 from .connection import Connection, ConnectionOptions
 
 __all__ = ["Server", "ServerConnection", "serve", "unix_serve"]
@@ -512,8 +513,6 @@ class serve:
     ) -> None:
         if not callable(handler):
             raise TypeError("handler must be an async callable: async def handler(websocket)")
-        from .. import __version__
-
         if logger is None:
             logger = logging.getLogger("wsharbor.server")
         if server_header is None:
