@@ -52,6 +52,7 @@ from ..protocol.handshake import Headers, Request, Response, ServerHandshake, er
 from ..version import __version__
 from . import sdnotify
 from .config import Config
+from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD
 from .importer import App, load_app
 from .listen import describe
 from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setup_logging
@@ -73,11 +74,6 @@ access_logger = logging.getLogger(ACCESS_LOGGER)
 METRICS_INTERVAL = 5.0
 #: How long a retiring worker waits for handshakes already in progress.
 HANDSHAKE_DRAIN = 2.0
-
-#: Environment of a spawned worker (set by the supervisor, removed by the worker).
-ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
-ENV_FD = "_WSHARBOR_WORKER_FD"
-ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
 
 
 class _CountingTransport(asyncio.Transport):
