@@ -1,11 +1,14 @@
 """The layering of wsharbor (docs: /work/shared/ARCHITECTURE.md, "Layers").
 
-1. ``exceptions``, ``typing``   2. ``protocol`` (sans-I/O)   3. ``asyncio``
-4. ``app``   5. ``bench`` / ``tools``
+1. ``defaults``, ``exceptions``, ``typing``, ``version``   2. ``protocol`` (sans-I/O)
+3. ``asyncio``   4. ``app``   5. ``bench`` / ``tools``
 
 A module may import from its own layer and the lower-numbered ones. The public
-facade (``wsharbor/__init__.py``, ``wsharbor/__main__.py``) may import anything;
-a name imported *from* the facade counts as the module the facade got it from.
+facade (``wsharbor/__init__.py``, ``wsharbor/__main__.py``) may import anything
+and sits above every layer: no module imports a name from it (``from .. import
+__version__``), not even one the facade re-exports from a lower layer; it
+imports the name from the module that defines it (``from ..version import
+__version__``).
 Imports inside ``if TYPE_CHECKING:`` are not runtime dependencies and are exempt
 from the layer rule (``exceptions`` names ``Close`` in annotations), but not from
 the sans-I/O rule: ``wsharbor/protocol/`` never imports an I/O module, not even
@@ -31,6 +34,7 @@ LAYERS = {
     "defaults": 1,
     "exceptions": 1,
     "typing": 1,
+    "version": 1,
     "protocol": 2,
     "asyncio": 3,
     "app": 4,
@@ -139,7 +143,7 @@ def package_modules() -> dict[str, Path]:
 def facade_exports() -> dict[str, str]:
     """Names the facade re-exports, mapped to the module they come from.
 
-    Names the facade defines itself (``__version__``) map to ``"wsharbor"``.
+    Names the facade defines itself map to ``"wsharbor"``.
     """
     path = PACKAGE / "__init__.py"
     tree = ast.parse(path.read_text())
@@ -160,8 +164,9 @@ def facade_exports() -> dict[str, str]:
 def layer_of(target: str, exports: dict[str, str]) -> int | None:
     """The layer of an absolute import target inside wsharbor, or None outside it.
 
-    Raises LookupError for a module no layer was assigned to, and for the whole
-    facade (``import wsharbor``), which is above every layer.
+    Raises LookupError for a module no layer was assigned to, for the whole
+    facade (``import wsharbor``) and for a name imported from the facade (``from
+    wsharbor import serve``): the facade is above every layer.
     """
     parts = target.split(".")
     if parts[0] != "wsharbor":
@@ -172,10 +177,9 @@ def layer_of(target: str, exports: dict[str, str]) -> int | None:
     if top in LAYERS:
         return LAYERS[top]
     if top in exports:
-        source = exports[top]
-        if source == "wsharbor":
-            return 1  # a constant of the facade, such as __version__: no dependency
-        return layer_of(source, {})
+        source = exports[top].rpartition(".")[0]
+        where = f"import it from `{source}`" if source else "define it in a layer"
+        raise LookupError(f"imports `{top}` from the public facade `wsharbor`: {where}")
     raise LookupError(f"`wsharbor.{top}` belongs to no layer: add it to LAYERS in {__file__}")
 
 
@@ -352,7 +356,7 @@ def test_checker_does_not_confuse_the_asyncio_layer_with_stdlib_asyncio() -> Non
     ]
 
 
-EXPORTS = {"serve": "wsharbor.asyncio.serve", "__version__": "wsharbor"}
+EXPORTS = {"serve": "wsharbor.asyncio.serve", "__version__": "wsharbor.version.__version__"}
 
 
 @pytest.mark.parametrize(
@@ -368,7 +372,12 @@ EXPORTS = {"serve": "wsharbor.asyncio.serve", "__version__": "wsharbor"}
         ("from ..protocol.frames import Close\n", "wsharbor.asyncio.server", False),
         ("from .frames import Close\n", "wsharbor.protocol.connection", False),
         ("from ..exceptions import ProtocolError\n", "wsharbor.protocol.frames", False),
-        ("from .. import __version__\n", "wsharbor.protocol.handshake", False),
+        # The facade re-exports __version__ from layer 1, but it is above every layer.
+        ("from .. import __version__\n", "wsharbor.protocol.handshake", True),
+        ("def f():\n    from .. import __version__\n", "wsharbor.asyncio.server", True),
+        ("from wsharbor import __version__\n", "wsharbor.app.worker", True),
+        ("from ..version import __version__\n", "wsharbor.protocol.handshake", False),
+        ("from .version import __version__\n", "wsharbor.__main__", False),  # the facade
         ("from ..asyncio import serve\n", "wsharbor.app.main", False),
         ("from ..app import main\n", "wsharbor.bench.memory", False),
         (
@@ -405,5 +414,14 @@ def test_checker_type_checking_else_branch_is_runtime() -> None:
 
 def test_facade_exports_are_read_from_the_real_facade() -> None:
     exports = facade_exports()
-    assert exports["__version__"] == "wsharbor"
+    assert exports["__version__"] == "wsharbor.version.__version__"
     assert exports["ProtocolError"] == "wsharbor.exceptions.ProtocolError"
+
+
+def test_checker_names_the_module_to_import_from_instead_of_the_facade() -> None:
+    module = "wsharbor.asyncio.server"
+    imports = _check("from .. import __version__\n", module)
+    assert layer_violations(module, imports, EXPORTS) == [
+        "wsharbor.asyncio.server:1 wsharbor.__version__: imports `__version__` from the "
+        "public facade `wsharbor`: import it from `wsharbor.version`"
+    ]

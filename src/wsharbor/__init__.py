@@ -32,8 +32,7 @@ from .exceptions import (
     ProtocolError,
     WsharborError,
 )
-
-__version__ = "0.1.0.dev0"
+from .version import __version__
 
 if TYPE_CHECKING:
     from .asyncio.client import ClientConnection, connect, unix_connect

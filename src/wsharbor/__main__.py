@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "--version":
-        from . import __version__
+        from .version import __version__
 
         sys.stdout.write(f"wsharbor {__version__}\n")
         return 0

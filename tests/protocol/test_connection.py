@@ -381,7 +381,6 @@ def test_close_handshake(
 
     first.send_close(code, reason)
     assert first.state is State.CLOSING
-    assert first.close_expected()
     assert first.close_sent == Close(code, reason)
     transfer(first, second)
 

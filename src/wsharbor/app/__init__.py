@@ -8,6 +8,7 @@ exceptions, never the other way round. The pieces:
 - :mod:`.listen`: the listening socket (bind, ``--fd``, systemd socket activation);
 - :mod:`.worker`: one serving process (health, readiness, metrics, access log);
 - :mod:`.supervisor`: N worker processes sharing the socket, signals, restarts;
+- :mod:`.env`: the environment variables the supervisor hands to a worker;
 - :mod:`.cli`: the command line.
 """
 

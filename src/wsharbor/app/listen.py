@@ -153,7 +153,7 @@ def open_listener(config: Config, environ: MutableMapping[str, str] | None = Non
 
 
 def describe(sock: socket.socket) -> str:
-    """``http://127.0.0.1:8000`` / ``unix:/run/app.sock`` for the log."""
+    """``127.0.0.1:8000``, ``[::1]:8000`` or ``unix:/run/app.sock``, for the log."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{os.fsdecode(name) if name else '(unnamed)'}"

@@ -117,7 +117,10 @@ def access_fields(
 
 
 def access_message(fields: dict[str, Any]) -> str:
-    """The text form: ``1.2.3.4:5 "GET /chat" 101 1001 12.345s in=10B/2 out=20B/2``."""
+    """The text form: ``1.2.3.4:5 "GET /chat" 101 1001 12.345s in=10B/2msg out=20B/2msg``.
+
+    ``-`` stands for a missing path, status or close code.
+    """
     path = fields["path"] if fields["path"] is not None else "-"
     status = fields["status"] if fields["status"] is not None else "-"
     code = fields["close_code"] if fields["close_code"] is not None else "-"

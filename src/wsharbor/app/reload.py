@@ -16,6 +16,8 @@ _SKIP = frozenset({"__pycache__", "node_modules", "venv", "env", "site-packages"
 
 
 class Watcher:
+    """The ``.py`` files under ``root`` and their mtimes; :meth:`changed` polls them again."""
+
     def __init__(self, root: str) -> None:
         self.root = root
         self.mtimes = self._scan()

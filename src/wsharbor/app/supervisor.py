@@ -71,11 +71,11 @@ from typing import Any, Protocol
 
 from . import sdnotify
 from .config import Config
+from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD
 from .listen import describe
 from .logs import APP_LOGGER
 from .reload import Watcher
 from .signals import capture_signals
-from .worker import ENV_CONFIG, ENV_FD, ENV_READY_FD
 
 __all__ = ["CRASH_LIMIT", "CRASH_WINDOW", "Supervisor", "WorkerHandle", "backoff"]
 

@@ -59,6 +59,7 @@ from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Headers, Request, Response
 from . import sdnotify
 from .config import Config
+from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD
 from .importer import App, load_app
 from .listen import describe
 from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setup_logging
@@ -82,11 +83,6 @@ access_logger = logging.getLogger(ACCESS_LOGGER)
 METRICS_INTERVAL = 5.0
 #: How long a retiring worker waits for handshakes already in progress.
 HANDSHAKE_DRAIN = 2.0
-
-#: Environment of a spawned worker (set by the supervisor, removed by the worker).
-ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
-ENV_FD = "_WSHARBOR_WORKER_FD"
-ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
 
 
 class AppConnection(ServerConnection):

@@ -926,7 +926,7 @@ def broadcast(
     and logged at debug level.
 
     Not thread-safe: call it from the event loop's thread (see
-    :class:`~wsharbor.asyncio.thread.ServerThread` for other threads).
+    :class:`~wsharbor.asyncio.runner.ServerThread` for other threads).
     """
     if isinstance(message, str):
         payload = message.encode()

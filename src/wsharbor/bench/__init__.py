@@ -7,6 +7,8 @@
 - :mod:`wsharbor.bench.memory`: memory per connection on real connections, beside
   websockets when it is installed;
 - :mod:`wsharbor.bench.corpus`: loading corpora, and the bundled sample.
+- :mod:`wsharbor.bench.console`: what the commands share on the console (usage
+  errors, the argument parser, the progress bar, the table renderer).
 
 Submodules are imported on use; this package imports nothing.
 """

@@ -6,12 +6,9 @@ missing optional dependency); a run that completes exits 0.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn, TextIO
 
 from .compression import (
     ALL_SETTINGS,
@@ -23,9 +20,10 @@ from .compression import (
     format_table,
     parse_settings,
 )
+from .console import ArgumentParser, ProgressBar, UsageError, write_output
 from .corpus import SAMPLE_NAME, CorpusError, load_corpus, sample_corpus
 
-__all__ = ["UsageError", "main"]
+__all__ = ["main"]
 
 USAGE = """\
 usage: wsharbor bench compression (CORPUS | --sample) [options]
@@ -40,49 +38,6 @@ usage: wsharbor bench compression (CORPUS | --sample) [options]
 """
 
 
-class UsageError(Exception):
-    """A one-line error for the command line (exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _output(target: str, text: str) -> None:
-    """Write ``text`` to a file, or to stdout for ``-``."""
-    if target == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        Path(target).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"can't write {target}: {exc.strerror or exc}") from None
-
-
-class _ProgressBar:
-    """``[#####.....] 12/64 14/7`` on stderr, redrawn in place; only on a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-
-    def __call__(self, done: int, total: int, label: str) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = width * done // total if total else width
-        bar = "#" * filled + "." * (width - filled)
-        if done >= total:
-            self.stream.write("\r" + " " * 80 + "\r")
-        else:
-            self.stream.write(f"\r[{bar}] {done}/{total} {label:<32}"[:80])
-        self.stream.flush()
-
-    def for_settings(self, done: int, total: int, setting: Setting) -> None:
-        self(done, total, setting.label)
-
-
 def _thresholds(text: str) -> list[int]:
     try:
         values = [int(item) for item in text.split(",") if item.strip()]
@@ -94,7 +49,7 @@ def _thresholds(text: str) -> list[int]:
 
 
 def compression_main(argv: Sequence[str]) -> int:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="wsharbor bench compression",
         description="Memory, compressed size and time of permessage-deflate settings "
         "for a corpus of messages (the deployment guide's table).",
@@ -164,14 +119,13 @@ def compression_main(argv: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
     source = f"{SAMPLE_NAME} (bundled)" if args.sample else str(args.corpus)
 
+    bar = ProgressBar(sys.stderr)
+
+    def progress(done: int, total: int, setting: Setting) -> None:
+        bar(done, total, setting.label)
+
     started = time.perf_counter()
-    results = benchmark(
-        messages,
-        settings,
-        level=args.level,
-        repeat=args.repeat,
-        progress=_ProgressBar(sys.stderr).for_settings,
-    )
+    results = benchmark(messages, settings, level=args.level, repeat=args.repeat, progress=progress)
     elapsed = time.perf_counter() - started
 
     if args.json != "-" and args.csv != "-":
@@ -186,9 +140,9 @@ def compression_main(argv: Sequence[str]) -> int:
             "level": args.level,
             "elapsed": round(elapsed, 3),
         }
-        _output(args.json, format_json(results, **info))
+        write_output(args.json, format_json(results, **info))
     if args.csv:
-        _output(args.csv, format_csv(results))
+        write_output(args.csv, format_csv(results))
     if args.plot:
         from .compression import plot
 

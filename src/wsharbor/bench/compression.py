@@ -36,6 +36,7 @@ from typing import Any
 
 from ..protocol.deflate import PerMessageDeflate
 from ..protocol.frames import Frame, Opcode
+from .console import grid_table
 
 __all__ = [
     "ALL_SETTINGS",
@@ -341,17 +342,7 @@ def format_table(results: Sequence[Result]) -> str:
                 f"{per_message:.1f} µs/msg",
             ]
         rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(header)]
-
-    def line(char: str) -> str:
-        return "+" + "+".join(char * w for w in widths) + "+"
-
-    def cells(values: Sequence[str]) -> str:
-        return "|" + "|".join(f" {v:<{w - 1}}" for v, w in zip(values, widths, strict=True)) + "|"
-
-    out = [line("-"), cells(header), line("=")]
-    for row in rows:
-        out += [cells(row), line("-")]
+    out = grid_table(header, rows)
     if results:
         r = results[0]
         out.append(

@@ -25,7 +25,6 @@ bounded in time and stops by itself; the parent kills a process that doesn't.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -38,6 +37,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
+
+from .console import ArgumentParser, ProgressBar, UsageError, grid_table, write_output
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -519,17 +520,7 @@ def format_table(results: Sequence[Measurement], zlib_reference: dict[str, int])
                     rss_ratio = _ratio(getattr(ours, f"{side}_rss"), getattr(theirs, f"{side}_rss"))
                     row.append(f"{traced_ratio} / {rss_ratio}")
         rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(header)]
-
-    def line(char: str) -> str:
-        return "+" + "+".join(char * w for w in widths) + "+"
-
-    def cells(values: Sequence[str]) -> str:
-        return "|" + "|".join(f" {v:<{w - 1}}" for v, w in zip(values, widths, strict=True)) + "|"
-
-    out = [line("-"), cells(header), line("=")]
-    for row in rows:
-        out += [cells(row), line("-")]
+    out = grid_table(header, rows)
     out.append("KiB per connection: tracemalloc delta / RSS delta; ratio: wsharbor / websockets.")
 
     baseline = by_key.get(("wsharbor", "disabled"))
@@ -556,18 +547,9 @@ def format_table(results: Sequence[Measurement], zlib_reference: dict[str, int])
     return "\n".join(out) + "\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        from .cli import UsageError
-
-        raise UsageError(message)
-
-
 def main(argv: Sequence[str]) -> int:
     """``wsharbor bench memory``; returns the exit status (errors: UsageError)."""
-    from .cli import UsageError
-
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="wsharbor bench memory",
         description="Memory per connection on real connections on 127.0.0.1 (server and "
         "client in separate processes), for wsharbor and, when installed, websockets.",
@@ -621,9 +603,7 @@ def main(argv: Sequence[str]) -> int:
     except _Error as exc:
         raise UsageError(str(exc)) from None
 
-    from .cli import _ProgressBar
-
-    progress = _ProgressBar(sys.stderr)
+    progress = ProgressBar(sys.stderr)
     started = time.perf_counter()
     results = asyncio.run(run(args.connections, settings, messages, libraries, progress))
     elapsed = time.perf_counter() - started
@@ -641,15 +621,7 @@ def main(argv: Sequence[str]) -> int:
             "results": [m.as_dict() for m in results],
             "zlib": zlib_reference,
         }
-        text = json.dumps(data, indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as file:
-                    file.write(text)
-            except OSError as exc:
-                raise UsageError(f"can't write {args.json}: {exc.strerror or exc}") from None
+        write_output(args.json, json.dumps(data, indent=2) + "\n")
     if args.json != "-":
         what = "'hello' as text and binary" if args.messages == "hello" else args.messages
         sys.stdout.write(

@@ -271,14 +271,6 @@ class WebSocketProtocol:
         output, self._output = self._output, []
         return output
 
-    def close_expected(self) -> bool:
-        """Whether the TCP connection is expected to close soon.
-
-        True once a close frame was sent or received: the I/O layer should
-        then bound the wait with ``close_timeout``.
-        """
-        return self.state is not State.OPEN
-
     @property
     def close_code(self) -> int | None:
         """Close code received, 1006 if the connection closed without one, or None."""

@@ -91,6 +91,7 @@ from ..exceptions import (
     NegotiationError,
 )
 from ..typing import ExtensionName, ExtensionParameter, Subprotocol
+from ..version import __version__
 from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
 
 if TYPE_CHECKING:
@@ -142,10 +143,6 @@ def _product(value: str | Literal[_Default.DEFAULT] | None) -> str | None:
     """Resolve ``DEFAULT`` to ``wsharbor/<version>``."""
     if value is not DEFAULT:
         return value
-    # Imported here: wsharbor/__init__.py may import the layers built on this
-    # module before it defines __version__.
-    from .. import __version__
-
     return f"wsharbor/{__version__}"
 
 
