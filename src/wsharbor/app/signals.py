@@ -12,12 +12,14 @@ and on exit puts the saved ones back, whatever happened inside.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the supervisor runs no event loop: don't import asyncio for it
+    import asyncio
 
 __all__ = ["capture_signals"]
 
