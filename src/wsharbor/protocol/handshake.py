@@ -92,6 +92,15 @@ from ..exceptions import (
 )
 from ..typing import ExtensionName, ExtensionParameter, Subprotocol
 from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .headers import (
+    has_token,
+    is_token,
+    lowercase_items,
+    parse_extension_header,
+    parse_subprotocol_header,
+    serialize_extension_header,
+    serialize_subprotocol_header,
+)
 
 if TYPE_CHECKING:
     # Only in the type stubs: the base class of both parsers.
@@ -113,11 +122,7 @@ __all__ = [
     "WebSocketURI",
     "accept_key",
     "error_response",
-    "parse_extension_header",
-    "parse_subprotocol_header",
     "parse_uri",
-    "serialize_extension_header",
-    "serialize_subprotocol_header",
 ]
 
 #: The GUID of RFC 6455 section 1.3, appended to Sec-WebSocket-Key.
@@ -146,26 +151,14 @@ def _product(value: str | Literal[_Default.DEFAULT] | None) -> str | None:
     return f"wsharbor/{__version__}"
 
 
-# RFC 7230 section 3.2.6: token = 1*tchar.
-_TOKEN_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-# RFC 7230 section 3.2.6: quoted-string, with obs-text.
-_QUOTED_STRING_RE = re.compile(
-    r'"(?:[\x09\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\x09\x20-\x7e\x80-\xff])*"'
-)
-_UNQUOTE_RE = re.compile(r"\\([\x09\x20-\x7e\x80-\xff])")
 _FORBIDDEN_IN_VALUE_RE = re.compile(r"[\r\n\x00]")
 
-_T = TypeVar("_T")
 _M = TypeVar("_M", "Request", "Response")
-
-
-def _is_token(value: str) -> bool:
-    return _TOKEN_RE.fullmatch(value) is not None
 
 
 def _check_field(name: str, value: str) -> None:
     """Raise :exc:`ValueError` unless ``name: value`` is a field safe to send."""
-    if not isinstance(name, str) or not _is_token(name):
+    if not isinstance(name, str) or not is_token(name):
         raise ValueError(f"invalid header name: {name!r}")
     if not isinstance(value, str) or _FORBIDDEN_IN_VALUE_RE.search(value):
         raise ValueError(f"invalid header value for {name}: {value!r}")
@@ -370,7 +363,7 @@ class Request:
 
     def serialize(self) -> bytes:
         """The request line, the headers and the blank line (RFC 7230 section 3)."""
-        if not _is_token(self.method):
+        if not is_token(self.method):
             raise ValueError(f"invalid method: {self.method!r}")
         if not _REQUEST_TARGET_RE.fullmatch(self.path):
             raise ValueError(f"invalid request target: {self.path!r}")
@@ -886,156 +879,6 @@ class ResponseParser(_HTTPParser[Response]):
 
 
 # ---------------------------------------------------------------------------
-# Header values: Sec-WebSocket-Extensions and Sec-WebSocket-Protocol
-# ---------------------------------------------------------------------------
-
-ExtensionHeader = list[tuple[ExtensionName, list[ExtensionParameter]]]
-
-
-def _ows(header: str, pos: int) -> int:
-    # OWS = *( SP / HTAB )
-    while pos < len(header) and header[pos] in " \t":
-        pos += 1
-    return pos
-
-
-def _token(header: str, pos: int, name: str) -> tuple[str, int]:
-    match = _TOKEN_RE.match(header, pos)
-    if match is None:
-        raise InvalidHeader(name, header, f"expected token at {pos}")
-    return match.group(), match.end()
-
-
-def _list(
-    parse_item: Callable[[str, int, str], tuple[_T, int]], header: str, name: str
-) -> list[_T]:
-    """``1#element`` of RFC 7230 section 7: empty elements are ignored, one is needed."""
-    items: list[_T] = []
-    pos = _ows(header, 0)
-    while True:
-        # Skip empty elements: "," OWS.
-        while pos < len(header) and header[pos] == ",":
-            pos = _ows(header, pos + 1)
-        if pos == len(header):
-            break
-        item, pos = parse_item(header, pos, name)
-        items.append(item)
-        pos = _ows(header, pos)
-        if pos == len(header):
-            break
-        if header[pos] != ",":
-            raise InvalidHeader(name, header, f"expected comma at {pos}")
-    if not items:
-        raise InvalidHeader(name, header, "no value")
-    return items
-
-
-def _extension(
-    header: str, pos: int, name: str
-) -> tuple[tuple[ExtensionName, list[ExtensionParameter]], int]:
-    # extension = extension-token *( ";" extension-param )
-    extension_name, pos = _token(header, pos, name)
-    params: list[ExtensionParameter] = []
-    while True:
-        pos = _ows(header, pos)
-        if pos == len(header) or header[pos] != ";":
-            return (extension_name, params), pos
-        pos = _ows(header, pos + 1)
-        # extension-param = token [ "=" (token | quoted-string) ]
-        param_name, pos = _token(header, pos, name)
-        value: str | None = None
-        after = _ows(header, pos)
-        if after < len(header) and header[after] == "=":
-            pos = _ows(header, after + 1)
-            if pos < len(header) and header[pos] == '"':
-                match = _QUOTED_STRING_RE.match(header, pos)
-                if match is None:
-                    raise InvalidHeader(name, header, f"invalid quoted string at {pos}")
-                value = _UNQUOTE_RE.sub(r"\1", match.group()[1:-1])
-                # RFC 6455 section 9.1 and RFC 7692 section 7: after unescaping, the
-                # value of a quoted-string must be a token.
-                if not _is_token(value):
-                    raise InvalidHeader(name, header, f"quoted value isn't a token at {pos}")
-                pos = match.end()
-            else:
-                value, pos = _token(header, pos, name)
-        params.append((param_name, value))
-
-
-def parse_extension_header(value: str | Sequence[str]) -> ExtensionHeader:
-    """Parse Sec-WebSocket-Extensions (RFC 6455 section 9.1)::
-
-        Sec-WebSocket-Extensions = extension-list
-        extension-list = 1#extension
-        extension = extension-token *( ";" extension-param )
-        extension-param = token [ "=" (token | quoted-string) ]
-
-    A sequence of values (several header lines) is parsed as their concatenation
-    with ``", "`` (RFC 7230 section 3.2.2). Quoted parameter values are unescaped
-    and must then be tokens. Raises
-    :exc:`~wsharbor.exceptions.InvalidHeader` (400) when malformed.
-    """
-    header = value if isinstance(value, str) else ", ".join(value)
-    return _list(_extension, header, "Sec-WebSocket-Extensions")
-
-
-def serialize_extension_header(
-    extensions: Sequence[tuple[ExtensionName, Sequence[ExtensionParameter]]],
-) -> str:
-    """Build a Sec-WebSocket-Extensions value (RFC 6455 section 9.1).
-
-    Raises :exc:`ValueError` if a name or a value is not a token.
-    """
-    parts = []
-    for name, params in extensions:
-        items = [name]
-        for param_name, param_value in params:
-            items.append(param_name if param_value is None else f"{param_name}={param_value}")
-        for item in items:
-            for token in item.split("=", 1):
-                if not _is_token(token):
-                    raise ValueError(f"not a token in extension {name!r}: {token!r}")
-        parts.append("; ".join(items))
-    return ", ".join(parts)
-
-
-def parse_subprotocol_header(value: str | Sequence[str]) -> list[Subprotocol]:
-    """Parse Sec-WebSocket-Protocol (RFC 6455 section 4.3 and 11.3.4)::
-
-        Sec-WebSocket-Protocol-Client = 1#token
-
-    A sequence of values (several header lines) is parsed as their concatenation.
-    Raises :exc:`~wsharbor.exceptions.InvalidHeader` (400) when malformed.
-    """
-    header = value if isinstance(value, str) else ", ".join(value)
-    return _list(_token, header, "Sec-WebSocket-Protocol")
-
-
-def serialize_subprotocol_header(subprotocols: Sequence[Subprotocol]) -> str:
-    """Build a Sec-WebSocket-Protocol value. Raises :exc:`ValueError` for a non-token."""
-    for subprotocol in subprotocols:
-        if not _is_token(subprotocol):
-            raise ValueError(f"subprotocol is not a token: {subprotocol!r}")
-    return ", ".join(subprotocols)
-
-
-def _tokens(values: list[str]) -> list[str]:
-    """Lowercased comma-separated items of the ``values`` of a header, empty ones ignored."""
-    return [
-        item.strip(" \t").lower()
-        for value in values
-        for item in value.split(",")
-        if item.strip(" \t")
-    ]
-
-
-def _has_token(values: list[str], token: str) -> bool:
-    """Whether the values of a header list ``token`` (lowercase), in any case."""
-    # The usual case first: one field holding only the token.
-    return (len(values) == 1 and values[0].lower() == token) or token in _tokens(values)
-
-
-# ---------------------------------------------------------------------------
 # Server side
 # ---------------------------------------------------------------------------
 
@@ -1161,14 +1004,14 @@ class ServerHandshake:
         upgrade = headers._get_all(_UPGRADE)
         if not upgrade:
             raise InvalidUpgrade("Upgrade")
-        if not _has_token(upgrade, "websocket"):
+        if not has_token(upgrade, "websocket"):
             raise InvalidUpgrade("Upgrade", ", ".join(upgrade), "expected websocket")
 
         # 4.2.1 item 4: a Connection header field that includes the token "Upgrade".
         connection = headers._get_all(_CONNECTION)
         if not connection:
             raise InvalidUpgrade("Connection")
-        if not _has_token(connection, "upgrade"):
+        if not has_token(connection, "upgrade"):
             raise InvalidUpgrade("Connection", ", ".join(connection), "expected Upgrade")
 
         # 4.2.1 item 5: Sec-WebSocket-Key, base64 of 16 bytes.
@@ -1461,7 +1304,7 @@ class ClientHandshake:
         upgrade = headers.get_all("Upgrade")
         if not upgrade:
             raise InvalidUpgrade("Upgrade")
-        if _tokens(upgrade) != ["websocket"]:
+        if lowercase_items(upgrade) != ["websocket"]:
             raise InvalidUpgrade("Upgrade", ", ".join(upgrade), "expected websocket")
 
         # "... |Connection| header field doesn't contain a token that is an ASCII
@@ -1469,7 +1312,7 @@ class ClientHandshake:
         connection = headers.get_all("Connection")
         if not connection:
             raise InvalidUpgrade("Connection")
-        if not _has_token(connection, "upgrade"):
+        if not has_token(connection, "upgrade"):
             raise InvalidUpgrade("Connection", ", ".join(connection), "expected Upgrade")
 
         accepts = headers.get_all("Sec-WebSocket-Accept")
