@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     from .asyncio.connection import Connection, broadcast
     from .asyncio.runner import ServerThread, run, serve_in_thread
     from .asyncio.server import Server, ServerConnection, serve, unix_serve
+    from .protocol.datastructures import Headers
     from .protocol.deflate import DeflateSettings
     from .protocol.frames import CloseCode
-    from .protocol.handshake import Headers, Request, Response
+    from .protocol.handshake import Request, Response
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -59,7 +60,7 @@ _LAZY = {
     "unix_serve": ".asyncio.server",
     "DeflateSettings": ".protocol.deflate",
     "CloseCode": ".protocol.frames",
-    "Headers": ".protocol.handshake",
+    "Headers": ".protocol.datastructures",
     "Request": ".protocol.handshake",
     "Response": ".protocol.handshake",
 }

@@ -27,13 +27,12 @@ from wsharbor.exceptions import (
     InvalidVersion,
     NegotiationError,
 )
+from wsharbor.protocol.datastructures import Headers, MultipleValuesError
 from wsharbor.protocol.frames import Frame
 from wsharbor.protocol.handshake import (
     DEFAULT,
     Accepted,
     ClientHandshake,
-    Headers,
-    MultipleValuesError,
     Request,
     RequestParser,
     Response,

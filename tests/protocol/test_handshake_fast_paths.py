@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from wsharbor.exceptions import HeadersTooLarge, InvalidHandshake, NegotiationError
+from wsharbor.protocol.datastructures import Headers, MultipleValuesError
 from wsharbor.protocol.handshake import (
-    Headers,
-    MultipleValuesError,
     Request,
     RequestParser,
     Response,

@@ -46,9 +46,10 @@ from typing import Any, cast
 from ..asyncio.connection import Connection, ConnectionOptions
 from ..asyncio.server import Server, ServerConnection
 from ..exceptions import ConfigError, ConnectionClosed
+from ..protocol.datastructures import Headers
 from ..protocol.deflate import SERVER_DEFAULTS, enable_server_deflate
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import Headers, Request, Response, ServerHandshake, error_response
+from ..protocol.handshake import Request, Response, ServerHandshake, error_response
 from . import sdnotify
 from .config import Config
 from .importer import App, load_app

@@ -14,11 +14,10 @@ from typing import Any
 from .. import defaults
 from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from ..protocol.connection import Side, WebSocketProtocol
+from ..protocol.datastructures import Headers, HeadersLike
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
 from ..protocol.handshake import (
     ClientHandshake,
-    Headers,
-    HeadersLike,
     ResponseParser,
     parse_uri,
 )

@@ -24,10 +24,10 @@ from typing import Any, TypeAlias
 from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..protocol.connection import Side, State, WebSocketProtocol
+from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
-    Headers,
     Request,
     RequestParser,
     Response,
