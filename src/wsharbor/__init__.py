@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .protocol.datastructures import Headers
     from .protocol.deflate import DeflateSettings
     from .protocol.frames import CloseCode
-    from .protocol.handshake import Request, Response
+    from .protocol.http11 import Request, Response
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -61,8 +61,8 @@ _LAZY = {
     "DeflateSettings": ".protocol.deflate",
     "CloseCode": ".protocol.frames",
     "Headers": ".protocol.datastructures",
-    "Request": ".protocol.handshake",
-    "Response": ".protocol.handshake",
+    "Request": ".protocol.http11",
+    "Response": ".protocol.http11",
 }
 
 

@@ -33,10 +33,6 @@ from wsharbor.protocol.handshake import (
     DEFAULT,
     Accepted,
     ClientHandshake,
-    Request,
-    RequestParser,
-    Response,
-    ResponseParser,
     ServerHandshake,
     WebSocketURI,
     accept_key,
@@ -47,6 +43,7 @@ from wsharbor.protocol.handshake import (
     serialize_extension_header,
     serialize_subprotocol_header,
 )
+from wsharbor.protocol.http11 import Request, RequestParser, Response, ResponseParser
 from wsharbor.typing import ExtensionParameter
 
 # RFC 6455 section 1.3 and 4.2.2.

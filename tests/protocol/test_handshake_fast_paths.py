@@ -20,13 +20,10 @@ import pytest
 from wsharbor.exceptions import HeadersTooLarge, InvalidHandshake, NegotiationError
 from wsharbor.protocol.datastructures import Headers, MultipleValuesError
 from wsharbor.protocol.handshake import (
-    Request,
-    RequestParser,
-    Response,
-    ResponseParser,
     ServerHandshake,
     accept_key,
 )
+from wsharbor.protocol.http11 import Request, RequestParser, Response, ResponseParser
 
 RFC_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

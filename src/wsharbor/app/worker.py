@@ -49,7 +49,8 @@ from ..exceptions import ConfigError, ConnectionClosed
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import SERVER_DEFAULTS, enable_server_deflate
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import Request, Response, ServerHandshake, error_response
+from ..protocol.handshake import ServerHandshake, error_response
+from ..protocol.http11 import Request, Response
 from . import sdnotify
 from .config import Config
 from .importer import App, load_app

@@ -27,13 +27,8 @@ from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import (
-    Request,
-    RequestParser,
-    Response,
-    ServerHandshake,
-    error_response,
-)
+from ..protocol.handshake import ServerHandshake, error_response
+from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
 
