@@ -34,16 +34,15 @@ from wsharbor.protocol.handshake import (
     Accepted,
     ClientHandshake,
     ServerHandshake,
-    WebSocketURI,
     accept_key,
     error_response,
     parse_extension_header,
     parse_subprotocol_header,
-    parse_uri,
     serialize_extension_header,
     serialize_subprotocol_header,
 )
 from wsharbor.protocol.http11 import Request, RequestParser, Response, ResponseParser
+from wsharbor.protocol.uri import WebSocketURI, parse_uri
 from wsharbor.typing import ExtensionParameter
 
 # RFC 6455 section 1.3 and 4.2.2.

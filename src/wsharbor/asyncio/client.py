@@ -16,8 +16,9 @@ from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, Invali
 from ..protocol.connection import Side, WebSocketProtocol
 from ..protocol.datastructures import Headers, HeadersLike
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
-from ..protocol.handshake import ClientHandshake, parse_uri
+from ..protocol.handshake import ClientHandshake
 from ..protocol.http11 import ResponseParser
+from ..protocol.uri import parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
 

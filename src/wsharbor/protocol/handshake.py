@@ -66,7 +66,6 @@ import enum
 import hashlib
 import os
 import sys
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -78,7 +77,6 @@ from ..exceptions import (
     InvalidOrigin,
     InvalidStatus,
     InvalidUpgrade,
-    InvalidURI,
     InvalidVersion,
     NegotiationError,
 )
@@ -94,6 +92,7 @@ from .headers import (
     serialize_subprotocol_header,
 )
 from .http11 import Request, Response
+from .uri import WebSocketURI, parse_uri
 
 __all__ = [
     "DEFAULT",
@@ -101,10 +100,8 @@ __all__ = [
     "Accepted",
     "ClientHandshake",
     "ServerHandshake",
-    "WebSocketURI",
     "accept_key",
     "error_response",
-    "parse_uri",
 ]
 
 #: The GUID of RFC 6455 section 1.3, appended to Sec-WebSocket-Key.
@@ -387,79 +384,6 @@ class ServerHandshake:
 # ---------------------------------------------------------------------------
 # Client side
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketURI:
-    """A parsed ws:// or wss:// URI (RFC 6455 section 3)."""
-
-    secure: bool
-    host: str
-    port: int
-    path: str
-    user_info: tuple[str, str] | None = None
-
-    @property
-    def host_header(self) -> str:
-        """Value of the Host header: IPv6 literals bracketed, port if not the default."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == (443 if self.secure else 80):
-            return host
-        return f"{host}:{self.port}"
-
-
-# RFC 3986 section 2: reserved and unreserved characters stay as they are, and so
-# does "%" (percent-encoding is kept raw); anything else is percent-encoded.
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-_QUERY_SAFE = _PATH_SAFE + "?"
-
-
-def parse_uri(uri: str) -> WebSocketURI:
-    """Parse a WebSocket URI (RFC 6455 section 3)::
-
-        ws-URI = "ws:" "//" host [ ":" port ] path [ "?" query ]
-        wss-URI = "wss:" "//" host [ ":" port ] path [ "?" query ]
-
-    Raises :exc:`~wsharbor.exceptions.InvalidURI` for another scheme, a fragment,
-    a missing host or an invalid port.
-    """
-    try:
-        parsed = urllib.parse.urlsplit(uri)
-    except ValueError as exc:
-        raise InvalidURI(uri, str(exc)) from None
-    if parsed.scheme not in ("ws", "wss"):
-        raise InvalidURI(uri, "scheme isn't ws or wss")
-    # "Fragment identifiers are meaningless in the context of WebSocket URIs and
-    # MUST NOT be used on these URIs."
-    if "#" in uri:
-        raise InvalidURI(uri, "fragment identifiers aren't allowed")
-    if not parsed.hostname:
-        raise InvalidURI(uri, "hostname isn't provided")
-    secure = parsed.scheme == "wss"
-    try:
-        port = parsed.port
-    except ValueError:
-        raise InvalidURI(uri, "invalid port") from None
-    if port is None:
-        port = 443 if secure else 80
-    host = parsed.hostname
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise InvalidURI(uri, "invalid internationalized hostname") from None
-    path = urllib.parse.quote(parsed.path or "/", safe=_PATH_SAFE)
-    if parsed.query:
-        path += "?" + urllib.parse.quote(parsed.query, safe=_QUERY_SAFE)
-    user_info = None
-    if parsed.username is not None:
-        if parsed.password is None:
-            raise InvalidURI(uri, "username provided without password")
-        user_info = (
-            urllib.parse.unquote(parsed.username),
-            urllib.parse.unquote(parsed.password),
-        )
-    return WebSocketURI(secure, host, port, path, user_info)
 
 
 class ClientHandshake:
