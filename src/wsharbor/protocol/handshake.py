@@ -1,6 +1,7 @@
-"""The opening handshake of RFC 6455 section 4: HTTP/1.1 upgrade request and response.
+"""The opening handshake of RFC 6455 section 4: the rules of both sides.
 
-Sans-I/O: bytes in, objects out. Nothing here reads or writes a socket.
+Sans-I/O: a parsed request or response in, a response or a verdict out. Nothing here
+reads or writes a socket, and nothing here parses HTTP (that is :mod:`.http11`).
 
 Theory of operation
 -------------------
@@ -26,36 +27,31 @@ Client side::
     response = parser.feed(data)                 # None until complete
     accepted = handshake.process_response(response)   # RFC 6455 section 4.1 and 4.2.2
 
-HTTP parsing
-------------
+Each side checks the rules of RFC 6455 section 4.1 (client) or 4.2.1 (server) in
+the order the RFC lists them (but for the server's extensions, item 9, negotiated
+before the subprotocol, item 8) and raises the
+:exc:`~wsharbor.exceptions.InvalidHandshake` child of the first rule broken. That
+exception carries the HTTP status of the answer, which :meth:`ServerHandshake.reject`
+and :func:`error_response` build: one line of plain text saying why.
 
-The HTTP/1.1 grammar (RFC 7230 section 3) is checked by **httptools**, the Python
-binding of llhttp, the parser of Node.js. It was chosen for speed: in a reconnect
-storm (every client of a restarted worker reconnecting within seconds) parsing
-handshakes is the hot path, and llhttp parses a header block in C without creating
-a Python object per byte or per line.
+The server side is the hot path of a reconnect storm, so :meth:`ServerHandshake.accept`
+reads the request's fields by interned lowercase names (``Headers._get_all``),
+recognizes the usual single-token ``Upgrade`` and ``Connection`` values before
+splitting lists (:func:`.headers.has_token`), decodes the key with
+``binascii`` directly, and builds the 101 response from fields it knows valid
+without checking them again (``Headers._trusted``).
 
-httptools buffers header names and values internally, so it cannot by itself stop
-a peer streaming an endless header. The parsers here therefore split the input into
-lines first (``bytes.find``, in C too) and enforce every size limit on raw bytes as
-they arrive, before llhttp sees them; llhttp only ever receives complete lines. The
-same split finds the end of the header block, so the bytes after it (WebSocket
-frames sent right behind the request, or behind the 101 response) are kept in
-``leftover`` and never lost. Feeding input whole or one byte at a time gives the
-same result and the same error, except for a request that breaks both a size limit
-and the HTTP grammar: which of the two is reported depends on where the input was
-cut (whole, every line is measured before llhttp parses any; byte by byte, llhttp
-parses each line as it completes).
+Where the rest lives
+--------------------
 
-The usual case, a whole header block in the first bytes received, takes a shorter
-way: a few ``bytes.count`` and ``bytes.find`` calls tell whether every line is within
-its limit (and no bare LF ends one), and llhttp gets the block at once. When any
-check fails the line by line path runs instead and raises the exact error.
-
-Limits answer 431 (:class:`~wsharbor.exceptions.HeadersTooLarge`), including an
-over-long *request line*: 414 URI Too Long would describe the request-target only,
-while the limit bounds the whole line (method, target and version), and the error
-tree maps every size limit of the header block to one exception and one status.
+- :mod:`.http11`: :class:`~.http11.Request`, :class:`~.http11.Response` and their
+  parsers, :class:`~.http11.RequestParser` and :class:`~.http11.ResponseParser`
+  (HTTP/1.1 on httptools, the size limits, ``leftover``);
+- :mod:`.datastructures`: :class:`~.datastructures.Headers`;
+- :mod:`.headers`: the grammar of header values (Sec-WebSocket-Extensions,
+  Sec-WebSocket-Protocol, token lists);
+- :mod:`.uri`: ``ws://`` and ``wss://`` URIs;
+- :mod:`.extensions` and :mod:`.deflate`: what an extension negotiates.
 """
 
 from __future__ import annotations
