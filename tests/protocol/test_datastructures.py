@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wsharbor.exceptions import (
     InvalidHandshake,
 )
-from wsharbor.protocol.datastructures import Headers, MultipleValuesError
+from wsharbor.protocol.datastructures import Headers, MultipleValuesError, check_field
 from wsharbor.protocol.http11 import Request, RequestParser
 
 # ---------------------------------------------------------------------------
@@ -157,6 +157,44 @@ class TestHeadersLookups:
         assert request.headers.get_all("X-ONE") == ["1", "2"]
         assert request.headers["y"] == "3"
         assert request.headers.items() == [("X-One", "1"), ("x-one", "2"), ("Y", "3")]
+
+
+# ---------------------------------------------------------------------------
+# check_field: what headers[name] = value checks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("Server", "edge/1"), ("X", ""), ("X", "é \t~"), ("a-b_c.d!", "v")]
+)
+def test_check_field_accepts(name: str, value: str) -> None:
+    check_field(name, value)
+    headers = Headers()
+    headers[name] = value
+    assert headers.get_all(name) == [value]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("A B", "v", "invalid header name: 'A B'"),
+        ("", "v", "invalid header name: ''"),
+        (1, "v", "invalid header name: 1"),
+        ("X", "a\r\nSet-Cookie: x", "invalid header value for X: 'a\\r\\nSet-Cookie: x'"),
+        ("X", "a\x00", "invalid header value for X: 'a\\x00'"),
+        ("X", b"v", "invalid header value for X: b'v'"),
+        ("X", "\U0001f600", "header value for X is not ISO-8859-1: '\U0001f600'"),
+    ],
+)
+def test_check_field_refuses(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError) as exc_info:
+        check_field(name, value)
+    assert str(exc_info.value) == message
+    headers = Headers()
+    with pytest.raises(ValueError) as same:
+        headers[name] = value
+    assert str(same.value) == message
+    assert headers.items() == []
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wsharbor.exceptions import (
     HeadersTooLarge,
@@ -30,6 +32,10 @@ from wsharbor.exceptions import (
     NegotiationError,
 )
 from wsharbor.protocol.datastructures import Headers
+from wsharbor.protocol.deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
 from wsharbor.protocol.frames import Frame
 from wsharbor.protocol.handshake import (
     DEFAULT,
@@ -991,3 +997,133 @@ def test_accept_key_matches_base64() -> None:
         key = base64.b64encode(os.urandom(16)).decode()
         digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
         assert accept_key(key) == base64.b64encode(digest).decode()
+
+
+# ---------------------------------------------------------------------------
+# Properties: any request or response the parsers let through gets a verdict
+# ---------------------------------------------------------------------------
+
+# Header values that reach deep into the rules, and any text llhttp may accept.
+field_values = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            ",",
+            "websocket",
+            "WebSocket, h2c",
+            "Upgrade",
+            "keep-alive, upgrade",
+            "13",
+            "8, 13",
+            RFC_KEY,
+            RFC_ACCEPT,
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "chat",
+            "chat, superchat",
+            "permessage-deflate",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits=10; client_no_context_takeover",
+            'permessage-deflate; client_max_window_bits="9", x-fake',
+            "x-fake; reject, x-fake",
+            "http://example.com",
+        ]
+    ),
+    st.text(
+        st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+        max_size=30,
+    ),
+)
+field_names = st.sampled_from(
+    [
+        "Host",
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Accept",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Origin",
+    ]
+)
+# Some fields of the RFC's messages replaced, removed or repeated.
+changes = st.dictionaries(field_names, st.lists(field_values, max_size=2), max_size=4)
+
+
+def changed(data: bytes, replace: dict[str, list[str]]) -> bytes:
+    """``data``, an HTTP message, with the fields named in ``replace`` set to its values."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    first, *lines = head.split(b"\r\n")
+    names = {name.lower() for name in replace}
+    kept = [line for line in lines if line.partition(b":")[0].decode().lower() not in names]
+    added = [
+        f"{name}: {value}".encode("latin-1") for name, values in replace.items() for value in values
+    ]
+    return b"\r\n".join([first, *kept, *added]) + b"\r\n\r\n"
+
+
+SERVERS = [
+    ServerHandshake(),
+    ServerHandshake(
+        origins=["http://example.com", None],
+        subprotocols=["superchat", "chat"],
+        extensions=[ServerPerMessageDeflateFactory(), FakeServerFactory()],
+    ),
+    ServerHandshake(select_subprotocol=lambda offered: offered[-1] if offered else None),
+]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(replace=changes, server=st.sampled_from(SERVERS))
+def test_server_accepts_or_rejects_with_a_status(
+    replace: dict[str, list[str]], server: ServerHandshake
+) -> None:
+    try:
+        request = RequestParser().feed(changed(RFC_REQUEST, replace))
+    except InvalidHandshake:
+        return  # refused by the HTTP parser: tested in test_http11.py
+    assert request is not None
+    try:
+        accepted = server.accept(request)
+    except InvalidHandshake as exc:
+        response = server.reject(exc)
+        assert response.status == exc.status
+        assert 400 <= response.status < 600
+        assert response.serialize()
+        return
+    response = accepted.response
+    assert response.status == 101
+    assert response.headers["Sec-WebSocket-Accept"] == accept_key(
+        request.headers["Sec-WebSocket-Key"]
+    )
+    # The 101 response the server sends parses back the same.
+    parser = ResponseParser()
+    assert parser.feed(response.serialize() + FRAME) == response
+    assert parser.leftover == FRAME
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(replace=changes, status=st.sampled_from([b"101 Switching Protocols", b"403 Forbidden"]))
+def test_client_accepts_or_fails_with_a_reason(
+    replace: dict[str, list[str]], status: bytes
+) -> None:
+    client = ClientHandshake(
+        host="server.example.com",
+        subprotocols=["chat"],
+        extensions=[ClientPerMessageDeflateFactory(), FakeClientFactory()],
+    )
+    data = RFC_RESPONSE.replace(RFC_ACCEPT.encode(), accept_key(client.key).encode())
+    data = data.replace(b"101 Switching Protocols", status)
+    try:
+        response = ResponseParser().feed(changed(data, replace))
+    except InvalidHandshake:
+        return
+    assert response is not None
+    try:
+        accepted = client.process_response(response)
+    except InvalidHandshake as exc:
+        assert str(exc)
+        return
+    assert response.status == 101
+    assert accepted.subprotocol in (None, "chat")

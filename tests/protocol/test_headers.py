@@ -12,6 +12,9 @@ from wsharbor.exceptions import (
     InvalidHeader,
 )
 from wsharbor.protocol.headers import (
+    has_token,
+    is_token,
+    lowercase_items,
     parse_extension_header,
     parse_subprotocol_header,
     serialize_extension_header,
@@ -128,6 +131,64 @@ class TestSubprotocolHeader:
 
 
 # ---------------------------------------------------------------------------
+# Tokens and token lists (Upgrade, Connection)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("websocket", True),
+        ("permessage-deflate", True),
+        ("!#$%&'*+-.^_`|~09aZ", True),
+        ("", False),
+        ("a b", False),
+        ("a,b", False),
+        ("a/b", False),
+        ('"a"', False),
+        ("é", False),
+        ("a\n", False),
+    ],
+)
+def test_is_token(value: str, expected: bool) -> None:
+    assert is_token(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("values", "items"),
+    [
+        ([], []),
+        ([""], []),
+        (["WebSocket"], ["websocket"]),
+        (["keep-alive, Upgrade"], ["keep-alive", "upgrade"]),
+        ([" , a ,, \tB\t,"], ["a", "b"]),
+        (["h2c", "WebSocket"], ["h2c", "websocket"]),
+        (["not a token, x/y"], ["not a token", "x/y"]),
+    ],
+)
+def test_lowercase_items(values: list[str], items: list[str]) -> None:
+    assert lowercase_items(values) == items
+
+
+@pytest.mark.parametrize(
+    ("values", "token", "expected"),
+    [
+        (["Upgrade"], "upgrade", True),
+        (["UPGRADE"], "upgrade", True),
+        (["keep-alive, Upgrade"], "upgrade", True),
+        (["keep-alive", "upgrade"], "upgrade", True),
+        (["keep-alive"], "upgrade", False),
+        (["upgrades"], "upgrade", False),
+        (["up grade"], "upgrade", False),
+        ([], "upgrade", False),
+        ([""], "upgrade", False),
+    ],
+)
+def test_has_token(values: list[str], token: str, expected: bool) -> None:
+    assert has_token(values, token) is expected
+
+
+# ---------------------------------------------------------------------------
 # Properties
 # ---------------------------------------------------------------------------
 
@@ -154,3 +215,13 @@ def test_extension_header_parser_only_invalid_header(value: str) -> None:
         parse_subprotocol_header(value)
     except InvalidHeader:
         pass
+
+
+@given(values=st.lists(st.text(alphabet="aUpgrde-, \t;=x", max_size=20), max_size=3))
+def test_has_token_agrees_with_the_list(values: list[str]) -> None:
+    # The shortcut for one field holding only the token answers as the general path.
+    for token in ("upgrade", "websocket", "x"):
+        assert has_token(values, token) is (token in lowercase_items(values))
+    for item in lowercase_items(values):
+        assert item and item == item.strip(" \t").lower()
+        assert "," not in item

@@ -82,6 +82,16 @@ class TestMessages:
             ("Retry-After", "1"),
         ]
 
+    def test_response_status_code_alias(self) -> None:
+        # websockets names the fields status_code and reason_phrase.
+        response = Response(404, "Not Found", Headers())
+        assert response.status_code == response.status == 404
+        assert response.reason_phrase == "Not Found"
+        with pytest.raises(AttributeError):
+            response.status_code = 200  # type: ignore[misc]
+        response.status = 200
+        assert response.status_code == 200
+
     def test_response_text_overrides(self) -> None:
         response = Response.text(
             599,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsharbor.exceptions import (
     InvalidURI,
@@ -77,3 +79,42 @@ class TestParseURI:
         with pytest.raises(InvalidURI) as exc_info:
             parse_uri(uri)
         assert exc_info.value.uri == uri
+
+
+# ---------------------------------------------------------------------------
+# Properties
+# ---------------------------------------------------------------------------
+
+# Text that looks like a WebSocket URI often enough to go past the scheme.
+uri_like = st.one_of(
+    st.text(max_size=40),
+    st.builds(
+        "".join,
+        st.lists(
+            st.one_of(
+                st.sampled_from(
+                    ["ws://", "wss://", "WS://", "http://", "[::1]", ":", "@", "/", "?", "#"]
+                ),
+                st.sampled_from(["%", "%41", "80", "99999", "bücher", "a", ".", "[", "]", " "]),
+                st.text(max_size=4),
+            ),
+            max_size=10,
+        ),
+    ),
+)
+
+
+@given(uri=uri_like)
+def test_parse_uri_only_invalid_uri(uri: str) -> None:
+    try:
+        parsed = parse_uri(uri)
+    except InvalidURI as exc:
+        assert exc.uri == uri
+        return
+    assert 0 <= parsed.port <= 65535
+    assert parsed.path.startswith("/")
+    assert parsed.path.isascii()
+    # What the client sends (Host header and resource name) parses back the same.
+    scheme = "wss" if parsed.secure else "ws"
+    again = parse_uri(f"{scheme}://{parsed.host_header}{parsed.path}")
+    assert again == WebSocketURI(parsed.secure, parsed.host, parsed.port, parsed.path)
