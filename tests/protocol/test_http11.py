@@ -203,7 +203,7 @@ class TestRequestParser:
             b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",  # NUL in a value
             b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",  # control character
             b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",  # non-ASCII target
-            b"\r\nGET / HTTP/1.1\r\n\r\n",  # empty first line
+            b"\r\r\nGET / HTTP/1.1\r\n\r\n",  # CR CR LF: not an empty line
             b"GET / HTTP/1.1\r\nHost: a\r\n\n",  # bare LF ends the headers
             b"G\x00T / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",  # body
@@ -572,7 +572,9 @@ ODD: dict[str, bytes] = {
     "CR inside a value": upgrade({b"X": [b"a\rb"]}),
     "CR CR LF": upgrade()[:-4] + b"\r\r\n\r\n",
     "empty first line": b"\r\n" + upgrade(),
-    "empty block": b"\r\n\r\n",
+    "empty lines, one a bare LF": b"\r\n\n" + upgrade(),
+    "CR CR LF first": b"\r\r\n" + upgrade(),
+    "empty lines then an empty block": b"\r\n\r\n" + b"GET / HTTP/1.1\r\n\r\n",
     "obs-fold": upgrade({b"X": [b"a\r\n b"]}),
     "no colon": upgrade().replace(b"Host: ", b"Host "),
     "NUL": upgrade({b"X": [b"a\x00b"]}),
@@ -614,6 +616,101 @@ def test_response_same_both_ways(data: bytes) -> None:
     outcome, fast = both_ways(functools.partial(ResponseParser, max_body_size=16), data)
     if outcome[0] == "response":
         assert fast
+
+
+# ---------------------------------------------------------------------------
+# Empty lines before the request line (RFC 9112 section 2.2)
+# ---------------------------------------------------------------------------
+
+
+class TestEmptyLinesBeforeRequestLine:
+    @pytest.mark.parametrize("prefix", [b"\r\n", b"\n", b"\r\n\r\n", b"\n\r\n\n"])
+    def test_ignored(self, prefix: bytes) -> None:
+        # Whole, byte by byte and with the frames after it: the request without them.
+        expected, _ = both_ways(RequestParser, upgrade(tail=FRAME))
+        assert expected[0] == "request"
+        assert expected[-1] == FRAME
+        outcome, _ = both_ways(RequestParser, prefix + upgrade(tail=FRAME))
+        assert outcome == expected
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_ignored_fed_in_pieces(self, mode: str) -> None:
+        parser = RequestParser()
+        request = feed(parser, b"\r\n" + RFC_REQUEST + FRAME, mode)
+        assert request == RequestParser().feed(RFC_REQUEST)
+        assert parser.leftover == FRAME
+
+    def test_only_empty_lines_is_incomplete(self) -> None:
+        outcome, _ = both_ways(RequestParser, b"\r\n\n\r\n")
+        assert outcome == ("incomplete",)
+        parser = RequestParser()
+        assert parser.feed(b"\r\n\r") is None
+        assert parser.feed(b"\n\r\nGE") is None
+        request = parser.feed(RFC_REQUEST[2:])
+        assert request == RequestParser().feed(RFC_REQUEST)
+
+    @pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+    def test_bound_is_max_request_line_bytes(self, line_end: bytes) -> None:
+        request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        factory = functools.partial(RequestParser, max_request_line=100)
+        count = 100 // len(line_end)
+        at, _ = both_ways(factory, line_end * count + request)
+        assert at[0] == "request"
+        over, _ = both_ways(factory, line_end * (count + 1) + request)
+        assert over == (
+            "error",
+            InvalidMessage,
+            400,
+            "malformed HTTP request: over 100 bytes of empty lines before the request line",
+        )
+
+    def test_default_bound(self) -> None:
+        assert RequestParser().feed(b"\r\n" * 4096 + RFC_REQUEST) is not None
+        with pytest.raises(InvalidMessage):
+            RequestParser().feed(b"\r\n" * 4097 + RFC_REQUEST)
+
+    @pytest.mark.parametrize("chunks", [[b"\r\n" * 256], [b"\n" * 256], [b"\r", b"\n"], [b"\n"]])
+    def test_endless_empty_lines_refused(self, chunks: list[bytes]) -> None:
+        parser = RequestParser()
+        fed = 0
+        with pytest.raises(InvalidMessage) as exc_info:
+            while True:
+                for chunk in chunks:
+                    parser.feed(chunk)
+                    # Nothing kept but a CR that may begin the next CRLF.
+                    assert len(parser._pending) <= 1
+                    fed += len(chunk)
+                assert fed <= 8192 + 512
+        assert exc_info.value.status == 400
+        assert str(exc_info.value) == (
+            "malformed HTTP request: over 8192 bytes of empty lines before the request line"
+        )
+        with pytest.raises(InvalidMessage):
+            parser.feed(RFC_REQUEST)
+
+    def test_endless_cr_refused(self) -> None:
+        # A bare CR ends no line: an endless one is an endless request line.
+        parser = RequestParser()
+        with pytest.raises(HeadersTooLarge) as exc_info:
+            for _ in range(9000):
+                parser.feed(b"\r")
+        assert str(exc_info.value) == "request line too long: over 8192 bytes"
+
+    @pytest.mark.parametrize("data", [b"\r\r\n" + RFC_REQUEST, b"\r\n\rGET / HTTP/1.1\r\n\r\n"])
+    def test_cr_before_request_line_400(self, data: bytes) -> None:
+        outcome, _ = both_ways(RequestParser, data)
+        assert outcome == (
+            "error",
+            InvalidMessage,
+            400,
+            "malformed HTTP request: CR at the start of the request line",
+        )
+
+    @pytest.mark.parametrize("prefix", [b"\r\n", b"\n"])
+    def test_not_before_a_status_line(self, prefix: bytes) -> None:
+        outcome, _ = both_ways(ResponseParser, prefix + RFC_RESPONSE)
+        message = "malformed HTTP response: empty first line"
+        assert outcome == ("error", InvalidMessage, 400, message)
 
 
 # ---------------------------------------------------------------------------
@@ -742,6 +839,25 @@ def test_after_valid_first_line_only_documented_errors(prefix: bytes, rest: byte
 @given(cuts=splits, trailing=st.binary(max_size=50))
 def test_request_split_invariance(cuts: list[int], trailing: bytes) -> None:
     data = RFC_REQUEST + trailing
+    parser = RequestParser()
+    result = None
+    received = b""
+    for chunk in chunked(data, cuts):
+        if result is None:
+            result = parser.feed(chunk)
+        else:
+            received += chunk
+    assert result == RequestParser().feed(RFC_REQUEST)
+    assert parser.leftover + received == trailing
+
+
+@given(
+    empty=st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=1, max_size=5).map(b"".join),
+    cuts=splits,
+    trailing=st.binary(max_size=50),
+)
+def test_empty_lines_split_invariance(empty: bytes, cuts: list[int], trailing: bytes) -> None:
+    data = empty + RFC_REQUEST + trailing
     parser = RequestParser()
     result = None
     received = b""

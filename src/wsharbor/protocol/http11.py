@@ -41,6 +41,9 @@ line path also calls for each line and for the incomplete line being received. W
 the block breaks a limit the line by line path runs instead and raises the exact
 error, at the first line that breaks it.
 
+A request may start with empty lines (RFC 9112 section 2.2): the line by line path
+drops them before llhttp sees anything, within ``max_request_line`` bytes in all.
+
 Limits answer 431 (:class:`~wsharbor.exceptions.HeadersTooLarge`), including an
 over-long *request line*: 414 URI Too Long would describe the request-target only,
 while the limit bounds the whole line (method, target and version), and the error
@@ -243,6 +246,8 @@ class _HTTPParser(Generic[_M]):
 
     _kind = "message"
     _first_line = "first line"
+    #: Whether empty lines before the first line are ignored (RFC 9112 section 2.2).
+    _skips_empty_lines = False
 
     def __init__(
         self,
@@ -264,6 +269,7 @@ class _HTTPParser(Generic[_M]):
         self._searched = 0  # bytes of _pending known to hold no LF
         self._lines = 0  # complete lines, including the first line
         self._headers_size = 0  # bytes of complete header lines, CRLF included
+        self._skipped = 0  # bytes of empty lines ignored before the first line
         self._in_body = False
         self._done = False
         self._error: InvalidHandshake | None = None
@@ -285,7 +291,8 @@ class _HTTPParser(Generic[_M]):
 
     # Hooks.
 
-    def _check_first_line(self, line: bytes) -> None:
+    def _version(self, line: bytes) -> bytes:
+        """The HTTP-version field of the first line ``line``."""
         raise NotImplementedError
 
     def _on_headers_complete(self, rest: bytes) -> bool:
@@ -356,6 +363,7 @@ class _HTTPParser(Generic[_M]):
         buf = self._pending
         buf += data
         start = 0  # start of the current line in buf
+        skipped = 0  # end of the empty lines ignored before the first line, in buf
         search = self._searched
         end = -1  # end of the header block in buf
         while True:
@@ -365,14 +373,18 @@ class _HTTPParser(Generic[_M]):
             length = nl - start
             if length > 0 and buf[nl - 1] == 0x0D:
                 length -= 1
+            if length == 0 and not self._lines and self._skips_empty_lines:
+                self._skip_empty_line(nl + 1 - start)
+                start = search = skipped = nl + 1
+                continue
             self._check_line(buf, start, length, nl + 1 - start)
             start = search = nl + 1
             if length == 0:
                 end = start
                 break
         self._searched = len(buf) - start if end == -1 else 0
-        if start:
-            self._parse(bytes(buf[:start]))
+        if start > skipped:
+            self._parse(bytes(buf[skipped:start]))
         if end == -1:
             del buf[:start]
             self._check_partial_line(len(buf))
@@ -400,6 +412,32 @@ class _HTTPParser(Generic[_M]):
         self._headers_size += size
         if error := self._limit_broken(0, self._lines - 1, length, self._headers_size):
             raise error
+
+    def _skip_empty_line(self, size: int) -> None:
+        """Ignore an empty line of ``size`` bytes (CRLF or LF) before the first line.
+
+        RFC 9112 section 2.2: "a server that is expecting to receive and parse a
+        request-line SHOULD ignore at least one empty line (CRLF) received prior to
+        the request-line." As many are ignored as fit in ``max_request_line`` bytes
+        in all (4096 CRLF by default), so that a peer cannot keep the parser reading
+        empty lines forever; past that the request is malformed (400).
+        """
+        self._skipped += size
+        if self._skipped > self.max_request_line:
+            raise InvalidMessage(
+                f"malformed HTTP {self._kind}: over {self.max_request_line} bytes of "
+                f"empty lines before the {self._first_line}"
+            )
+
+    def _check_first_line(self, line: bytes) -> None:
+        """Check the first line, not empty, before llhttp parses it."""
+        # RFC 9112 section 2.2: a bare CR ends no line. llhttp would skip a CR here
+        # and take the next line for the first one, which was measured as a header.
+        if line[0] == 0x0D:
+            raise InvalidMessage(
+                f"malformed HTTP {self._kind}: CR at the start of the {self._first_line}"
+            )
+        self._check_version(self._version(line))
 
     def _check_partial_line(self, length: int) -> None:
         """Check the incomplete line being received, ``length`` bytes so far."""
@@ -492,19 +530,26 @@ class RequestParser(_HTTPParser[Request]):
     Any method and target parse (``GET /healthz`` without Upgrade is a valid request):
     :meth:`ServerHandshake.accept` validates the WebSocket upgrade separately.
 
+    Empty lines (CRLF, or a bare LF as llhttp also accepts there) before the request
+    line are ignored, as RFC 9112 section 2.2 asks of a server, up to
+    ``max_request_line`` bytes of them; a client may send one after the body of a
+    previous request.
+
     Errors (each raised again by later calls):
 
     - :exc:`~wsharbor.exceptions.HeadersTooLarge` (431): request line, a header line,
       the header count or the header section size over its limit, detected while the
       bytes arrive;
     - :exc:`~wsharbor.exceptions.InvalidHTTPVersion` (505): not HTTP/1.1;
-    - :exc:`~wsharbor.exceptions.InvalidMessage` (400): malformed HTTP, or a request
+    - :exc:`~wsharbor.exceptions.InvalidMessage` (400): malformed HTTP, more empty
+      lines before the request line than ``max_request_line`` bytes, or a request
       body (``Content-Length`` other than 0, or ``Transfer-Encoding``), which has no
       meaning on a handshake.
     """
 
     _kind = "request"
     _first_line = "request line"
+    _skips_empty_lines = True
 
     def __init__(
         self,
@@ -523,9 +568,9 @@ class RequestParser(_HTTPParser[Request]):
         self._request_parser = httptools.HttpRequestParser(self._cb)
         self._parser = self._request_parser
 
-    def _check_first_line(self, line: bytes) -> None:
+    def _version(self, line: bytes) -> bytes:
         # request-line = method SP request-target SP HTTP-version
-        self._check_version(line.rpartition(b" ")[2])
+        return line.rpartition(b" ")[2]
 
     def _on_headers_complete(self, rest: bytes) -> bool:
         self._http_version()
@@ -561,7 +606,8 @@ class ResponseParser(_HTTPParser[Response]):
       response has an empty body). :attr:`leftover` is ``b""``: the connection is
       not reused.
 
-    Errors are those of :class:`RequestParser`.
+    Errors are those of :class:`RequestParser`; an empty line before the status line
+    is malformed (400): RFC 9112 section 2.2 asks servers only to ignore them.
     """
 
     _kind = "response"
@@ -587,9 +633,9 @@ class ResponseParser(_HTTPParser[Response]):
         self._response_parser = httptools.HttpResponseParser(self._cb)
         self._parser = self._response_parser
 
-    def _check_first_line(self, line: bytes) -> None:
+    def _version(self, line: bytes) -> bytes:
         # status-line = HTTP-version SP status-code SP reason-phrase
-        self._check_version(line.partition(b" ")[0])
+        return line.partition(b" ")[0]
 
     def _on_headers_complete(self, rest: bytes) -> bool:
         self._http_version()
