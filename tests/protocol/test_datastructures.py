@@ -159,6 +159,19 @@ class TestHeadersLookups:
         assert request.headers.items() == [("X-One", "1"), ("x-one", "2"), ("Y", "3")]
 
 
+def test_has_any() -> None:
+    headers = Headers([("Host", "a"), ("Content-Length", "0"), ("X", "1")])
+    assert headers.has_any({"content-length", "transfer-encoding"})
+    assert headers.has_any(frozenset({"x"}))
+    assert not headers.has_any({"transfer-encoding", "upgrade"})
+    assert not headers.has_any(set())
+    # Names are given lowercase: no lowercasing on this path.
+    assert not headers.has_any({"Content-Length"})
+    parsed = RequestParser().feed(b"GET / HTTP/1.1\r\nX-ONE: 1\r\n\r\n")
+    assert parsed is not None
+    assert parsed.headers.has_any({"x-one"})
+
+
 # ---------------------------------------------------------------------------
 # check_field: what headers[name] = value checks
 # ---------------------------------------------------------------------------

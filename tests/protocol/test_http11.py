@@ -209,6 +209,8 @@ class TestRequestParser:
             b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",  # body
             b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-LENGTH: 5\r\n\r\nhello",  # any case
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS on a plain port
         ],
     )

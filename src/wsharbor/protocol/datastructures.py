@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 
 from .headers import is_token
 
@@ -144,6 +145,14 @@ class Headers:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._keys
+
+    def has_any(self, names: AbstractSet[str]) -> bool:
+        """Whether a field is named one of ``names``, which must be lowercase.
+
+        One scan of the fields for several names, as a parser checks for the fields
+        that announce a request body.
+        """
+        return not names.isdisjoint(self._keys)
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()

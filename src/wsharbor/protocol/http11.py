@@ -55,7 +55,7 @@ from __future__ import annotations
 import http
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 
 import httptools
 
@@ -219,6 +219,7 @@ class _Callbacks:
 
 
 _PROTOCOL_VERSION_RE = re.compile(rb"[A-Za-z]+/[0-9.]+")
+_BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
 
 def _httptools_error(exc: Exception) -> Literal["upgrade", "error"]:
@@ -291,8 +292,10 @@ class _HTTPParser(Generic[_M]):
 
     # Hooks.
 
-    def _version(self, line: bytes) -> bytes:
-        """The HTTP-version field of the first line ``line``."""
+    def _check_first_line(self, line: bytes) -> None:
+        """Check the first line, neither empty nor starting with CR, before llhttp
+        parses it.
+        """
         raise NotImplementedError
 
     def _on_headers_complete(self, rest: bytes) -> bool:
@@ -333,7 +336,8 @@ class _HTTPParser(Generic[_M]):
 
     def _whole_head(self, data: bytes, end: int) -> bytes | None:
         """The first line of ``data[:end]``, a header block without its final CRLF CRLF,
-        if it is not empty and the block is within every limit, else ``None``.
+        if it is neither empty nor starting with CR and the block is within every limit,
+        else ``None``.
 
         Never raises: for ``None``, :meth:`_feed_lines` finds the error and raises
         it, so that both paths raise the same error.
@@ -344,9 +348,10 @@ class _HTTPParser(Generic[_M]):
         count = data.count(b"\r\n", 0, end)
         if data.count(b"\n", 0, end) != count:
             return None
-        first = data.find(b"\r\n", 0, end) if count else end
-        if first == 0:
+        # Empty lines or a CR before the first line: for the line by line path.
+        if data[0] == 0x0D:
             return None
+        first = data.find(b"\r\n", 0, end) if count else end
         # The header lines, each with the CRLF before it (the size the line by line
         # path counts, each with the CRLF after it).
         size = end - first
@@ -405,6 +410,12 @@ class _HTTPParser(Generic[_M]):
                 raise error
             if length == 0:
                 raise InvalidMessage(f"malformed HTTP {self._kind}: empty first line")
+            # RFC 9112 section 2.2: a bare CR ends no line. llhttp would skip a CR
+            # here and take the next line for the first one, measured as a header.
+            if buf[start] == 0x0D:
+                raise InvalidMessage(
+                    f"malformed HTTP {self._kind}: CR at the start of the {self._first_line}"
+                )
             self._check_first_line(bytes(buf[start : start + length]))
             return
         if length == 0:  # end of the header block
@@ -428,16 +439,6 @@ class _HTTPParser(Generic[_M]):
                 f"malformed HTTP {self._kind}: over {self.max_request_line} bytes of "
                 f"empty lines before the {self._first_line}"
             )
-
-    def _check_first_line(self, line: bytes) -> None:
-        """Check the first line, not empty, before llhttp parses it."""
-        # RFC 9112 section 2.2: a bare CR ends no line. llhttp would skip a CR here
-        # and take the next line for the first one, which was measured as a header.
-        if line[0] == 0x0D:
-            raise InvalidMessage(
-                f"malformed HTTP {self._kind}: CR at the start of the {self._first_line}"
-            )
-        self._check_version(self._version(line))
 
     def _check_partial_line(self, length: int) -> None:
         """Check the incomplete line being received, ``length`` bytes so far."""
@@ -568,9 +569,9 @@ class RequestParser(_HTTPParser[Request]):
         self._request_parser = httptools.HttpRequestParser(self._cb)
         self._parser = self._request_parser
 
-    def _version(self, line: bytes) -> bytes:
+    def _check_first_line(self, line: bytes) -> None:
         # request-line = method SP request-target SP HTTP-version
-        return line.rpartition(b" ")[2]
+        self._check_version(line.rpartition(b" ")[2])
 
     def _on_headers_complete(self, rest: bytes) -> bool:
         self._http_version()
@@ -580,9 +581,11 @@ class RequestParser(_HTTPParser[Request]):
             method = self._request_parser.get_method().decode("ascii")
         except UnicodeDecodeError as exc:  # pragma: no cover - llhttp rejects it first
             raise InvalidMessage("malformed HTTP request: non-ASCII request line") from exc
-        if "Transfer-Encoding" in headers or (
-            "Content-Length" in headers
-            and any(value != "0" for value in headers.get_all("Content-Length"))
+        # RFC 7230 section 3.3: a body is announced by Content-Length or
+        # Transfer-Encoding; none has a meaning on a handshake. One scan for both.
+        if headers.has_any(_BODY_FIELDS) and (
+            "Transfer-Encoding" in headers
+            or any(value != "0" for value in headers.get_all("Content-Length"))
         ):
             raise InvalidMessage("request body not supported")
         self._result = Request(path, headers, method)
@@ -633,9 +636,9 @@ class ResponseParser(_HTTPParser[Response]):
         self._response_parser = httptools.HttpResponseParser(self._cb)
         self._parser = self._response_parser
 
-    def _version(self, line: bytes) -> bytes:
+    def _check_first_line(self, line: bytes) -> None:
         # status-line = HTTP-version SP status-code SP reason-phrase
-        return line.partition(b" ")[0]
+        self._check_version(line.partition(b" ")[0])
 
     def _on_headers_complete(self, rest: bytes) -> bool:
         self._http_version()
