@@ -256,7 +256,14 @@ def test_importing_the_protocol_core_does_not_load_asyncio() -> None:
         """
         import importlib, sys
         import wsharbor.protocol, wsharbor.protocol.connection, wsharbor.protocol.frames
-        for name in ("wsharbor.protocol.handshake", "wsharbor.protocol.deflate"):
+        for name in (
+            "wsharbor.protocol.datastructures",
+            "wsharbor.protocol.headers",
+            "wsharbor.protocol.http11",
+            "wsharbor.protocol.uri",
+            "wsharbor.protocol.handshake",
+            "wsharbor.protocol.deflate",
+        ):
             try:
                 importlib.import_module(name)
             except ImportError:
@@ -401,13 +408,13 @@ def test_checker_type_checking_else_branch_is_runtime() -> None:
     else:
         from .protocol.frames import Frame
     if typing.TYPE_CHECKING:
-        from .protocol.handshake import Response
+        from .protocol.http11 import Response
     """
     imports = _check(source, "wsharbor.exceptions")
     assert [(i.target, i.type_checking) for i in imports] == [
         ("wsharbor.protocol.frames.Close", True),
         ("wsharbor.protocol.frames.Frame", False),
-        ("wsharbor.protocol.handshake.Response", True),
+        ("wsharbor.protocol.http11.Response", True),
     ]
     assert len(layer_violations("wsharbor.exceptions", imports, {})) == 1
 

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     from .asyncio.observer import ConnectionObserver
     from .asyncio.runner import ServerThread, run, serve_in_thread
     from .asyncio.server import Server, ServerConnection, serve, unix_serve
+    from .protocol.datastructures import Headers
     from .protocol.deflate import DeflateSettings
     from .protocol.frames import CloseCode
-    from .protocol.handshake import Headers, Request, Response
+    from .protocol.http11 import Request, Response
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -60,9 +61,9 @@ _LAZY = {
     "unix_serve": ".asyncio.server",
     "DeflateSettings": ".protocol.deflate",
     "CloseCode": ".protocol.frames",
-    "Headers": ".protocol.handshake",
-    "Request": ".protocol.handshake",
-    "Response": ".protocol.handshake",
+    "Headers": ".protocol.datastructures",
+    "Request": ".protocol.http11",
+    "Response": ".protocol.http11",
 }
 
 

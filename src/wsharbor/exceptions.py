@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .protocol.frames import Close
-    from .protocol.handshake import Response
+    from .protocol.http11 import Response
 
 __all__ = [
     "ConfigError",

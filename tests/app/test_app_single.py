@@ -233,7 +233,8 @@ def test_readyz_follows_the_worker_state() -> None:
     from wsharbor.app.config import Config
     from wsharbor.app.importer import App
     from wsharbor.app.worker import AppServer
-    from wsharbor.protocol.handshake import Headers, Request
+    from wsharbor.protocol.datastructures import Headers
+    from wsharbor.protocol.http11 import Request
 
     async def handler(websocket: object) -> None:
         pass

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 import wsharbor
+from wsharbor.protocol.datastructures import Headers
 from wsharbor.protocol.frames import Close, Frame, FrameParser, Opcode, serialize_frame
-from wsharbor.protocol.handshake import ClientHandshake, Headers, Response, ResponseParser
+from wsharbor.protocol.handshake import ClientHandshake
+from wsharbor.protocol.http11 import Response, ResponseParser
 
 #: Deadline for anything that should happen promptly.
 TIMEOUT = 5.0

@@ -32,7 +32,7 @@ import pytest
 import pytest_asyncio
 
 import wsharbor
-from wsharbor.protocol.handshake import parse_extension_header
+from wsharbor.protocol.headers import parse_extension_header
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

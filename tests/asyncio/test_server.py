@@ -384,6 +384,23 @@ async def test_malformed_request_gets_400() -> None:
         assert reply.status == 400
 
 
+async def test_empty_lines_before_the_request_are_ignored() -> None:
+    # RFC 9112 section 2.2; a bounded number of them: an endless stream gets 400.
+    async with wsharbor.serve(echo, HOST, 0) as server:
+        client = await RawClient.open(port_of(server))
+        client.writer.write(b"\r\n\n")
+        await client.handshake()
+        client.send_text("after empty lines")
+        assert await client.recv_message() == "after empty lines"
+        client.send_close()
+        assert (await client.expect_close()).code == 1000
+        await client.close_transport()
+        # 8194 bytes: the error comes with the last of them, none is left unread.
+        reply = await http_exchange(port_of(server), b"\r\n" * 4097)
+        assert reply.status == 400
+        assert b"empty lines before the request line" in reply.body
+
+
 async def test_open_timeout_drops_silent_client() -> None:
     async with wsharbor.serve(echo, HOST, 0, open_timeout=0.3) as server:
         silent = await RawClient.open(port_of(server))

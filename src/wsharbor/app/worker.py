@@ -54,9 +54,11 @@ from ..asyncio.server import (
     serve,
 )
 from ..exceptions import ConfigError, ConnectionClosed
+from ..protocol.datastructures import Headers
 from ..protocol.deflate import SERVER_DEFAULTS
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import DEFAULT, Headers, Request, Response
+from ..protocol.handshake import DEFAULT
+from ..protocol.http11 import Request, Response
 from . import sdnotify
 from .config import Config
 from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD

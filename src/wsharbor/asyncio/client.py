@@ -14,14 +14,11 @@ from typing import Any
 from .. import defaults
 from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from ..protocol.connection import Side, WebSocketProtocol
+from ..protocol.datastructures import Headers, HeadersLike
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
-from ..protocol.handshake import (
-    ClientHandshake,
-    Headers,
-    HeadersLike,
-    ResponseParser,
-    parse_uri,
-)
+from ..protocol.handshake import ClientHandshake
+from ..protocol.http11 import ResponseParser
+from ..protocol.uri import parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
 from .observer import ConnectionObserver

@@ -59,7 +59,7 @@ from ..protocol.connection import (
     WebSocketProtocol,
 )
 from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
-from ..protocol.handshake import Request, Response
+from ..protocol.http11 import Request, Response
 from ..typing import Data, LoggerLike
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver

@@ -59,19 +59,11 @@ from typing import Any, TypeAlias
 from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..protocol.connection import Side, State, WebSocketProtocol
+from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import (
-    DEFAULT,
-    Accepted,
-    Default,
-    Headers,
-    Request,
-    RequestParser,
-    Response,
-    ServerHandshake,
-    error_response,
-)
+from ..protocol.handshake import DEFAULT, Accepted, Default, ServerHandshake, error_response
+from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
 from .eager import start_eagerly

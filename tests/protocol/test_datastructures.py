@@ -1,0 +1,233 @@
+"""Tests of :class:`Headers` (protocol/datastructures.py).
+
+Lookups answer 0 or 1 value through list methods and several through a scan: each
+case is tested. Added fields are checked against header and response injection.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsharbor.exceptions import (
+    InvalidHandshake,
+)
+from wsharbor.protocol.datastructures import Headers, MultipleValuesError, check_field
+from wsharbor.protocol.http11 import Request, RequestParser
+
+# ---------------------------------------------------------------------------
+# Headers
+# ---------------------------------------------------------------------------
+
+
+class TestHeaders:
+    def test_case_insensitive_and_append(self) -> None:
+        headers = Headers([("Host", "a")])
+        headers["X-Foo"] = "1"
+        headers["x-foo"] = "2"
+        assert headers["HOST"] == "a"
+        assert headers.get_all("X-FOO") == ["1", "2"]
+        assert headers.items() == [("Host", "a"), ("X-Foo", "1"), ("x-foo", "2")]
+        assert headers.raw_items() == headers.items()
+        assert list(headers) == ["Host", "X-Foo"]
+        assert len(headers) == 2
+        assert "host" in headers
+        assert "missing" not in headers
+        assert 42 not in headers
+
+    def test_multiple_values(self) -> None:
+        headers = Headers([("A", "1"), ("a", "2")])
+        with pytest.raises(MultipleValuesError) as exc_info:
+            headers["A"]
+        assert isinstance(exc_info.value, KeyError)
+        assert str(exc_info.value) == "several values for header A"
+        with pytest.raises(MultipleValuesError):
+            headers.get("a")
+        assert str(MultipleValuesError()) == ""
+
+    def test_missing(self) -> None:
+        headers = Headers()
+        with pytest.raises(KeyError):
+            headers["A"]
+        assert headers.get("A") is None
+        assert headers.get("A", "d") == "d"
+        assert headers.get_all("A") == []
+        with pytest.raises(KeyError):
+            del headers["A"]
+
+    def test_delete_removes_all(self) -> None:
+        headers = Headers([("A", "1"), ("B", "2"), ("a", "3")])
+        del headers["A"]
+        assert headers.items() == [("B", "2")]
+        assert "a" not in headers
+
+    def test_init_and_update(self) -> None:
+        assert Headers({"A": "1"}).items() == [("A", "1")]
+        assert Headers(A="1").items() == [("A", "1")]
+        headers = Headers([("A", "1")])
+        headers.update(Headers([("B", "2")]), C="3")
+        headers.update({"D": "4"})
+        headers.update(None)
+        assert headers.items() == [("A", "1"), ("B", "2"), ("C", "3"), ("D", "4")]
+        assert Headers(headers) == headers
+
+    def test_copy_is_independent(self) -> None:
+        headers = Headers([("A", "1")])
+        copy = headers.copy()
+        copy["B"] = "2"
+        assert headers.items() == [("A", "1")]
+        assert copy == Headers([("a", "1"), ("b", "2")])
+
+    def test_eq_and_repr(self) -> None:
+        assert Headers([("A", "1")]) == Headers([("a", "1")])
+        assert Headers([("A", "1")]) != Headers([("A", "2")])
+        assert Headers([("A", "1")]) != [("A", "1")]
+        assert repr(Headers([("A", "1")])) == "Headers([('A', '1')])"
+
+    def test_serialize(self) -> None:
+        headers = Headers([("Host", "a"), ("X", "é")])
+        assert headers.serialize() == b"Host: a\r\nX: \xe9\r\n"
+
+    @pytest.mark.parametrize(
+        "value", ["a\r\nSet-Cookie: x", "a\nb", "a\rb", "a\x00b", "emoji \U0001f600"]
+    )
+    def test_value_injection_rejected(self, value: str) -> None:
+        headers = Headers()
+        with pytest.raises(ValueError):
+            headers["X"] = value
+        assert headers.items() == []
+
+    @pytest.mark.parametrize("name", ["", "A B", "A:B", "A\r\nB", "A\x00", "é"])
+    def test_name_injection_rejected(self, name: str) -> None:
+        with pytest.raises(ValueError):
+            Headers([(name, "v")])
+
+    def test_non_str_rejected(self) -> None:
+        with pytest.raises(ValueError):
+            Headers([("A", 1)])  # type: ignore[list-item]
+
+
+# ---------------------------------------------------------------------------
+# Headers lookups: 0, 1 and several values
+# ---------------------------------------------------------------------------
+
+
+class TestHeadersLookups:
+    def headers(self) -> Headers:
+        return Headers([("A", "1"), ("B", "2"), ("a", "3"), ("C", "4"), ("A", "5")])
+
+    def test_absent(self) -> None:
+        headers = self.headers()
+        assert headers.get_all("D") == []
+        assert headers.get("d") is None
+        assert headers.get("d", "x") == "x"
+        assert "D" not in headers
+        with pytest.raises(KeyError) as exc_info:
+            headers["D"]
+        assert not isinstance(exc_info.value, MultipleValuesError)
+        assert exc_info.value.args == ("D",)
+
+    def test_one(self) -> None:
+        headers = self.headers()
+        for name in ("B", "b"):
+            assert headers.get_all(name) == ["2"]
+            assert headers[name] == "2"
+            assert headers.get(name, "x") == "2"
+            assert name in headers
+        assert headers.get_all("c") == ["4"]
+
+    def test_several_in_order(self) -> None:
+        headers = self.headers()
+        assert headers.get_all("a") == ["1", "3", "5"]
+        for lookup in (headers.__getitem__, headers.get):
+            with pytest.raises(MultipleValuesError) as exc_info:
+                lookup("a")
+            assert str(exc_info.value) == "several values for header a"
+
+    def test_empty_value_is_present(self) -> None:
+        headers = Headers([("A", "")])
+        assert headers["a"] == ""
+        assert headers.get("a", "x") == ""
+        assert headers.get_all("A") == [""]
+
+    def test_names_from_the_parser(self) -> None:
+        request = RequestParser().feed(b"GET / HTTP/1.1\r\nX-One: 1\r\nx-one: 2\r\nY: 3\r\n\r\n")
+        assert request is not None
+        assert request.headers.get_all("X-ONE") == ["1", "2"]
+        assert request.headers["y"] == "3"
+        assert request.headers.items() == [("X-One", "1"), ("x-one", "2"), ("Y", "3")]
+
+
+def test_has_any() -> None:
+    headers = Headers([("Host", "a"), ("Content-Length", "0"), ("X", "1")])
+    assert headers.has_any({"content-length", "transfer-encoding"})
+    assert headers.has_any(frozenset({"x"}))
+    assert not headers.has_any({"transfer-encoding", "upgrade"})
+    assert not headers.has_any(set())
+    # Names are given lowercase: no lowercasing on this path.
+    assert not headers.has_any({"Content-Length"})
+    parsed = RequestParser().feed(b"GET / HTTP/1.1\r\nX-ONE: 1\r\n\r\n")
+    assert parsed is not None
+    assert parsed.headers.has_any({"x-one"})
+
+
+# ---------------------------------------------------------------------------
+# check_field: what headers[name] = value checks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("Server", "edge/1"), ("X", ""), ("X", "é \t~"), ("a-b_c.d!", "v")]
+)
+def test_check_field_accepts(name: str, value: str) -> None:
+    check_field(name, value)
+    headers = Headers()
+    headers[name] = value
+    assert headers.get_all(name) == [value]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("A B", "v", "invalid header name: 'A B'"),
+        ("", "v", "invalid header name: ''"),
+        (1, "v", "invalid header name: 1"),
+        ("X", "a\r\nSet-Cookie: x", "invalid header value for X: 'a\\r\\nSet-Cookie: x'"),
+        ("X", "a\x00", "invalid header value for X: 'a\\x00'"),
+        ("X", b"v", "invalid header value for X: b'v'"),
+        ("X", "\U0001f600", "header value for X is not ISO-8859-1: '\U0001f600'"),
+    ],
+)
+def test_check_field_refuses(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError) as exc_info:
+        check_field(name, value)
+    assert str(exc_info.value) == message
+    headers = Headers()
+    with pytest.raises(ValueError) as same:
+        headers[name] = value
+    assert str(same.value) == message
+    assert headers.items() == []
+
+
+# ---------------------------------------------------------------------------
+# Properties
+# ---------------------------------------------------------------------------
+
+tokens = st.text(alphabet="abcxyz-_.!~09", min_size=1, max_size=8)
+
+
+@given(items=st.lists(st.tuples(tokens, st.text(max_size=10)), max_size=6))
+def test_headers_serialize_parse_round_trip(items: list[tuple[str, str]]) -> None:
+    try:
+        headers = Headers(items)
+    except ValueError:
+        return
+    parser = RequestParser()
+    try:
+        request = parser.feed(Request("/", headers).serialize())
+    except InvalidHandshake:
+        return  # for example a control character llhttp refuses
+    assert request is not None
+    # llhttp strips surrounding whitespace from values.
+    assert request.headers.items() == [(n, v.strip(" \t")) for n, v in items]
