@@ -71,7 +71,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Literal, TypeAlias, TypeVar
 
 import httptools
 
@@ -100,6 +100,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "GUID",
+    "DefaultType",
     "Accepted",
     "ClientHandshake",
     "Headers",
@@ -133,6 +134,8 @@ class _Default(enum.Enum):
 
 #: Default value of ``server_header`` and ``user_agent_header``: ``wsharbor/<version>``.
 DEFAULT: Final = _Default.DEFAULT
+#: The type of :data:`DEFAULT`, for annotations: ``str | DefaultType | None``.
+DefaultType: TypeAlias = Literal[_Default.DEFAULT]
 
 
 def _product(value: str | Literal[_Default.DEFAULT] | None) -> str | None:
