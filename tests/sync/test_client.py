@@ -4,6 +4,7 @@ threaded server: messages, options, handshake failures, timeouts, TLS, proxies."
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import socket
@@ -35,10 +36,10 @@ from .conftest import (
     TIMEOUT,
     LoopThread,
     RawServer,
-    watch_log,
     silent_listener,
     sync_server,
     uri_of,
+    watch_log,
     websockets_server,
 )
 
@@ -163,14 +164,13 @@ def test_ping_pong_and_latency(asyncio_server: str) -> None:
 
 
 def test_ping_with_the_same_data_twice_is_refused() -> None:
-    with RawServer() as raw:
-        # The raw server doesn't close TCP: close_timeout ends the closing handshake.
-        with connect(raw.uri, compression=None, close_timeout=0.2) as websocket:
-            raw.accepted.wait(TIMEOUT)
-            pong = websocket.ping(b"same")
-            with pytest.raises(ConcurrencyError):
-                websocket.ping(b"same")
-            assert not pong.is_set()  # the raw server never answers
+    # The raw server doesn't close TCP: close_timeout ends the closing handshake.
+    with RawServer() as raw, connect(raw.uri, compression=None, close_timeout=0.2) as websocket:
+        raw.accepted.wait(TIMEOUT)
+        pong = websocket.ping(b"same")
+        with pytest.raises(ConcurrencyError):
+            websocket.ping(b"same")
+        assert not pong.is_set()  # the raw server never answers
 
 
 def test_keepalive_fails_the_connection_without_pongs() -> None:
@@ -187,12 +187,14 @@ def test_keepalive_fails_the_connection_without_pongs() -> None:
 
 
 def test_keepalive_pings_are_answered(asyncio_server: str) -> None:
-    with watch_log("wsharbor.client", "received keepalive pong") as pong_received:
-        with connect(asyncio_server, ping_interval=0.05, ping_timeout=TIMEOUT) as websocket:
-            assert pong_received.wait(TIMEOUT)
-            assert websocket.latency > 0
-            websocket.send("alive")
-            assert websocket.recv(timeout=TIMEOUT) == "alive"
+    with (
+        watch_log("wsharbor.client", "received keepalive pong") as pong_received,
+        connect(asyncio_server, ping_interval=0.05, ping_timeout=TIMEOUT) as websocket,
+    ):
+        assert pong_received.wait(TIMEOUT)
+        assert websocket.latency > 0
+        websocket.send("alive")
+        assert websocket.recv(timeout=TIMEOUT) == "alive"
 
 
 def test_close_code_and_reason_reach_the_server() -> None:
@@ -233,9 +235,8 @@ def test_context_manager_closes_with_1011_on_exception() -> None:
         except wsharbor.ConnectionClosed as exc:
             seen.append(exc)
 
-    with sync_server(handler) as server:
-        with pytest.raises(RuntimeError), connect(uri_of(server)):
-            raise RuntimeError("boom")
+    with sync_server(handler) as server, pytest.raises(RuntimeError), connect(uri_of(server)):
+        raise RuntimeError("boom")
     assert seen[0].code == 1011
 
 
@@ -320,9 +321,11 @@ def test_subprotocol_not_offered_is_refused(loop_thread: LoopThread) -> None:
     def process_response(connection: Any, request: Any, response: Any) -> None:
         response.headers["Sec-WebSocket-Protocol"] = "unexpected"
 
-    with websockets_server(loop_thread, handler, process_response=process_response) as uri:
-        with pytest.raises(NegotiationError):
-            connect(uri, subprotocols=["chat"])
+    with (
+        websockets_server(loop_thread, handler, process_response=process_response) as uri,
+        pytest.raises(NegotiationError),
+    ):
+        connect(uri, subprotocols=["chat"])
 
 
 # Handshake failures and timeouts.
@@ -347,9 +350,11 @@ def test_http_error_status_is_invalid_status() -> None:
     def process_request(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(403, "go away\n")
 
-    with sync_server(process_request=process_request) as server:
-        with pytest.raises(InvalidStatus) as info:
-            connect(uri_of(server))
+    with (
+        sync_server(process_request=process_request) as server,
+        pytest.raises(InvalidStatus) as info,
+    ):
+        connect(uri_of(server))
     assert info.value.response.status == 403
     assert info.value.response.body == b"go away\n"
 
@@ -576,10 +581,8 @@ class ConnectProxy:
             pass
         finally:
             for sock in (source, destination):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.listener.close()
