@@ -17,6 +17,7 @@
     │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
     │   ├── InvalidStatus           client side: the server did not answer 101
+    │   ├── SecurityError           client side: a redirect breaks a security rule
     │   └── ProxyError              client side: connecting through a proxy failed
     │       ├── InvalidProxyMessage ... the proxy's answer is malformed
     │       └── InvalidProxyStatus  ... the proxy refused the tunnel (not 2xx)
@@ -65,6 +66,7 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "ProxyError",
+    "SecurityError",
     "WsharborError",
 ]
 
@@ -211,6 +213,11 @@ class InvalidStatus(InvalidHandshake):
         self.response = response
         self.status = response.status
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
+
+
+class SecurityError(InvalidHandshake):
+    """Client side: following a redirect would break a security rule (a TLS
+    downgrade, too many redirects)."""
 
 
 class ProxyError(InvalidHandshake):

@@ -25,10 +25,18 @@ from wsharbor.exceptions import (
     InvalidStatus,
     InvalidURI,
     NegotiationError,
+    SecurityError,
 )
 from wsharbor.protocol.deflate import CLIENT_DEFAULTS
 from wsharbor.protocol.handshake import Request, Response
-from wsharbor.sync.client import ClientConnection, connect, unix_connect
+from wsharbor.sync.client import (
+    ClientConnection,
+    backoff,
+    connect,
+    process_exception,
+    reconnect,
+    unix_connect,
+)
 from wsharbor.sync.server import ServerConnection
 
 from .conftest import (
@@ -36,6 +44,7 @@ from .conftest import (
     TIMEOUT,
     LoopThread,
     RawServer,
+    run_in_thread,
     silent_listener,
     sync_server,
     uri_of,
@@ -648,3 +657,115 @@ def test_invalid_proxy_urls() -> None:
         connect("ws://localhost/", proxy="http://proxy:3128/path")
     with pytest.raises(NotImplementedError, match="TLS in TLS"):
         connect("wss://localhost/", proxy="https://proxy:3128")
+
+
+# websockets 17: wait_closed(), legacy=, reconnect(), redirects.
+
+
+def test_wait_closed(asyncio_server: str) -> None:
+    websocket = connect(asyncio_server)
+    assert websocket.wait_closed(timeout=0) is False
+    closer, _ = run_in_thread(websocket.close)
+    assert websocket.wait_closed(timeout=TIMEOUT) is True
+    closer.join(TIMEOUT)
+
+
+def test_legacy_flag_and_reconnect_as_a_context_manager(asyncio_server: str) -> None:
+    with connect(asyncio_server, legacy=True) as websocket:
+        assert isinstance(websocket, ClientConnection)
+    connecter = connect(asyncio_server, legacy=False)
+    assert isinstance(connecter, reconnect)
+    with connecter as websocket:
+        websocket.send("via reconnect")
+        assert websocket.recv(timeout=TIMEOUT) == "via reconnect"
+        with pytest.raises(RuntimeError, match="reentrant"), connecter:
+            pass
+    assert websocket.close_code == 1000
+    assert isinstance(connecter.connect(), ClientConnection)
+
+
+def test_reconnect_retries_transient_errors_and_raises_fatal_ones() -> None:
+    attempts: list[int] = []
+
+    def flaky(connection: ServerConnection, request: Request) -> Response | None:
+        attempts.append(len(attempts))
+        if len(attempts) < 3:
+            return connection.respond(503, "try again\n")
+        if len(attempts) == 4:
+            return connection.respond(403, "forbidden\n")
+        return None
+
+    with sync_server(process_request=flaky) as server:
+        connections = []
+        with pytest.raises(InvalidStatus) as info:
+            for websocket in reconnect(uri_of(server), reconnect_delays=lambda: iter([0.0] * 5)):
+                connections.append(websocket)
+                websocket.send("connected")
+                assert websocket.recv(timeout=TIMEOUT) == "connected"
+        assert info.value.response.status == 403
+        assert len(connections) == 1 and len(attempts) == 4
+        assert connections[0].close_code == 1000  # closed after its iteration
+
+
+def test_process_exception_decides(asyncio_server: str) -> None:
+    listener = silent_listener()
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens any more: connection refused
+    seen: list[Exception] = []
+
+    def give_up(exc: Exception) -> Exception | None:
+        seen.append(exc)
+        return None if len(seen) < 2 else RuntimeError("giving up")
+
+    with pytest.raises(RuntimeError, match="giving up"):
+        for _ in reconnect(
+            f"ws://{HOST}:{port}/",
+            process_exception=give_up,
+            reconnect_delays=lambda: iter([0.0] * 5),
+            proxy=None,
+        ):
+            pass
+    assert all(isinstance(exc, ConnectionRefusedError) for exc in seen)
+    assert process_exception(ConnectionRefusedError()) is None
+    assert process_exception(ValueError()) is not None
+    delays = backoff(initial_delay=1, min_delay=2, max_delay=5, factor=2)
+    first = next(delays)
+    assert 0 <= first <= 1
+    assert [next(delays) for _ in range(4)] == [2, 4, 5, 5]
+
+
+def test_redirects_are_followed(asyncio_server: str) -> None:
+    def redirect(connection: ServerConnection, request: Request) -> Response:
+        response = connection.respond(302, "")
+        response.headers["Location"] = asyncio_server
+        return response
+
+    with sync_server(process_request=redirect) as server:
+        with connect(uri_of(server), additional_headers={"Cookie": "a=b"}) as websocket:
+            websocket.send("redirected")
+            assert websocket.recv(timeout=TIMEOUT) == "redirected"
+            # Another port is another origin: credentials stay behind.
+            assert "Cookie" not in websocket.request.headers  # type: ignore[union-attr]
+
+
+def test_redirect_loop_and_downgrade_are_security_errors(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    def to_itself(connection: ServerConnection, request: Request) -> Response:
+        response = connection.respond(301, "")
+        response.headers["Location"] = request.path + "x"
+        return response
+
+    with sync_server(process_request=to_itself) as server, pytest.raises(SecurityError):
+        connect(uri_of(server), open_timeout=TIMEOUT)
+
+    def downgrade(connection: ServerConnection, request: Request) -> Response:
+        response = connection.respond(302, "")
+        response.headers["Location"] = "ws://127.0.0.1:1/"
+        return response
+
+    with (
+        sync_server(process_request=downgrade, ssl=server_ssl) as server,
+        pytest.raises(SecurityError, match="non-secure"),
+    ):
+        connect(uri_of(server, "wss"), ssl=client_ssl)

@@ -13,13 +13,24 @@ For scripts, tests and programs without an event loop; the API is websockets'
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl as ssl_module
-from collections.abc import Sequence
-from typing import Any, Literal
+import time
+import traceback as traceback_module
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, Literal, overload
 
 from .. import defaults
-from ..exceptions import InvalidMessage, InvalidProxyMessage, ProxyError
+from ..exceptions import (
+    InvalidMessage,
+    InvalidProxyMessage,
+    InvalidStatus,
+    ProxyError,
+    SecurityError,
+)
 from ..protocol.connection import Side
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
 from ..protocol.extensions import ClientExtensionFactory
@@ -38,7 +49,15 @@ from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, MaxQueue, MaxSize, read_http, validate_options
 from .utils import Deadline
 
-__all__ = ["ClientConnection", "connect", "unix_connect"]
+__all__ = [
+    "ClientConnection",
+    "backoff",
+    "connect",
+    "process_exception",
+    "reconnect",
+    "unix_connect",
+    "unix_reconnect",
+]
 
 
 class ClientConnection(Connection):
@@ -117,6 +136,339 @@ def _extensions(
     return factories
 
 
+class reconnect:  # a class used like a function, as in websockets
+    """Like :func:`connect`, and reconnects when used as an iterator.
+
+    ``for websocket in reconnect(uri): ...`` opens a connection for each
+    iteration and closes it after. When opening fails with an error that
+    retrying may fix (see :func:`process_exception`), it waits
+    (``reconnect_delays``, exponential backoff by default) and tries again;
+    other errors are raised. ``with reconnect(uri) as websocket:`` opens one
+    connection, and :meth:`connect` returns one.
+
+    :param process_exception: ``process_exception(exc)`` returns None when
+        ``exc`` is worth retrying, or the exception to raise.
+    :param reconnect_delays: returns an iterator of delays in seconds
+        (:func:`backoff` by default).
+
+    The other arguments are those of :func:`connect`. Redirects (3xx with
+    Location) are followed, up to ``MAX_REDIRECTS``, never from wss:// to
+    ws://, dropping credentials when the origin changes.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        # TCP and TLS
+        sock: socket.socket | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        # WebSocket
+        origin: Origin | None = None,
+        extensions: Sequence[ClientExtensionFactory] | None = None,
+        subprotocols: Sequence[Subprotocol] | None = None,
+        compression: str | DeflateSettings | None = "deflate",
+        # HTTP
+        additional_headers: Headers | HeadersLike | None = None,
+        user_agent_header: str | DefaultType | None = DEFAULT,
+        proxy: str | Literal[True] | None = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
+        proxy_server_hostname: str | None = None,
+        process_exception: Callable[[Exception], Exception | None] | None = None,
+        # Timeouts
+        open_timeout: float | None = defaults.OPEN_TIMEOUT,
+        ping_interval: float | None = defaults.PING_INTERVAL,
+        ping_timeout: float | None = defaults.PING_TIMEOUT,
+        close_timeout: float | None = defaults.CLOSE_TIMEOUT,
+        reconnect_delays: Callable[[], Iterator[float]] | None = None,
+        # Limits
+        max_size: MaxSize = defaults.MAX_SIZE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
+        # Logging
+        logger: LoggerLike | None = None,
+        # Customization
+        create_connection: type[ClientConnection] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.uri = uri
+        self.ws_uri = parse_uri(uri)
+        if not self.ws_uri.secure and ssl is not None:
+            raise ValueError("ssl argument is incompatible with a ws:// URI")
+        self._unix: bool = kwargs.pop("unix", False)
+        self._path: str | None = kwargs.pop("path", None)
+        if self._unix:
+            if self._path is None and sock is None:
+                raise ValueError("missing path argument")
+            if self._path is not None and sock is not None:
+                raise ValueError("path is incompatible with sock")
+        validate_options(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_size=max_size,
+            max_queue=max_queue,
+        )
+        if self._unix or sock is not None:
+            proxy = None
+        # Checked now: bad settings fail here, not at the first connection.
+        self._extensions = _extensions(extensions, compression)
+        if isinstance(proxy, str):
+            self._check_proxy(parse_proxy(proxy))
+        self.sock = sock
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.origin = origin
+        self.subprotocols = subprotocols
+        self.additional_headers = additional_headers
+        self.user_agent_header = user_agent_header
+        self.proxy = proxy
+        self.proxy_ssl = proxy_ssl
+        self.proxy_server_hostname = proxy_server_hostname
+        self.process_exception = process_exception or globals()["process_exception"]
+        self.reconnect_delays = reconnect_delays or backoff
+        self.open_timeout = open_timeout
+        self.logger: LoggerLike = logger or logging.getLogger("wsharbor.client")
+        self.create_connection = create_connection or ClientConnection
+        self._connection_options: dict[str, Any] = {
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_size": max_size,
+            "max_queue": max_queue,
+            "logger": self.logger,
+        }
+        self._socket_options = kwargs
+        self._handshake()  # the request is valid: fail now, not when connecting
+        self.connection: ClientConnection | None = None
+
+    def _check_proxy(self, proxy: Proxy) -> None:
+        if proxy.scheme == "https" and self.ws_uri.secure:
+            raise NotImplementedError(
+                "wss:// through an https:// proxy (TLS in TLS) isn't supported yet; "
+                "use an http:// proxy or proxy=None"
+            )
+
+    def _handshake(self) -> ClientHandshake:
+        return ClientHandshake.from_uri(
+            self.ws_uri,
+            origin=self.origin,
+            subprotocols=self.subprotocols,
+            extensions=self._extensions,
+            additional_headers=self.additional_headers,
+            user_agent_header=self.user_agent_header,
+        )
+
+    def _open_socket(self, deadline: Deadline, user_agent: str | None) -> socket.socket:
+        """A socket connected to the server (or tunnelled through a proxy)."""
+        kwargs = dict(self._socket_options)
+        if self._unix:
+            assert self._path is not None
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(deadline.timeout())
+                sock.connect(self._path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        proxy = get_proxy(self.ws_uri) if self.proxy is True else self.proxy
+        if proxy is not None:
+            parsed = parse_proxy(proxy)
+            self._check_proxy(parsed)
+            return _connect_proxy(
+                parsed,
+                self.ws_uri,
+                deadline,
+                user_agent=user_agent,
+                ssl=self.proxy_ssl,
+                server_hostname=self.proxy_server_hostname,
+                **kwargs,
+            )
+        # ``address`` connects elsewhere than the URI's host and port (the Host
+        # header and the TLS server name stay those of the URI).
+        kwargs.setdefault("address", (self.ws_uri.host, self.ws_uri.port))
+        kwargs.setdefault("timeout", deadline.timeout())
+        return socket.create_connection(**kwargs)
+
+    def _open_connection(self, deadline: Deadline) -> ClientConnection:
+        handshake = self._handshake()
+        sock = self.sock
+        if sock is None:
+            sock = self._open_socket(deadline, handshake.request.headers.get("User-Agent"))
+        try:
+            sock.settimeout(None)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Small frames go out at once (no Nagle delay).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+            if self.ws_uri.secure:
+                ssl = self.ssl or ssl_module.create_default_context()
+                sock.settimeout(deadline.timeout())
+                sock = ssl.wrap_socket(
+                    sock, server_hostname=self.server_hostname or self.ws_uri.host
+                )
+                sock.settimeout(None)
+            connection = self.create_connection(sock, handshake, **self._connection_options)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            connection.handshake(deadline.timeout())
+        except BaseException:
+            connection._close_socket()
+            raise
+        return connection
+
+    def _redirect(self, exc: Exception) -> Exception | str:
+        """The URI to follow if ``exc`` is a redirect, else the exception to raise."""
+        if not (
+            isinstance(exc, InvalidStatus)
+            and exc.response.status in (300, 301, 302, 303, 307, 308)
+            and "Location" in exc.response.headers
+        ):
+            return exc
+        new_uri = urllib.parse.urljoin(self.uri, exc.response.headers["Location"])
+        old, new = self.ws_uri, parse_uri(new_uri)
+        if self.sock is not None:
+            return ValueError(f"cannot follow redirect to {new_uri} with a preexisting socket")
+        if old.secure and not new.secure:
+            return SecurityError(f"cannot follow redirect to non-secure URI {new_uri}")
+        if (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
+            if self._unix:
+                return ValueError(
+                    f"cannot follow cross-origin redirect to {new_uri} with a Unix socket"
+                )
+            if self._socket_options.get("address") is not None:
+                return ValueError(
+                    f"cannot follow cross-origin redirect to {new_uri} "
+                    "with an explicit host and port"
+                )
+            # Credentials are for the origin they were given for.
+            if self.additional_headers is not None:
+                self.additional_headers = Headers(
+                    [
+                        (name, value)
+                        for name, value in Headers(self.additional_headers).raw_items()
+                        if name.lower() not in ("authorization", "cookie", "proxy-authorization")
+                    ]
+                )
+        return new_uri
+
+    def connect(self) -> ClientConnection:
+        """Open a connection, following redirects; see :func:`connect`."""
+        # One time budget for TCP, TLS and the opening handshake, redirects included.
+        deadline = Deadline(self.open_timeout)
+        for _ in range(defaults.MAX_REDIRECTS + 1):
+            try:
+                connection = self._open_connection(deadline)
+            except Exception as exc:
+                uri_or_exc = self._redirect(exc)
+                if isinstance(uri_or_exc, Exception):
+                    if uri_or_exc is exc:
+                        raise
+                    raise uri_or_exc from exc
+                self.logger.info("following redirect to %s", uri_or_exc)
+                self.uri = uri_or_exc
+                self.ws_uri = parse_uri(uri_or_exc)
+                continue
+            connection._start_keepalive()
+            return connection
+        raise SecurityError(f"more than {defaults.MAX_REDIRECTS} redirects")
+
+    # with reconnect(...) as websocket: ...
+
+    def __enter__(self) -> ClientConnection:
+        if self.connection is not None:
+            raise RuntimeError("connect() isn't reentrant")
+        self.connection = self.connect()
+        return self.connection.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self.connection is not None
+        try:
+            self.connection.__exit__(exc_type, exc_value, traceback)
+        finally:
+            self.connection = None
+
+    # for websocket in reconnect(...): ...
+
+    def __iter__(self) -> Iterator[ClientConnection]:
+        delays: Iterator[float] | None = None
+        while True:
+            try:
+                with self as connection:
+                    yield connection
+            except Exception as exc:
+                try:
+                    new_exc = self.process_exception(exc)
+                except Exception as raised:  # raising instead of returning works too
+                    new_exc = raised
+                if new_exc is exc:
+                    raise
+                if new_exc is not None:
+                    raise new_exc from exc
+                if delays is None:
+                    delays = self.reconnect_delays()
+                delay = next(delays)
+                self.logger.info(
+                    "connect failed; reconnecting in %.1f seconds: %s",
+                    delay,
+                    traceback_module.format_exception_only(exc)[0].strip(),
+                )
+                time.sleep(delay)
+            else:
+                delays = None  # connected: start the backoff afresh next time
+
+
+def process_exception(exc: Exception) -> Exception | None:
+    """Whether :class:`reconnect` retries after ``exc``: None to retry, else the exception.
+
+    Retried: network errors (:exc:`OSError`, :exc:`TimeoutError`), the server
+    closing the connection during the handshake, and HTTP 500, 502, 503 and
+    504. Anything else is raised.
+    """
+    if isinstance(exc, OSError | TimeoutError):
+        return None
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
+        return None
+    if isinstance(exc, InvalidStatus) and exc.response.status in (500, 502, 503, 504):
+        return None
+    return exc
+
+
+def backoff(
+    initial_delay: float = defaults.BACKOFF_INITIAL_DELAY,
+    min_delay: float = defaults.BACKOFF_MIN_DELAY,
+    max_delay: float = defaults.BACKOFF_MAX_DELAY,
+    factor: float = defaults.BACKOFF_FACTOR,
+) -> Iterator[float]:
+    """Delays between reconnection attempts: random up to ``initial_delay`` first
+    (RFC 6455 section 7.2.3: clients mustn't all come back at once), then
+    growing by ``factor`` from ``min_delay`` to ``max_delay``."""
+    yield random.random() * initial_delay
+    delay = min_delay
+    while delay < max_delay:
+        yield delay
+        delay *= factor
+    while True:
+        yield max_delay
+
+
+@overload
+def connect(uri: str, *, legacy: Literal[False], **kwargs: Any) -> reconnect: ...
+
+
+@overload
+def connect(
+    uri: str, *, legacy: Literal[True] | None = None, **kwargs: Any
+) -> ClientConnection: ...
+
+
 def connect(
     uri: str,
     *,
@@ -147,8 +499,10 @@ def connect(
     logger: LoggerLike | None = None,
     # Customization
     create_connection: type[ClientConnection] | None = None,
+    # The connect() of websockets 17 returns a reconnect with legacy=False.
+    legacy: bool | None = None,
     **kwargs: Any,
-) -> ClientConnection:
+) -> ClientConnection | reconnect:
     """Connect to the WebSocket server at ``uri`` and return a :class:`ClientConnection`.
 
     Use it as a context manager to close the connection on exit::
@@ -156,8 +510,9 @@ def connect(
         with connect("ws://localhost:8765") as websocket:
             ...
 
-    :param uri: ``ws://`` or ``wss://`` URI of the server; user information
-        (``ws://user:pass@host/``) becomes ``Authorization: Basic``.
+    ``legacy=False`` returns a :class:`reconnect` instead (as websockets 17
+    does), to iterate on for automatic reconnection. The keyword arguments:
+
     :param sock: a socket already connected; replaces the host and port of ``uri``.
     :param ssl: TLS settings for ``wss://`` (a default context otherwise).
     :param server_hostname: the host name checked in the TLS handshake, if
@@ -195,131 +550,83 @@ def connect(
     :param logger: logger of this connection (``wsharbor.client`` by default).
     :param create_connection: a :class:`ClientConnection` subclass to create.
 
-    Other keyword arguments go to :func:`socket.create_connection`.
+    Other keyword arguments go to :func:`socket.create_connection` (such as
+    ``address`` to connect elsewhere than the URI's host and port, or
+    ``source_address``); an unknown one raises :exc:`TypeError` there.
 
     Raises :exc:`~wsharbor.exceptions.InvalidURI` for a bad ``uri``,
     :exc:`OSError` when the TCP connection fails,
     :exc:`~wsharbor.exceptions.InvalidHandshake` when the opening handshake
     fails, and :exc:`TimeoutError` after ``open_timeout``.
     """
-    unix: bool = kwargs.pop("unix", False)
-    path: str | None = kwargs.pop("path", None)
-
-    ws_uri = parse_uri(uri)
-    if not ws_uri.secure and ssl is not None:
-        raise ValueError("ssl argument is incompatible with a ws:// URI")
-    if unix:
-        if path is None and sock is None:
-            raise ValueError("missing path argument")
-        if path is not None and sock is not None:
-            raise ValueError("path is incompatible with sock")
-    if logger is None:
-        logger = logging.getLogger("wsharbor.client")
-    if create_connection is None:
-        create_connection = ClientConnection
-    if unix or sock is not None:
-        proxy = None
-    if proxy is True:
-        proxy = get_proxy(ws_uri)
-    parsed_proxy = None if proxy is None else parse_proxy(proxy)
-    if parsed_proxy is not None and parsed_proxy.scheme == "https" and ws_uri.secure:
-        raise NotImplementedError(
-            "wss:// through an https:// proxy (TLS in TLS) isn't supported yet; "
-            "use an http:// proxy or proxy=None"
-        )
-
-    # Built first: bad arguments fail before anything is connected.
-    handshake = ClientHandshake.from_uri(
-        ws_uri,
+    connecter = reconnect(
+        uri,
+        sock=sock,
+        ssl=ssl,
+        server_hostname=server_hostname,
         origin=origin,
+        extensions=extensions,
         subprotocols=subprotocols,
-        extensions=_extensions(extensions, compression),
+        compression=compression,
         additional_headers=additional_headers,
         user_agent_header=user_agent_header,
-    )
-    user_agent = handshake.request.headers.get("User-Agent")
-    validate_options(
+        proxy=proxy,
+        proxy_ssl=proxy_ssl,
+        proxy_server_hostname=proxy_server_hostname,
+        open_timeout=open_timeout,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_size=max_size,
         max_queue=max_queue,
+        logger=logger,
+        create_connection=create_connection,
+        **kwargs,
     )
+    if legacy is False:
+        return connecter
+    return connecter.connect()
 
-    # One time budget for TCP, TLS and the opening handshake.
-    deadline = Deadline(open_timeout)
-    try:
-        if sock is None:
-            if unix:
-                assert path is not None
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(deadline.timeout())
-                sock.connect(path)
-            elif parsed_proxy is not None:
-                sock = _connect_proxy(
-                    parsed_proxy,
-                    ws_uri,
-                    deadline,
-                    user_agent=user_agent,
-                    ssl=proxy_ssl,
-                    server_hostname=proxy_server_hostname,
-                    **kwargs,
-                )
-            else:
-                kwargs.setdefault("timeout", deadline.timeout())
-                sock = socket.create_connection((ws_uri.host, ws_uri.port), **kwargs)
-            sock.settimeout(None)
 
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Small frames go out at once (no Nagle delay).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+@overload
+def unix_connect(
+    path: str | None = None, uri: str | None = None, *, legacy: Literal[False], **kwargs: Any
+) -> reconnect: ...
 
-        if ws_uri.secure:
-            if ssl is None:
-                ssl = ssl_module.create_default_context()
-            if server_hostname is None:
-                server_hostname = ws_uri.host
-            sock.settimeout(deadline.timeout())
-            sock = ssl.wrap_socket(sock, server_hostname=server_hostname)
-            sock.settimeout(None)
 
-        connection = create_connection(
-            sock,
-            handshake,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            max_size=max_size,
-            max_queue=max_queue,
-            logger=logger,
-        )
-    except BaseException:
-        if sock is not None:
-            sock.close()
-        raise
-
-    try:
-        connection.handshake(deadline.timeout())
-    except BaseException:
-        connection._close_socket()
-        raise
-    connection._start_keepalive()
-    return connection
+@overload
+def unix_connect(
+    path: str | None = None,
+    uri: str | None = None,
+    *,
+    legacy: Literal[True] | None = None,
+    **kwargs: Any,
+) -> ClientConnection: ...
 
 
 def unix_connect(
     path: str | None = None,
     uri: str | None = None,
+    *,
+    legacy: bool | None = None,
     **kwargs: Any,
-) -> ClientConnection:
+) -> ClientConnection | reconnect:
     """Like :func:`connect`, to a server listening on the Unix socket at ``path``.
 
     ``uri`` defaults to ``ws://localhost/``, or ``wss://localhost/`` when
     ``ssl`` is given.
     """
+    connecter = unix_reconnect(path, uri, **kwargs)
+    if legacy is False:
+        return connecter
+    return connecter.connect()
+
+
+def unix_reconnect(path: str | None = None, uri: str | None = None, **kwargs: Any) -> reconnect:
+    """Like :class:`reconnect`, to a server listening on the Unix socket at ``path``."""
     if uri is None:
         uri = "ws://localhost/" if kwargs.get("ssl") is None else "wss://localhost/"
-    return connect(uri=uri, unix=True, path=path, **kwargs)
+    return reconnect(uri, unix=True, path=path, **kwargs)
 
 
 # Proxies.

@@ -474,6 +474,17 @@ class Connection:
             else:
                 protocol.send_close(code, reason)
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the closing handshake is over and the TCP connection closed.
+
+        Returns whether it is closed: False when ``timeout`` seconds passed first.
+        """
+        thread = self._recv_thread
+        if thread is None:
+            return self.socket.fileno() == -1
+        thread.join(timeout)
+        return not thread.is_alive()
+
     def ping(
         self, data: Data | bytearray | memoryview | None = None, *, ack_on_close: bool = False
     ) -> threading.Event:
