@@ -740,12 +740,14 @@ def test_redirects_are_followed(asyncio_server: str) -> None:
         response.headers["Location"] = asyncio_server
         return response
 
-    with sync_server(process_request=redirect) as server:
-        with connect(uri_of(server), additional_headers={"Cookie": "a=b"}) as websocket:
-            websocket.send("redirected")
-            assert websocket.recv(timeout=TIMEOUT) == "redirected"
-            # Another port is another origin: credentials stay behind.
-            assert "Cookie" not in websocket.request.headers  # type: ignore[union-attr]
+    with (
+        sync_server(process_request=redirect) as server,
+        connect(uri_of(server), additional_headers={"Cookie": "a=b"}) as websocket,
+    ):
+        websocket.send("redirected")
+        assert websocket.recv(timeout=TIMEOUT) == "redirected"
+        # Another port is another origin: credentials stay behind.
+        assert "Cookie" not in websocket.request.headers  # type: ignore[union-attr]
 
 
 def test_redirect_loop_and_downgrade_are_security_errors(
