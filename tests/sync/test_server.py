@@ -18,7 +18,14 @@ import websockets.sync.client
 import wsharbor
 from wsharbor.protocol.handshake import Request, Response
 from wsharbor.sync.client import connect
-from wsharbor.sync.server import Server, ServerConnection, serve, unix_serve
+from wsharbor.sync.server import (
+    Server,
+    ServerConnection,
+    basic_auth,
+    broadcast,
+    serve,
+    unix_serve,
+)
 
 from .conftest import (
     HOST,
@@ -461,3 +468,62 @@ def test_invalid_arguments() -> None:
         serve(lambda ws: None, HOST, 0, close_timeout=-1)
     with pytest.raises(ValueError, match="missing path"):
         unix_serve(lambda ws: None)
+
+
+# basic_auth and broadcast, as in websockets.sync.server.
+
+
+def test_basic_auth() -> None:
+    users: list[str] = []
+
+    def handler(websocket: ServerConnection) -> None:
+        users.append(websocket.username)
+
+    auth = basic_auth(realm="dev", credentials=[("alice", "s3cret"), ("bob", "pw")])
+    with sync_server(handler, process_request=auth) as server:
+        host, port = server.socket.getsockname()[:2]
+        with connect(f"ws://alice:s3cret@{host}:{port}/"):
+            pass
+        for uri in (uri_of(server), f"ws://alice:wrong@{host}:{port}/"):
+            with pytest.raises(wsharbor.InvalidStatus) as info:
+                connect(uri)
+            assert info.value.response.status == 401
+            assert info.value.response.headers["WWW-Authenticate"] == (
+                'Basic realm="dev", charset="UTF-8"'
+            )
+        status, _, body = http_get(server, "/", Authorization="Bearer token")
+        assert (status, body) == (401, b"Unsupported credentials\n")
+    assert users == ["alice"]
+    checked = basic_auth(check_credentials=lambda user, password: user == password)
+    with sync_server(handler, process_request=checked) as server:
+        host, port = server.socket.getsockname()[:2]
+        with websockets.sync.client.connect(f"ws://carol:carol@{host}:{port}/"):
+            pass
+    assert users == ["alice", "carol"]
+    with pytest.raises(ValueError):
+        basic_auth()
+    with pytest.raises(TypeError):
+        basic_auth(credentials=[("only one",)])  # type: ignore[list-item]
+
+
+def test_broadcast() -> None:
+    ready = threading.Barrier(3, timeout=TIMEOUT)
+
+    def handler(websocket: ServerConnection) -> None:
+        ready.wait()
+        websocket.recv()
+
+    with sync_server(handler) as server:
+        clients = [connect(uri_of(server)) for _ in range(2)]
+        ready.wait()
+        broadcast(server.connections, "to everyone")
+        broadcast(server.connections, b"bytes as text", text=True)
+        for client in clients:
+            assert client.recv(timeout=TIMEOUT) == "to everyone"
+            assert client.recv(timeout=TIMEOUT) == "bytes as text"
+        with pytest.raises(TypeError):
+            broadcast(server.connections, 42)  # type: ignore[arg-type]
+        for client in clients:
+            client.close()
+        # Closed connections are skipped.
+        broadcast([*server.connections], "nobody", raise_exceptions=True)

@@ -34,6 +34,7 @@ connection.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -67,7 +68,7 @@ from ..typing import Data, LoggerLike, Subprotocol
 from .messages import Assembler
 from .utils import Deadline
 
-__all__ = ["Connection", "MaxQueue", "MaxSize", "read_http", "validate_options"]
+__all__ = ["Connection", "MaxQueue", "MaxSize", "broadcast", "read_http", "validate_options"]
 
 #: ``max_size``: the largest message, or ``(message, frame)`` limits; None: no limit.
 MaxSize: TypeAlias = int | tuple[int | None, int | None] | None
@@ -780,6 +781,65 @@ class Connection:
         if exc.__cause__ is None and self._recv_exc is not None:
             exc.__cause__ = self._recv_exc
         return exc
+
+
+def broadcast(
+    connections: Iterable[Connection],
+    message: Data | bytearray | memoryview,
+    *,
+    raise_exceptions: bool = False,
+    text: bool | None = None,
+    **kwargs: Any,
+) -> None:
+    """Send ``message`` to several connections, each from a thread of a pool.
+
+    ``str`` is sent as text, bytes-like as binary; ``text`` forces one or the
+    other. Connections that aren't open are skipped; so are connections
+    sending a fragmented message, and failures to write, which are logged as
+    warnings, or raised together in an :exc:`ExceptionGroup` with
+    ``raise_exceptions``. ``kwargs`` go to
+    :class:`concurrent.futures.ThreadPoolExecutor` (``max_workers``): a stuck
+    connection holds one worker.
+    """
+    if isinstance(message, str):
+        payload, as_text = message.encode(), text is not False
+    elif isinstance(message, _BytesLike):
+        payload, as_text = bytes(message), text is True
+    else:
+        raise TypeError("data must be str or bytes")
+    errors: list[Exception] = []
+
+    def send(connection: Connection) -> None:
+        protocol = connection.protocol
+        if protocol is None:
+            return
+        with connection._mutex:
+            if protocol.state is not State.OPEN:
+                return
+            if connection._sending_fragments:
+                if raise_exceptions:
+                    errors.append(ConcurrencyError("sending a fragmented message"))
+                else:
+                    connection.logger.warning("skipped broadcast: sending a fragmented message")
+                return
+            try:
+                if as_text:
+                    protocol.send_text(payload)
+                else:
+                    protocol.send_binary(payload)
+                connection._send_data()
+            except Exception as exc:
+                if raise_exceptions:
+                    error = RuntimeError("failed to write message")
+                    error.__cause__ = exc
+                    errors.append(error)
+                else:
+                    connection.logger.warning("skipped broadcast: failed to write message: %s", exc)
+
+    with concurrent.futures.ThreadPoolExecutor(**kwargs) as executor:
+        executor.map(send, connections)
+    if errors:
+        raise ExceptionGroup("skipped broadcast", errors)
 
 
 def _too_big(data: Data, limit: int) -> bool:

@@ -19,15 +19,18 @@ waits for every handler to return.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import copy
+import hmac
 import http
 import logging
 import selectors
 import socket
 import ssl as ssl_module
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,10 +50,17 @@ from ..protocol.handshake import (
     error_response,
 )
 from ..typing import LoggerLike, Origin, Subprotocol
-from .connection import Connection, MaxQueue, MaxSize, read_http, validate_options
+from .connection import (
+    Connection,
+    MaxQueue,
+    MaxSize,
+    broadcast,
+    read_http,
+    validate_options,
+)
 from .utils import Deadline
 
-__all__ = ["Server", "ServerConnection", "serve", "unix_serve"]
+__all__ = ["Server", "ServerConnection", "basic_auth", "broadcast", "serve", "unix_serve"]
 
 #: ``process_request(connection, request)``: a :class:`Response` to answer
 #: with instead of the handshake, or None to go on.
@@ -103,6 +113,8 @@ class ServerConnection(Connection):
         self._handshake = handshake
         #: The server this connection belongs to.
         self.server = server
+        #: Set by :func:`basic_auth` once the client authenticated.
+        self.username: str
 
     def respond(self, status: http.HTTPStatus | int, text: str) -> Response:
         """A plain-text HTTP response, for ``process_request`` to return instead of
@@ -621,3 +633,85 @@ def unix_serve(
 ) -> Server:
     """Like :func:`serve`, listening on the Unix socket at ``path``."""
     return serve(handler, unix=True, path=path, **kwargs)
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """``(username, password)`` from ``Authorization: Basic ...`` (RFC 7617), or None."""
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None
+
+
+def basic_auth(
+    realm: str = "",
+    credentials: tuple[str, str] | Iterable[tuple[str, str]] | None = None,
+    check_credentials: Callable[[str, str], bool] | None = None,
+) -> ProcessRequest:
+    """A ``process_request`` enforcing HTTP Basic Authentication (RFC 7235, RFC 7617)::
+
+        serve(handler, ..., process_request=basic_auth(
+            realm="my dev server", credentials=("hello", "iloveyou")))
+
+    Give ``credentials`` (a ``(username, password)`` pair or several) or
+    ``check_credentials(username, password) -> bool``, not both. On success the
+    connection's ``username`` attribute is set; otherwise the answer is 401 with
+    ``WWW-Authenticate: Basic realm="..."``.
+    """
+    if (credentials is None) == (check_credentials is None):
+        raise ValueError("provide either credentials or check_credentials")
+    if credentials is not None:
+        pairs: list[Any]
+        if (
+            isinstance(credentials, tuple)
+            and len(credentials) == 2
+            and all(isinstance(item, str) for item in credentials)
+        ):
+            pairs = [credentials]
+        else:
+            pairs = list(credentials)
+        if not all(
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and all(isinstance(item, str) for item in pair)
+            for pair in pairs
+        ):
+            raise TypeError(f"invalid credentials argument: {credentials}")
+        known = dict(pairs)
+
+        def check_known(username: str, password: str) -> bool:
+            expected = known.get(username)
+            # Constant time, whatever the password (RFC 7617 section 4).
+            return expected is not None and hmac.compare_digest(
+                expected.encode("utf-8", "surrogateescape"),
+                password.encode("utf-8", "surrogateescape"),
+            )
+
+        check_credentials = check_known
+    assert check_credentials is not None
+    check = check_credentials
+    challenge = 'Basic realm="{}", charset="UTF-8"'.format(realm.replace('"', '\\"'))
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            text = "Missing credentials\n"
+        else:
+            parsed = _basic_credentials(authorization)
+            if parsed is None:
+                text = "Unsupported credentials\n"
+            elif not check(*parsed):
+                text = "Invalid credentials\n"
+            else:
+                connection.username = parsed[0]
+                return None
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, text)
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    return process_request
