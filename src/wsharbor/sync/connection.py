@@ -38,7 +38,9 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import selectors
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -580,12 +582,8 @@ class Connection:
                 # Backpressure: don't read while the application is behind.
                 self._messages.wait_for_room()
                 try:
-                    deadline = self._close_deadline
-                    if deadline is not None:
-                        left = deadline.timeout(raise_if_elapsed=False)
-                        if left is not None and left <= 0:
-                            raise TimeoutError("timed out while closing connection")
-                        self.socket.settimeout(left)
+                    if self._close_deadline is not None:
+                        self._wait_readable(self._close_deadline)
                     data = self.socket.recv(self.recv_bufsize)
                 except Exception as exc:
                     if self.debug:
@@ -601,6 +599,26 @@ class Connection:
                 self._set_recv_exc(exc)
         finally:
             self._close_socket()
+
+    def _wait_readable(self, deadline: Deadline) -> None:
+        """Wait until the socket is readable, or raise TimeoutError at ``deadline``.
+
+        The socket stays in blocking mode for the whole life of the connection:
+        changing its timeout while another thread sends or receives breaks both
+        (the other call sees the new mode half-way; with TLS, CPython's ``_ssl``
+        then reports a timeout, python/cpython#77271). The close deadline is a
+        wait for readability instead.
+        """
+        left = deadline.timeout(raise_if_elapsed=False)
+        if left is not None and left <= 0:
+            raise TimeoutError("timed out while closing connection")
+        sock = self.socket
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return  # decrypted bytes are waiting already
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            if not selector.select(left):
+                raise TimeoutError("timed out while closing connection")
 
     def _process_events(self, protocol: WebSocketProtocol, events: list[Any]) -> None:
         limit = self.max_fragment_size
@@ -739,7 +757,8 @@ class Connection:
                 left = deadline.timeout(raise_if_elapsed=False)
                 if left is not None and left <= 0:
                     raise TimeoutError("timed out while closing connection")
-                self.socket.settimeout(left)
+            # Blocking (see _wait_readable); a thread waiting for the close
+            # deadline closes the socket, which ends a blocked sendall().
             self.socket.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if protocol.close_transport and not self._eof_sent:
             # RFC 6455 section 7.1.1: the server closes the TCP connection first;
