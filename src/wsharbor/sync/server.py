@@ -257,7 +257,7 @@ class Server:
     def connections(self) -> set[ServerConnection]:
         """The open connections: handshake complete, closing handshake not started.
 
-        Useful with :func:`~wsharbor.sync.server.broadcast`-style loops.
+        Useful with :func:`broadcast`.
         """
         with self._lock:
             return {c for c in self._all_connections if c.state is State.OPEN}
