@@ -100,9 +100,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "GUID",
-    "DefaultType",
     "Accepted",
     "ClientHandshake",
+    "DefaultType",
     "Headers",
     "HeadersLike",
     "MultipleValuesError",
