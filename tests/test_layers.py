@@ -1,7 +1,7 @@
 """The layering of wsharbor (docs: /work/shared/ARCHITECTURE.md, "Layers").
 
 1. ``defaults``, ``exceptions``, ``typing``, ``version``   2. ``protocol`` (sans-I/O)
-3. ``asyncio``   4. ``app``   5. ``bench`` / ``tools``
+3. ``asyncio``   4. ``app``, ``sync``, ``pubsub``   5. ``bench`` / ``tools``
 
 A module may import from its own layer and the lower-numbered ones. The public
 facade (``wsharbor/__init__.py``, ``wsharbor/__main__.py``) may import anything
@@ -38,6 +38,7 @@ LAYERS = {
     "protocol": 2,
     "asyncio": 3,
     "app": 4,
+    "sync": 4,
     "bench": 5,
     "tools": 5,
 }

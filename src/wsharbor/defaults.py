@@ -20,14 +20,24 @@ The values and why (see ``docs/asyncio.md``, "Options"):
   and reading pauses, until the buffer drains to a quarter of it.
 - ``OPEN_TIMEOUT``, ``PING_INTERVAL``, ``PING_TIMEOUT``, ``CLOSE_TIMEOUT``:
   seconds, as websockets.
+- ``BACKOFF_*``: the delays between reconnection attempts of the threaded
+  client's ``reconnect()``, as websockets: a random first delay up to
+  ``BACKOFF_INITIAL_DELAY`` (RFC 6455 section 7.2.3), then from
+  ``BACKOFF_MIN_DELAY`` growing by ``BACKOFF_FACTOR`` up to ``BACKOFF_MAX_DELAY``.
+- ``MAX_REDIRECTS``: redirects a client follows during the opening handshake.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BACKOFF_FACTOR",
+    "BACKOFF_INITIAL_DELAY",
+    "BACKOFF_MAX_DELAY",
+    "BACKOFF_MIN_DELAY",
     "CLOSE_TIMEOUT",
     "MAX_FRAGMENTS",
     "MAX_QUEUE",
+    "MAX_REDIRECTS",
     "MAX_SIZE",
     "OPEN_TIMEOUT",
     "PING_INTERVAL",
@@ -45,3 +55,8 @@ OPEN_TIMEOUT: float = 10.0
 PING_INTERVAL: float = 20.0
 PING_TIMEOUT: float = 20.0
 CLOSE_TIMEOUT: float = 10.0
+BACKOFF_INITIAL_DELAY: float = 5.0
+BACKOFF_MIN_DELAY: float = 3.1
+BACKOFF_MAX_DELAY: float = 90.0
+BACKOFF_FACTOR: float = 1.618
+MAX_REDIRECTS: int = 10

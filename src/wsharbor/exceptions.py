@@ -16,11 +16,17 @@
     │   │   ├── InvalidOrigin       Origin not in the allow-list (403)
     │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
-    │   └── InvalidStatus           client side: the server did not answer 101
+    │   ├── InvalidStatus           client side: the server did not answer 101
+    │   ├── SecurityError           client side: a redirect breaks a security rule
+    │   └── ProxyError              client side: connecting through a proxy failed
+    │       ├── InvalidProxyMessage ... the proxy's answer is malformed
+    │       └── InvalidProxyStatus  ... the proxy refused the tunnel (not 2xx)
     ├── InvalidURI                  not a ws:// or wss:// URI
+    ├── InvalidProxy                not a valid proxy URL
     ├── ProtocolError               the peer broke RFC 6455 / RFC 7692
     ├── PayloadTooBig               a message exceeded ``max_size``
     ├── InvalidState                local misuse: an operation not allowed in this state
+    ├── ConcurrencyError            two threads receive (or send a fragmented message) at once
     └── ConfigError                 application server: bad configuration
 
 Remote protocol errors (``ProtocolError``, ``PayloadTooBig``) and local misuse
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from .protocol.http11 import Response
 
 __all__ = [
+    "ConcurrencyError",
     "ConfigError",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -47,6 +54,9 @@ __all__ = [
     "InvalidMessage",
     "InvalidMethod",
     "InvalidOrigin",
+    "InvalidProxy",
+    "InvalidProxyMessage",
+    "InvalidProxyStatus",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
@@ -55,6 +65,8 @@ __all__ = [
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
+    "SecurityError",
     "WsharborError",
 ]
 
@@ -203,6 +215,36 @@ class InvalidStatus(InvalidHandshake):
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
 
 
+class SecurityError(InvalidHandshake):
+    """Client side: following a redirect would break a security rule (a TLS
+    downgrade, too many redirects)."""
+
+
+class ProxyError(InvalidHandshake):
+    """Client side: connecting through a proxy failed."""
+
+
+class InvalidProxyMessage(ProxyError):
+    """Client side: the proxy's answer to CONNECT is malformed HTTP."""
+
+
+class InvalidProxyStatus(ProxyError):
+    """Client side: the proxy refused the tunnel (it did not answer 2xx)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        super().__init__(f"proxy rejected connection: HTTP {response.status}")
+
+
+class InvalidProxy(WsharborError):
+    """The proxy URL is not valid."""
+
+    def __init__(self, proxy: str, msg: str) -> None:
+        self.proxy = proxy
+        self.msg = msg
+        super().__init__(f"{proxy} isn't a valid proxy: {msg}")
+
+
 class InvalidURI(WsharborError):
     """The URI is not a valid ws:// or wss:// URI."""
 
@@ -222,6 +264,16 @@ class PayloadTooBig(WsharborError):
 
 class InvalidState(WsharborError):
     """An operation is not allowed in the connection's current state (local misuse)."""
+
+
+class ConcurrencyError(WsharborError, RuntimeError):
+    """Two threads called ``recv()``/``recv_streaming()`` at once, or one sends while
+    another is sending a fragmented message (:mod:`wsharbor.sync`).
+
+    Reads on a connection must be serialized, and so must writes; reading and
+    writing from different threads at the same time is fine. A ``RuntimeError``
+    too, as in websockets.
+    """
 
 
 class ConfigError(WsharborError):

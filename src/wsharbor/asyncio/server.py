@@ -62,7 +62,7 @@ from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.frames import CloseCode
-from ..protocol.handshake import DEFAULT, Accepted, Default, ServerHandshake, error_response
+from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
 from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions
@@ -803,7 +803,7 @@ class serve:
         compression: str | DeflateSettings | None = "deflate",
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
-        server_header: str | Default | None = DEFAULT,
+        server_header: str | DefaultType | None = DEFAULT,
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,

@@ -96,7 +96,7 @@ __all__ = [
     "GUID",
     "Accepted",
     "ClientHandshake",
-    "Default",
+    "DefaultType",
     "ServerHandshake",
     "accept_key",
     "error_response",
@@ -115,8 +115,8 @@ class _Default(enum.Enum):
 
 #: Default value of ``server_header`` and ``user_agent_header``: ``wsharbor/<version>``.
 DEFAULT: Final = _Default.DEFAULT
-#: The type of :data:`DEFAULT`, for annotations: ``str | Default | None``.
-Default: TypeAlias = Literal[_Default.DEFAULT]
+#: The type of :data:`DEFAULT`, for annotations: ``str | DefaultType | None``.
+DefaultType: TypeAlias = Literal[_Default.DEFAULT]
 
 
 def _product(value: str | Literal[_Default.DEFAULT] | None) -> str | None:
