@@ -121,9 +121,11 @@ def test_connection_attributes_in_the_handler() -> None:
         seen["state"] = websocket.state
         seen["server"] = websocket.server
         seen["connections"] = websocket.server.connections
+        websocket.send("seen")  # the client waits for it before closing
         websocket.recv()
 
     with sync_server(handler) as server, connect(uri_of(server, path="/chat?room=1")) as client:
+        assert client.recv(timeout=TIMEOUT) == "seen"
         client.send("go")
     assert isinstance(seen["request"], Request) and seen["request"].path == "/chat?room=1"
     assert isinstance(seen["response"], Response) and seen["response"].status == 101
