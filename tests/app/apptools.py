@@ -201,10 +201,10 @@ async def connect_spread(
 ) -> dict[int, list[websockets.ClientConnection]]:
     """Open connections until each worker in ``pids`` has ``per_pid`` of them.
 
-    The kernel picks the worker; connections beyond what's needed are closed. The
-    pick is not uniform (the worker back in ``epoll_wait`` first tends to win, and
-    a fast handshake brings it back sooner): one worker got none of 60 attempts in
-    a full-suite run, hence a limit of 200 (a few milliseconds each).
+    The workers' balancing decides which worker serves a connection (it keeps
+    their counts even, see app/balance.py); connections beyond what's needed are
+    closed. The limit of 200 is from before the balancing, when the kernel alone
+    picked and one worker once got none of 60 attempts.
     """
     clients: dict[int, list[websockets.ClientConnection]] = {pid: [] for pid in pids}
     for _ in range(limit):

@@ -10,7 +10,7 @@ names.
 
 from __future__ import annotations
 
-__all__ = ["ENV_CONFIG", "ENV_FD", "ENV_READY_FD"]
+__all__ = ["ENV_BALANCE", "ENV_CONFIG", "ENV_FD", "ENV_READY_FD"]
 
 #: The worker's :class:`~wsharbor.app.config.Config`, as ``Config.to_json()``.
 ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
@@ -18,3 +18,6 @@ ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
 ENV_FD = "_WSHARBOR_WORKER_FD"
 #: The file descriptor of the pipe on which the worker reports it is ready.
 ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
+#: ``FD:SLOT``: the connection scoreboard's file descriptor and the worker's slot
+#: in it (see :mod:`.balance`).
+ENV_BALANCE = "_WSHARBOR_WORKER_BALANCE"

@@ -6,8 +6,8 @@ Process model
 The supervisor opens the listening socket (or takes it from ``--fd`` or systemd
 socket activation) and keeps it open for its whole life. Each worker is a fresh
 interpreter, ``python -m wsharbor.app.worker``, started with ``subprocess`` and
-the socket passed with ``pass_fds``; every worker accepts on the same socket and
-the kernel spreads connections among them.
+the socket passed with ``pass_fds``; every worker accepts on the same socket, and
+a shared scoreboard keeps their connection counts even (:mod:`.balance`).
 
 Why spawn rather than fork: a rolling restart (SIGHUP, ``--reload``) must run the
 *new* code, which a fork of the supervisor would not have; a fresh interpreter
@@ -70,8 +70,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import sdnotify
+from .balance import Scoreboard
 from .config import Config
-from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD
+from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD
 from .listen import describe
 from .logs import APP_LOGGER
 from .reload import Watcher
@@ -120,6 +121,8 @@ class WorkerHandle:
     killed: bool = False
     #: Read end of the pipe on which it reports readiness.
     ready_fd: int | None = field(default=None, repr=False)
+    #: Its slot in the connection scoreboard (see :mod:`.balance`).
+    slot: int | None = None
 
     @property
     def pid(self) -> int:
@@ -173,6 +176,7 @@ class Supervisor:
         self._selector: selectors.BaseSelector | None = None
         self._signals: list[int] = []
         self.metrics_dir: str | None = None
+        self.scoreboard: Scoreboard | None = None
 
     # Decisions. ``now`` is time.monotonic() or a test's clock.
 
@@ -355,21 +359,34 @@ class Supervisor:
         env[ENV_READY_FD] = str(write_fd)
         if self.metrics_dir is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        pass_fds = [self.sock.fileno(), write_fd]
+        slot = None
+        if self.scoreboard is not None:
+            slot = self.scoreboard.claim()
+            env[ENV_BALANCE] = f"{self.scoreboard.fd}:{slot}"
+            pass_fds.append(self.scoreboard.fd)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "wsharbor.app.worker"],
-                pass_fds=(self.sock.fileno(), write_fd),
+                pass_fds=pass_fds,
                 env=env,
             )
+        except BaseException:
+            if slot is not None and self.scoreboard is not None:
+                self.scoreboard.release(slot)
+            raise
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
-        worker = WorkerHandle(process, generation, time.monotonic(), ready_fd=read_fd)
+        worker = WorkerHandle(process, generation, time.monotonic(), ready_fd=read_fd, slot=slot)
         if self._selector is not None:
             self._selector.register(read_fd, selectors.EVENT_READ, worker)
         return worker
 
     def _forget(self, worker: WorkerHandle) -> None:
+        slot, worker.slot = worker.slot, None
+        if slot is not None and self.scoreboard is not None:
+            self.scoreboard.release(slot)
         fd, worker.ready_fd = worker.ready_fd, None
         if fd is not None:
             if self._selector is not None:
@@ -386,6 +403,7 @@ class Supervisor:
         assert self.sock is not None
         watcher = Watcher(os.getcwd()) if self.config.reload else None
         self.metrics_dir = tempfile.mkdtemp(prefix="wsharbor-metrics-")
+        self.scoreboard = Scoreboard.create()
         selector = self._selector = selectors.DefaultSelector()
         wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_r, False)
@@ -460,6 +478,9 @@ class Supervisor:
             for worker in list(self.workers):
                 self._forget(worker)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            if self.scoreboard is not None:
+                self.scoreboard.close()
+                self.scoreboard = None
 
     def _read_ready(self, worker: WorkerHandle) -> None:
         fd = worker.ready_fd

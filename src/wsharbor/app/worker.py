@@ -60,8 +60,9 @@ from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT
 from ..protocol.http11 import Request, Response
 from . import sdnotify
+from .balance import Balancer, Scoreboard
 from .config import Config
-from .env import ENV_CONFIG, ENV_FD, ENV_READY_FD
+from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD
 from .importer import App, load_app
 from .listen import describe
 from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setup_logging
@@ -203,6 +204,7 @@ class AppServer:
         ssl: ssl_module.SSLContext | None = None,
         supervised: bool = False,
         ready_fd: int | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self.config = config
         self.app = app
@@ -210,6 +212,8 @@ class AppServer:
         self.ssl = ssl
         self.supervised = supervised
         self.ready_fd = ready_fd
+        #: Spreads connections evenly across workers (supervised only).
+        self.balancer = balancer
         self.state = "starting"
         self.metrics = Metrics()
         self.connections: set[AppConnection] = set()
@@ -324,7 +328,8 @@ class AppServer:
         return None
 
     def connection_accepted(self, connection: AppConnection) -> None:
-        connection.peer = connection.remote_address
+        if self.balancer is not None:
+            self.balancer.accepted()
 
     def connection_opened(self, connection: AppConnection) -> None:
         self.connections.add(connection)
@@ -332,6 +337,8 @@ class AppServer:
         self.metrics.handshakes.labels("101").inc()
 
     def connection_closed(self, connection: AppConnection) -> None:
+        if self.balancer is not None:
+            self.balancer.closed()
         metrics = self.metrics
         if connection.peer is None:
             connection.peer = connection.remote_address
@@ -409,6 +416,8 @@ class AppServer:
             ticker = loop.create_task(self._tick())
             try:
                 await server.start_serving()
+                if self.balancer is not None:
+                    self.balancer.start(server)
                 self.state = "ready"
                 self._announce_ready()
                 await self._done.wait()
@@ -474,6 +483,8 @@ class AppServer:
         """Start a graceful stop (idempotent)."""
         if self._stop_task is None:
             self.state = "draining"
+            if self.balancer is not None:
+                self.balancer.leave()
             if not self.supervised:
                 sdnotify.notify("STOPPING=1")
             loop = asyncio.get_running_loop()
@@ -521,13 +532,22 @@ def run_server(
     *,
     supervised: bool = False,
     ready_fd: int | None = None,
+    balancer: Balancer | None = None,
 ) -> int:
     """Run an :class:`AppServer` in a new event loop until it stops; return the exit status."""
     ssl = make_ssl_context(config)
     factory = loop_factory(config.loop)
 
     async def main() -> int:
-        server = AppServer(config, app, sock, ssl=ssl, supervised=supervised, ready_fd=ready_fd)
+        server = AppServer(
+            config,
+            app,
+            sock,
+            ssl=ssl,
+            supervised=supervised,
+            ready_fd=ready_fd,
+            balancer=balancer,
+        )
         return await server.serve()
 
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -539,6 +559,7 @@ def spawned_main() -> int:
     config = Config.from_json(os.environ.pop(ENV_CONFIG))
     fd = int(os.environ.pop(ENV_FD))
     ready_fd = int(os.environ.pop(ENV_READY_FD))
+    balance = os.environ.pop(ENV_BALANCE, None)
     setup_logging(config.log_level, config.log_format)
     # Our parent handles SIGINT from a terminal for us: take it only once serving.
     try:
@@ -547,7 +568,11 @@ def spawned_main() -> int:
         logger.error("worker cannot start: %s", exc)
         return 2
     sock = socket.socket(fileno=fd)
-    return run_server(config, app, sock, supervised=True, ready_fd=ready_fd)
+    balancer = None
+    if balance is not None:
+        board_fd, slot = (int(part) for part in balance.split(":"))
+        balancer = Balancer(Scoreboard.attach(board_fd), slot, sock)
+    return run_server(config, app, sock, supervised=True, ready_fd=ready_fd, balancer=balancer)
 
 
 if __name__ == "__main__":

@@ -613,11 +613,17 @@ class Server:
             )
         except (OSError, ssl_module.SSLError, TimeoutError) as exc:
             # A TLS handshake that failed or timed out, a client that left.
+            # (asyncio closed the socket.)
             self.logger.info("connection failed before the opening handshake: %r", exc)
-            sock.close()
-            self._lost(connection)
         finally:
             self._tasks.discard(asyncio.current_task())
+            if connection.transport is None:
+                # No connection_made(), so no connection_lost() either: this is
+                # the end of this connection for the server and its observer.
+                self._lost(connection)
+                observer = self.options.observer
+                if observer is not None:
+                    observer.connection_closed(connection)
 
     # Connection lifecycle, from ServerConnection.
 
