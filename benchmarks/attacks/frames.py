@@ -53,7 +53,7 @@ MAX_SIZE: int = LIMITS["max_size"]
 MAX_QUEUE: int = LIMITS["max_queue"]
 MIB = 1 << 20
 DEFLATE = "permessage-deflate"
-#: No progress writing for this long: the server stopped reading.
+#: No progress writing for this long when the time runs out: the server stopped reading.
 STALL = 2.0
 #: Seconds to wait for the server's close frame once the attacker stopped sending.
 LINGER = 5.0
@@ -187,9 +187,11 @@ async def _pump(
     max_bytes: int,
     watch: asyncio.Future[str] | None,
 ) -> tuple[int, str]:
-    """Write chunks until ``max_bytes``, ``seconds``, the server ending the connection
-    (``watch`` done), or a stall; return the bytes written and why it stopped:
-    ``"budget"``, ``"time"``, ``"closed"``, ``"write failed"`` or ``"stalled"``."""
+    """Write chunks until ``max_bytes``, ``seconds`` or the server ending the connection
+    (``watch`` done); return the bytes written and why it stopped: ``"budget"``,
+    ``"time"``, ``"closed"``, ``"write failed"``, or ``"stalled"`` (the time ran out
+    while the server had not read anything for the last ``STALL`` seconds: it stopped
+    reading). A slow server is waited for until the time runs out."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     sent = 0
@@ -206,20 +208,21 @@ async def _pump(
             return sent, "budget"
         try:
             conn.writer.write(chunk)
+            written = loop.time()
             drain = asyncio.ensure_future(conn.writer.drain())
             waiters: set[asyncio.Future[None] | asyncio.Future[str]] = {drain}
             if watch is not None:
                 waiters.add(watch)
             done, _ = await asyncio.wait(
                 waiters,
-                timeout=min(STALL, max(0.0, end - loop.time())),
+                timeout=max(0.0, end - loop.time()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if drain not in done:
                 drain.cancel()
                 if watch is not None and watch.done():
                     return sent, "closed"
-                return sent, "stalled" if loop.time() < end else "time"
+                return sent, "stalled" if loop.time() - written >= STALL else "time"
             drain.result()
         except (ConnectionError, RuntimeError):
             return sent, "write failed"
@@ -463,7 +466,7 @@ async def fragments_empty(target: Target) -> JSON:
         target,
         first=frame(OP_BINARY, b"", fin=False),
         chunks=_repeat(chunk),
-        seconds=target.budget.pick(25.0, 6.0),
+        seconds=target.budget.pick(20.0, 6.0),
         max_bytes=count // per * len(chunk),
         unit="frames",
         unit_size=len(chunk) // per,
@@ -519,7 +522,7 @@ async def non_reader(target: Target) -> JSON:
         target,
         first=b"",
         chunks=_repeat(frame(OP_BINARY, bytes(size), mask=ZERO_MASK)),
-        seconds=target.budget.pick(10.0, 4.0),
+        seconds=target.budget.pick(8.0, 4.0),
         max_bytes=4 << 30,
         watch_close=False,
     )

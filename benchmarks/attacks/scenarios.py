@@ -122,7 +122,7 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "non-reader",
         "non-reader",
-        "messages of max_size - 1 KiB to the echo handler, never reading an echo; 10 s "
+        "messages of max_size - 1 KiB to the echo handler, never reading an echo; 8 s "
         "(4 s --quick)",
         f"the server stops reading; peak RSS within max_queue x max_size + 16 MiB "
         f"(+{_QUEUE_BOUND_MIB + 16:g} MiB)",
@@ -134,7 +134,7 @@ SCENARIOS: list[Scenario] = [
         "fragments-empty",
         "fragments",
         "a message of empty continuation frames that never ends: up to 20 M frames "
-        "(2 M --quick) or 25 s (6 s)",
+        "(2 M --quick) or 20 s (6 s)",
         "the connection is closed (websockets: 1009); peak RSS within +16 MiB",
         frames.fragments_empty,
         _limit(60, 30),
