@@ -20,7 +20,6 @@ import json
 import os
 import selectors
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -82,12 +81,6 @@ class Target:
 
     def log_size(self) -> int:
         return os.fstat(self.stderr_fd).st_size
-
-    def client_ssl(self) -> ssl.SSLContext | None:
-        """A client context trusting the server's throwaway CA (TLS scenarios only)."""
-        if self.ca_path is None:
-            return None
-        return ssl.create_default_context(cafile=self.ca_path)
 
 
 class Outcomes:

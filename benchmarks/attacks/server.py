@@ -54,14 +54,17 @@ LIMITS: dict[str, Any] = {
 def describe_limits() -> str:
     """The limits in one line, for the suite's output."""
     mib = LIMITS["max_size"] / 2**20
+    fragments = getattr(defaults, "MAX_FRAGMENTS", None)  # when wsharbor has that limit
     return (
         f"max_size {mib:g} MiB, max_queue {LIMITS['max_queue']}, "
         f"write_limit {LIMITS['write_limit'] // 1024} KiB, "
         f"open_timeout {LIMITS['open_timeout']:g} s, "
         f"ping_interval/ping_timeout {LIMITS['ping_interval']:g}/{LIMITS['ping_timeout']:g} s, "
         f"close_timeout {LIMITS['close_timeout']:g} s; compression: each library's default "
-        f"(permessage-deflate when the client offers it); wsharbor's read_limit "
-        f"{defaults.READ_LIMIT // 1024} KiB (websockets has no equivalent)"
+        f"(permessage-deflate when the client offers it); wsharbor's own: "
+        f"read_limit {defaults.READ_LIMIT // 1024} KiB"
+        + (f", max_fragments {fragments:,}" if fragments else "")
+        + " (websockets has no equivalent)"
     )
 
 

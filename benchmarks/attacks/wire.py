@@ -22,6 +22,7 @@ from benchmarks.loadgen import ACCEPT, KEY, MASK, mask_payload
 
 __all__ = [
     "EOF",
+    "HOST",
     "MASK",
     "OPEN",
     "OP_BINARY",
