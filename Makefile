@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
 
-.PHONY: run test lint typecheck unit bench clean system-deps
+.PHONY: run test lint typecheck unit bench attack clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: lint typecheck unit
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The attack suite (SECURITY.md): wsharbor beside websockets, same limits, from
+# 127.0.0.1 only, about 10 minutes; ATTACK_ARGS='--quick', '--only NAME', '--markdown'.
+attack: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[attack]'
+	$(BIN)/python -m benchmarks.attacks $(ATTACK_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache

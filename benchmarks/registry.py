@@ -45,6 +45,8 @@ class ServerSpec:
     supports_uvloop: bool = True
     #: The workloads this server is run on; ``None``: all of them.
     workloads: frozenset[str] | None = None
+    #: Extra arguments after ``--host``/``--port`` of a ``module`` server.
+    args: tuple[str, ...] = ()
 
     def runs(self, workload: str) -> bool:
         return self.workloads is None or workload in self.workloads
@@ -52,6 +54,7 @@ class ServerSpec:
     def command(self, uvloop: bool, port: int = 0) -> list[str]:
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", "0"]
+            cmd += self.args
             return [*cmd, "--uvloop"] if uvloop else cmd
         return [
             sys.executable,
