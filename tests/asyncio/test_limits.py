@@ -189,4 +189,24 @@ async def test_endless_empty_fragments_get_1009() -> None:
         close = await client.expect_close()
         assert close.code == 1009
         assert close.reason == "message of more than 1000 fragments"
+        await client.close_transport()
         await wait(ws.wait_closed())
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_1009_is_read_whole_while_the_client_still_sends(compression: str | None) -> None:
+    """A connection failed mid-message closes lingering: the client reads the close
+    frame and then the end of the stream, never a reset (the 431 of item 8, on
+    the WebSocket side), while what it still sends is dropped."""
+    async with wsharbor.serve(hold, HOST, 0, max_size=2**16, compression=compression) as server:
+        for _ in range(10):
+            client = await RawClient.connect(port_of(server))
+            # A frame over max_size: refused from its header while its payload
+            # is still on its way, and the client goes on sending after it.
+            client.send_binary(b"x" * (2**16 + 1))
+            for _ in range(10):
+                client.send_binary(b"y" * 4096)
+            close = await client.expect_close()
+            assert close.code == 1009
+            assert await client.read_to_eof() == b""  # a reset raises
+            await client.close_transport()

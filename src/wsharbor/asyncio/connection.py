@@ -236,6 +236,7 @@ class Connection(asyncio.BufferedProtocol):
         "_drain_waiters",
         "_fragmenting",
         "_keepalive_ping",
+        "_lingering",
         "_lost",
         "_messages",
         "_pings",
@@ -282,6 +283,7 @@ class Connection(asyncio.BufferedProtocol):
         self._close_armed = False
         self._closed_waiter: asyncio.Future[None] | None = None
         self._lost = False  # connection_lost() was called
+        self._lingering = False  # our side of TCP is shut down; input is dropped
         # Writes coalesced until the end of this loop iteration, while the
         # application consumes a burst of queued messages; None otherwise.
         self._batch: list[bytes] | None = None
@@ -339,7 +341,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_batch()
             return data
         protocol = self._open_protocol()
-        if protocol.state is State.CLOSED:
+        if protocol.state is State.CLOSED or self._lingering:
             raise protocol.close_exc
         if self._recv_waiter is not None:
             raise InvalidState("another coroutine is already waiting in recv()")
@@ -556,8 +558,28 @@ class Connection(asyncio.BufferedProtocol):
                     self._write_batch()
         if protocol.close_transport:
             self._write_batch()
-            if not transport.is_closing():
-                transport.close()
+            if not transport.is_closing() and not self._lingering:
+                if protocol.close_rcvd is None and transport.can_write_eof():
+                    # We failed the connection: the peer, which didn't send its
+                    # close frame, may still be sending (mid-message, say).
+                    # Lingering close: our FIN after the close frame, and what
+                    # the peer still sends is read and dropped until it closes
+                    # too, at most close_timeout. Closing with input unread
+                    # would make the kernel answer with a reset, which can
+                    # destroy our close frame before the peer reads it. After a
+                    # complete closing handshake the peer sends nothing more:
+                    # TCP is closed at once (RFC 6455 section 7.1.1).
+                    self._lingering = True
+                    waiter = self._recv_waiter
+                    if waiter is not None and not waiter.done():
+                        # No message comes any more: don't make recv() wait
+                        # for the peer to close TCP.
+                        waiter.set_exception(protocol.close_exc)
+                    transport.write_eof()
+                    self._reading_paused = False
+                    transport.resume_reading()
+                else:
+                    transport.close()  # TLS: close_notify
             self._arm_close_timer()
         elif protocol.state is not State.OPEN:
             if self._reading_paused or self._write_paused:
