@@ -121,9 +121,11 @@ def check_response(response: Any) -> None:
     )
     client.key = KEY
     try:
-        client.process_response(response)
+        accepted = client.process_response(response)
     except InvalidHandshake:
-        pass
+        return
+    assert accepted.subprotocol in (None, "chat", "superchat"), accepted
+    assert len(accepted.extensions) <= 1, accepted
 
 
 def both_too_large(whole: Any, chunked: Any) -> bool:
