@@ -73,8 +73,7 @@ def test_one_input(data: bytes) -> None:
         assert sent is not None and sent.code == 1007, (sent, protocol.failure)
         assert isinstance(protocol.failure, UnicodeDecodeError), protocol.failure
         assert not any(
-            isinstance(event, connection.TextMessage | connection.CloseReceived)
-            for event in events
+            isinstance(event, connection.TextMessage | connection.CloseReceived) for event in events
         ), events
         if stream and not close_mode:
             assert all(isinstance(e, connection.Fragment) and not e.final for e in events)

@@ -1,14 +1,16 @@
 """Write the seed corpora, ``fuzz/corpus/<target>/<name>``, from the examples below.
 
 The corpora are committed; run this after changing it (``python fuzz/make_seeds.py``)
-and commit the result. Each seed starts with the settings bytes its harness reads
+and commit the result. It overwrites its own files and leaves others (a seed added by
+hand, such as a minimized crash) in place; ``tests/fuzz`` checks that the committed
+files match it. Each seed starts with the settings bytes its harness reads
 (see the harness docstring and ``fuzz/README.md``); masked frames use the masking
 key of RFC 6455 section 5.7 so that the output is the same on every run.
 """
 
 from __future__ import annotations
 
-import shutil
+import argparse
 import struct
 import sys
 import zlib
@@ -314,7 +316,13 @@ def headers_seeds() -> dict[str, bytes]:
         b"ext;",
         b"",
     ]
-    subprotocols = [b"chat, superchat", b"graphql-ws", b"v10.stomp, v11.stomp, v12.stomp", b",", b"a b"]
+    subprotocols = [
+        b"chat, superchat",
+        b"graphql-ws",
+        b"v10.stomp, v11.stomp, v12.stomp",
+        b",",
+        b"a b",
+    ]
     seeds = {}
     for i, value in enumerate(extensions):
         seeds[f"extensions-{i:02d}"] = bytes([0]) + value
@@ -330,8 +338,9 @@ def headers_seeds() -> dict[str, bytes]:
     return seeds
 
 
-def main() -> None:
-    targets = {
+def all_seeds() -> dict[str, dict[str, bytes]]:
+    """The seeds of each harness: ``{target: {file name: content}}``."""
+    return {
         "frames": frames_seeds(),
         "connection": connection_seeds(),
         "utf8": utf8_seeds(),
@@ -339,10 +348,15 @@ def main() -> None:
         "http": http_seeds(),
         "headers": headers_seeds(),
     }
-    for target, seeds in targets.items():
-        directory = CORPUS / target
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=CORPUS, help="default: fuzz/corpus")
+    args = parser.parse_args()
+    for target, seeds in all_seeds().items():
+        directory = args.out / target
+        directory.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():
             (directory / name).write_bytes(data)
         print(f"{directory}: {len(seeds)} seeds", file=sys.stderr)
