@@ -46,7 +46,7 @@ bench: $(VENV)/.installed
 # its seeds in fuzz/corpus/; new inputs, crashes and logs go to fuzz/.scratch/.
 # Fails when a harness crashes. FUZZ_TARGETS=http runs one.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= frames connection utf8 deflate http headers
+FUZZ_TARGETS ?= frames connection utf8 deflate http headers uri
 FUZZ_SCRATCH ?= fuzz/.scratch
 
 fuzz: $(VENV)/.installed

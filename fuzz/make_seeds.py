@@ -338,6 +338,32 @@ def headers_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def uri_seeds() -> dict[str, bytes]:
+    uris = {
+        "localhost": "ws://localhost",
+        "port-80": "ws://localhost:80/",
+        "wss": "wss://example.com",
+        "port-query": "wss://example.com:8443/chat?room=1&x",
+        "upper-case": "WS://EXAMPLE.com/A",
+        "ipv6": "ws://[::1]:8080/",
+        "ipv6-zone": "ws://[fe80::1%25eth0]/",
+        "ipv4": "ws://127.0.0.1:1234/a%20b/%2F",
+        "non-ascii-path": "ws://a/\u00e9 b?q=\u00e9",
+        "idna": "ws://b\u00fccher.example/",
+        "user-info": "ws://user:pass@a/",
+        "http": "http://example.com/",
+        "fragment": "ws://example.com/#frag",
+        "no-host": "ws:///path",
+        "bad-port": "ws://example.com:99999/",
+        "user-without-password": "ws://user@example.com/",
+        "bracket": "ws://[::1/",
+        "control-in-host": "ws://a\x00b/",
+    }
+    seeds = {name: uri.encode() for name, uri in uris.items()}
+    seeds["not-utf8"] = b"ws://\xff.example/"  # decoded as U+FFFD by the harness
+    return seeds
+
+
 def all_seeds() -> dict[str, dict[str, bytes]]:
     """The seeds of each harness: ``{target: {file name: content}}``."""
     return {
@@ -347,6 +373,7 @@ def all_seeds() -> dict[str, dict[str, bytes]]:
         "deflate": deflate_seeds(),
         "http": http_seeds(),
         "headers": headers_seeds(),
+        "uri": uri_seeds(),
     }
 
 

@@ -20,7 +20,7 @@ RUNS = 300
 
 
 def test_targets_found() -> None:
-    assert set(TARGETS) >= {"frames", "connection", "utf8", "deflate", "http", "headers"}
+    assert set(TARGETS) >= {"frames", "connection", "utf8", "deflate", "http", "headers", "uri"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
