@@ -58,7 +58,7 @@ fuzz: $(VENV)/.installed
 		if $(BIN)/python fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 			-print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/crashes/$$target- \
 			$(FUZZ_SCRATCH)/corpus/$$target fuzz/corpus/$$target >$$log 2>&1; then \
-			grep -E '^#[0-9]+ ' $$log | tail -1; grep -E '^Done [0-9]+ runs' $$log; \
+			grep -E '^#[0-9]+[[:space:]]' $$log | tail -1; grep -E '^Done [0-9]+ runs' $$log; \
 		else \
 			status=1; grep -A30 -E 'Uncaught Python exception|ERROR: libFuzzer' $$log | head -60; \
 			echo "fuzz_$$target FAILED: input in $(FUZZ_SCRATCH)/crashes/"; \
