@@ -134,6 +134,8 @@ def frames_seeds() -> dict[str, bytes]:
         "server-masked": b"\x00\x01" + frame(1, b"hi", masked=True),
         "rsv-bits": b"\x00\x02" + bytes([0xF1, 0x01]) + b"a",
         "truncated": b"\x01\x02" + frame(2, b"abcdef", masked=True)[:-2],
+        # Over 2048 bytes: unmasked from a memoryview rather than a copy.
+        "masked-3000-binary": b"\x01\x01" + frame(2, bytes(range(250)) * 12, masked=True),
     }
     for opcode, name, data in (
         (0, "cont", b"more"),
