@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from wsharbor.exceptions import HeadersTooLarge, InvalidHandshake, InvalidURI
-from wsharbor.protocol.handshake import ClientHandshake, RequestParser, parse_uri
+from wsharbor.protocol.handshake import ClientHandshake, RequestParser, ResponseParser, parse_uri
 
 
 def parse(chunks: list[bytes], **limits: int) -> tuple[type[Exception] | str, str]:
@@ -84,3 +84,31 @@ def test_uri_control_characters_elsewhere_make_a_request(uri: str) -> None:
     request = ClientHandshake.from_uri(parse_uri(uri)).request
     parsed = RequestParser().feed(request.serialize())
     assert parsed is not None and parsed.headers["Host"] == "a"
+
+
+# fuzz_http: a response's body, given whole with the bytes after it, took the body of
+# the message that followed (llhttp parses on, calling on_body again): whole gave
+# b"abcxy", byte by byte b"abc".
+NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxy"
+HEAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\n"
+BODY_THEN_MORE = HEAD + b"abc" + NEXT_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [BODY_THEN_MORE],
+        bytewise(BODY_THEN_MORE),
+        [HEAD, BODY_THEN_MORE[len(HEAD) :]],
+        [HEAD + b"a", BODY_THEN_MORE[len(HEAD) + 1 :]],
+    ],
+    ids=["whole", "bytewise", "headers-then-rest", "body-split"],
+)
+def test_response_body_ends_with_the_message(chunks: list[bytes]) -> None:
+    parser = ResponseParser()
+    for chunk in chunks:
+        response = parser.feed(chunk)
+        if response is not None:
+            break
+    assert response is not None
+    assert (response.status, response.body, parser.leftover) == (400, b"abc", b"")
