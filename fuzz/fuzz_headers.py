@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from _common import deflate, exceptions, http, run
 
+#: Settings unlike both defaults: a window asked of the peer, no context takeover.
 OTHER_SETTINGS = deflate.DeflateSettings(
-    window_bits=15,
+    window_bits=11,
     memory_level=8,
     context_takeover=False,
-    peer_window_bits=None,
+    peer_window_bits=10,
     peer_context_takeover=False,
     threshold=0,
 )
