@@ -295,7 +295,7 @@ def http_seeds() -> dict[str, bytes]:
         "response-http10": b"\x01\x01HTTP/1.0 101 Switching Protocols\r\n\r\n",
         "response-wrong-accept": b"\x01\x01" + RESPONSE.replace(b"s3pP", b"AAAA"),
         # A finding (tests/protocol/test_fuzz_findings.py): the next message's body.
-        "finding-body-then-next-response": b"\x01\x01HTTP/1.1 400 Bad Request\r\n"
+        "finding-body-then-next-response": b"\x01\x00HTTP/1.1 400 Bad Request\r\n"
         b"Content-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxy",
     }
 
