@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
 
-.PHONY: run test lint typecheck unit bench attack clean system-deps
+.PHONY: run test lint typecheck unit bench attack fuzz clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ run: $(VENV)/.installed
 	$(BIN)/python -m wsharbor run examples.demo.app:app --host 127.0.0.1 --port 8765 --max-size 4096
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks fuzz
+	$(BIN)/ruff format --check src tests examples benchmarks fuzz
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
@@ -48,6 +48,29 @@ attack: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[attack]'
 	$(BIN)/python -m benchmarks.attacks $(ATTACK_ARGS)
 
+# Coverage-guided fuzzing (fuzz/README.md): each harness for FUZZ_SECONDS, from
+# its seeds in fuzz/corpus/; new inputs, crashes and logs go to fuzz/.scratch/.
+# Fails when a harness crashes. FUZZ_TARGETS=http runs one.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= frames connection utf8 deflate http headers uri
+FUZZ_SCRATCH ?= fuzz/.scratch
+
+fuzz: $(VENV)/.installed
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[fuzz]'
+	@status=0; for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_SCRATCH)/corpus/$$target $(FUZZ_SCRATCH)/crashes; \
+		log=$(FUZZ_SCRATCH)/$$target.log; \
+		echo "fuzz_$$target: $(FUZZ_SECONDS) s, log in $$log"; \
+		if $(BIN)/python fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/crashes/$$target- \
+			$(FUZZ_SCRATCH)/corpus/$$target fuzz/corpus/$$target >$$log 2>&1; then \
+			grep -E '^#[0-9]+[[:space:]]' $$log | tail -1; grep -E '^Done [0-9]+ runs' $$log; \
+		else \
+			status=1; grep -A30 -E 'Uncaught Python exception|ERROR: libFuzzer' $$log | head -60; \
+			echo "fuzz_$$target FAILED: input in $(FUZZ_SCRATCH)/crashes/"; \
+		fi; \
+	done; exit $$status
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache fuzz/.scratch
 	find src -name '*.so' -delete

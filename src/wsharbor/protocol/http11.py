@@ -210,6 +210,10 @@ class _Callbacks:
         self.headers_complete = True
 
     def on_body(self, body: bytes) -> None:
+        if self.message_complete:
+            # llhttp goes on parsing the bytes after the message as the next one:
+            # their body is not this message's.
+            return
         room = self.body_limit - len(self.body)
         if room > 0:
             self.body += body[:room]

@@ -9,6 +9,7 @@ Host header, the resource name, the credentials for ``Authorization: Basic``).
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ class WebSocketURI:
 # does "%" (percent-encoding is kept raw); anything else is percent-encoded.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+# RFC 3986 section 3.2.2: a host has no control character and no space (nor would
+# the Host header accept a control character).
+_INVALID_IN_HOST_RE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def parse_uri(uri: str) -> WebSocketURI:
@@ -55,7 +59,7 @@ def parse_uri(uri: str) -> WebSocketURI:
         wss-URI = "wss:" "//" host [ ":" port ] path [ "?" query ]
 
     Raises :exc:`~wsharbor.exceptions.InvalidURI` for another scheme, a fragment,
-    a missing host or an invalid port.
+    a missing host, a control character or a space in the host, or an invalid port.
     """
     try:
         parsed = urllib.parse.urlsplit(uri)
@@ -82,6 +86,8 @@ def parse_uri(uri: str) -> WebSocketURI:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
             raise InvalidURI(uri, "invalid internationalized hostname") from None
+    if _INVALID_IN_HOST_RE.search(host):
+        raise InvalidURI(uri, "invalid character in hostname")
     path = urllib.parse.quote(parsed.path or "/", safe=_PATH_SAFE)
     if parsed.query:
         path += "?" + urllib.parse.quote(parsed.query, safe=_QUERY_SAFE)

@@ -1,0 +1,116 @@
+"""Regression tests for what the fuzz harnesses (fuzz/, ``make fuzz``) found.
+
+Each test holds the minimized input of one finding. A finding not fixed yet is
+``xfail(strict=True)`` with the reason: it starts passing, and so fails, when the
+bug is fixed, and the mark is then removed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from wsharbor.exceptions import HeadersTooLarge, InvalidHandshake, InvalidURI
+from wsharbor.protocol.handshake import ClientHandshake
+from wsharbor.protocol.http11 import RequestParser, ResponseParser
+from wsharbor.protocol.uri import parse_uri
+
+
+def parse(chunks: list[bytes], **limits: int) -> tuple[type[Exception] | str, str]:
+    """Feed ``chunks`` in turn; the error raised, as ``(class, message)``."""
+    parser = RequestParser(**limits)
+    try:
+        for chunk in chunks:
+            if parser.feed(chunk) is not None:
+                return "request", ""
+    except InvalidHandshake as exc:
+        return type(exc), str(exc)
+    return "incomplete", ""
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+# fuzz_http: over two size limits at once, the limit the 431 names depends on where
+# the input was cut. Complete lines are checked line length, header count, header
+# size; a partial line is checked at each feed() in that order too, but byte by
+# byte the limit crossed at the earliest byte wins (the count at the first byte of
+# the line, the section size possibly before the line's own limit). Same class and
+# status either way, so no client sees a difference but the message; the module
+# docstring promises the same error. A fix: pick the limit crossed first in byte
+# order in _check_line and _check_partial_line.
+LIMIT_CASES = {
+    "header count, then line length": (
+        b"GET / HTTP/1.1\r\nA: b\r\nXXXXXXXXXXXX: y\r\n\r\n",
+        {"max_headers": 1, "max_header_line": 8},
+    ),
+    "header section size, then line length": (
+        b"GET / HTTP/1.1\r\nA: " + b"b" * 40 + b"\r\n\r\n",
+        {"max_headers_size": 20, "max_header_line": 30},
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "limits"), LIMIT_CASES.values(), ids=list(LIMIT_CASES))
+def test_limit_errors_same_class_whatever_the_cut(data: bytes, limits: dict[str, int]) -> None:
+    whole = parse([data], **limits)
+    assert whole[0] is HeadersTooLarge
+    assert parse(bytewise(data), **limits)[0] is HeadersTooLarge
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HeadersTooLarge names a different limit whole and byte by byte (fuzz_http); "
+    "in handshake.py, being split into http11.py by another helper",
+)
+@pytest.mark.parametrize(("data", "limits"), LIMIT_CASES.values(), ids=list(LIMIT_CASES))
+def test_limit_errors_same_message_whatever_the_cut(data: bytes, limits: dict[str, int]) -> None:
+    assert parse([data], **limits) == parse(bytewise(data), **limits)
+
+
+# fuzz_uri: parse_uri accepted a control character in the host, and the client
+# handshake then raised ValueError (invalid Host header) instead of InvalidURI.
+@pytest.mark.parametrize(
+    "uri",
+    ["ws://a\x00b/", "ws://a\x7fb/", "ws://a\x01/", "ws://a b/", "wss://h\u00e9\x00.example/"],
+)
+def test_uri_control_character_in_host(uri: str) -> None:
+    with pytest.raises(InvalidURI) as exc_info:
+        parse_uri(uri)
+    assert str(exc_info.value.uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["ws://a/\x00", "ws://a/?\x7f", "ws://u:\x00@a/"])
+def test_uri_control_characters_elsewhere_make_a_request(uri: str) -> None:
+    # Quoted in the path and the query, base64-encoded in the credentials.
+    request = ClientHandshake.from_uri(parse_uri(uri)).request
+    parsed = RequestParser().feed(request.serialize())
+    assert parsed is not None and parsed.headers["Host"] == "a"
+
+
+# fuzz_http: a response's body, given whole with the bytes after it, took the body of
+# the message that followed (llhttp parses on, calling on_body again): whole gave
+# b"abcxy", byte by byte b"abc".
+NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nxy"
+HEAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\n"
+BODY_THEN_MORE = HEAD + b"abc" + NEXT_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [BODY_THEN_MORE],
+        bytewise(BODY_THEN_MORE),
+        [HEAD, BODY_THEN_MORE[len(HEAD) :]],
+        [HEAD + b"a", BODY_THEN_MORE[len(HEAD) + 1 :]],
+    ],
+    ids=["whole", "bytewise", "headers-then-rest", "body-split"],
+)
+def test_response_body_ends_with_the_message(chunks: list[bytes]) -> None:
+    parser = ResponseParser()
+    for chunk in chunks:
+        response = parser.feed(chunk)
+        if response is not None:
+            break
+    assert response is not None
+    assert (response.status, response.body, parser.leftover) == (400, b"abc", b"")
