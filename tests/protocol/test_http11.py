@@ -870,3 +870,25 @@ def test_empty_lines_split_invariance(empty: bytes, cuts: list[int], trailing: b
             received += chunk
     assert result == RequestParser().feed(RFC_REQUEST)
     assert parser.leftover + received == trailing
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00" * 1024, b"GET /\x00", b"GET / HTTP/1.1\r\nX: a\x01", b"\x16\x03\x01\x02\x00"],
+    ids=["NULs", "request line", "header line", "TLS record"],
+)
+def test_control_character_in_an_unfinished_line_is_400_at_once(data: bytes) -> None:
+    """A line with a control character is refused without waiting for its end,
+    which may never come (found by make attack: 1 KiB of NUL bytes waited for
+    open_timeout)."""
+    with pytest.raises(InvalidMessage, match="control character") as caught:
+        RequestParser().feed(data)
+    assert caught.value.status == 400
+    with pytest.raises(InvalidMessage, match="control character"):
+        feed_bytewise_raising(data)
+
+
+def feed_bytewise_raising(data: bytes) -> None:
+    parser = RequestParser()
+    for i in range(len(data)):
+        parser.feed(data[i : i + 1])

@@ -222,6 +222,10 @@ class _Callbacks:
         self.message_complete = True
 
 
+#: Bytes no HTTP/1.1 line may hold (RFC 9112 section 2.2 and 3, RFC 9110 section
+#: 5.5): controls other than HTAB, LF (which ends lines) and CR (which has rules
+#: of its own, checked where lines are split).
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PROTOCOL_VERSION_RE = re.compile(rb"[A-Za-z]+/[0-9.]+")
 _BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
@@ -352,8 +356,9 @@ class _HTTPParser(Generic[_M]):
         count = data.count(b"\r\n", 0, end)
         if data.count(b"\n", 0, end) != count:
             return None
-        # Empty lines or a CR before the first line: for the line by line path.
-        if data[0] == 0x0D:
+        # Empty lines or a CR before the first line, control characters: for the
+        # line by line path.
+        if data[0] == 0x0D or _CONTROL_RE.search(data, 0, end):
             return None
         first = data.find(b"\r\n", 0, end) if count else end
         # The header lines, each with the CRLF before it (the size the line by line
@@ -386,7 +391,12 @@ class _HTTPParser(Generic[_M]):
                 self._skip_empty_line(nl + 1 - start)
                 start = search = skipped = nl + 1
                 continue
-            self._check_line(buf, start, length, nl + 1 - start)
+            if self._check_line(buf, start, length, nl + 1 - start):
+                # A control character: llhttp first judges the lines before it,
+                # as it does when they arrive one by one.
+                if start > skipped:
+                    self._parse(bytes(buf[skipped:start]))
+                raise self._control_character(first=self._lines == 1)
             start = search = nl + 1
             if length == 0:
                 end = start
@@ -404,14 +414,16 @@ class _HTTPParser(Generic[_M]):
             raise InvalidMessage(f"malformed HTTP {self._kind}: incomplete header block")
         return self._on_headers_complete(rest)
 
-    def _check_line(self, buf: bytearray, start: int, length: int, size: int) -> None:
+    def _check_line(self, buf: bytearray, start: int, length: int, size: int) -> bool:
         """Check the complete line ``buf[start : start + length]`` (``size`` bytes with
-        its line end) before llhttp parses it.
+        its line end) before llhttp parses it; true if it holds a control character.
         """
         self._lines += 1
         if self._lines == 1:
             if error := self._limit_broken(length, 0, 0, 0):
                 raise error
+            if _CONTROL_RE.search(buf, start, start + length):
+                return True
             if length == 0:
                 raise InvalidMessage(f"malformed HTTP {self._kind}: empty first line")
             # RFC 9112 section 2.2: a bare CR ends no line. llhttp would skip a CR
@@ -421,12 +433,13 @@ class _HTTPParser(Generic[_M]):
                     f"malformed HTTP {self._kind}: CR at the start of the {self._first_line}"
                 )
             self._check_first_line(bytes(buf[start : start + length]))
-            return
+            return False
         if length == 0:  # end of the header block
-            return
+            return False
         self._headers_size += size
         if error := self._limit_broken(0, self._lines - 1, length, self._headers_size):
             raise error
+        return _CONTROL_RE.search(buf, start, start + length) is not None
 
     def _skip_empty_line(self, size: int) -> None:
         """Ignore an empty line of ``size`` bytes (CRLF or LF) before the first line.
@@ -455,6 +468,15 @@ class _HTTPParser(Generic[_M]):
             error = self._limit_broken(0, headers, length - 1, self._headers_size + length - 1)
         if error:
             raise error
+        # A control character can't be in any line: say so now, rather than
+        # wait for a line end that may never come (1 KiB of NUL bytes used to
+        # wait for open_timeout). Checked after the limits, as for a whole line.
+        if _CONTROL_RE.search(self._pending):
+            raise self._control_character(first=self._lines == 0)
+
+    def _control_character(self, *, first: bool) -> InvalidMessage:
+        where = f"the {self._first_line}" if first else "a header line"
+        return InvalidMessage(f"malformed HTTP {self._kind}: control character in {where}")
 
     def _limit_broken(
         self, first_line: int, headers: int, header_line: int, headers_size: int
