@@ -1,4 +1,4 @@
-"""wsharbor.app.proxy_headers: X-Forwarded-For / X-Forwarded-Proto and RFC 7239 Forwarded,
+"""wsharbor.app.proxy_headers: X-Forwarded-For and RFC 7239 Forwarded,
 believed only from trusted peers."""
 
 from __future__ import annotations
@@ -109,10 +109,8 @@ def test_untrusted_peers_headers_are_ignored() -> None:
     proxy = ProxyHeaders(["127.0.0.1", "10.0.0.0/8"])
     forged = headers(
         ("X-Forwarded-For", "198.51.100.1"),
-        ("X-Forwarded-Proto", "https"),
     )
     assert proxy.client(STRANGER, forged) is None
-    assert proxy.scheme(STRANGER, forged) is None
     assert proxy.client(("10.9.8.7", 1), forged) == ("198.51.100.1", 0)
     # A Unix socket peer is trusted only with '*'.
     assert proxy.client("", forged) is None
@@ -131,13 +129,10 @@ def test_only_the_chosen_header_is_read() -> None:
     both = headers(
         ("X-Forwarded-For", "198.51.100.1"),
         ("Forwarded", 'for="[2001:db8::7]:4711";proto=https'),
-        ("X-Forwarded-Proto", "http"),
     )
     assert ProxyHeaders(["127.0.0.1"], "x-forwarded").client(PROXY, both) == ("198.51.100.1", 0)
-    assert ProxyHeaders(["127.0.0.1"], "x-forwarded").scheme(PROXY, both) == "ws"
     forwarded = ProxyHeaders(["127.0.0.1"], "forwarded")
     assert forwarded.client(PROXY, both) == ("2001:db8::7", 4711)
-    assert forwarded.scheme(PROXY, both) == "wss"
     assert forwarded.client(PROXY, headers(("X-Forwarded-For", "198.51.100.1"))) is None
 
 
@@ -148,15 +143,6 @@ def test_forwarded_chain_and_obfuscated_nodes() -> None:
     assert proxy.client(PROXY, headers(("Forwarded", 'for="_hidden"'))) == ("_hidden", 0)
     assert proxy.client(PROXY, headers(("Forwarded", "for=unknown"))) is None
     assert proxy.client(PROXY, headers(("Forwarded", "proto=https"))) is None
-
-
-@pytest.mark.parametrize(
-    ("value", "scheme"),
-    [("https", "wss"), ("http", "ws"), ("WSS", "wss"), ("https, http", "wss"), ("ftp", None)],
-)
-def test_scheme_from_x_forwarded_proto(value: str, scheme: str | None) -> None:
-    proxy = ProxyHeaders(["127.0.0.1"])
-    assert proxy.scheme(PROXY, headers(("X-Forwarded-Proto", value))) == scheme
 
 
 def test_unknown_header_kind() -> None:

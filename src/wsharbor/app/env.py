@@ -10,7 +10,7 @@ names.
 
 from __future__ import annotations
 
-__all__ = ["ENV_CONFIG", "ENV_FD", "ENV_READY_FD"]
+__all__ = ["ENV_CONFIG", "ENV_FD", "ENV_READY_FD", "EXIT_RECYCLED"]
 
 #: The worker's :class:`~wsharbor.app.config.Config`, as ``Config.to_json()``.
 ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
@@ -18,3 +18,7 @@ ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
 ENV_FD = "_WSHARBOR_WORKER_FD"
 #: The file descriptor of the pipe on which the worker reports it is ready.
 ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
+
+#: The exit status of a worker that retired after ``--limit-max-requests``
+#: connections: the supervisor replaces it at once, and it is not a crash.
+EXIT_RECYCLED = 4

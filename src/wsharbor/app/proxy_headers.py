@@ -3,11 +3,16 @@
 A proxy in front of the application server connects to it itself, so the socket's
 peer is the proxy. The proxy says who the client is in a header:
 
-- ``X-Forwarded-For: client, proxy1, proxy2`` (and ``X-Forwarded-Proto: https``),
-  the de facto standard nginx, HAProxy, Traefik, Envoy and cloud load balancers
-  set (``--forwarded-header x-forwarded``, the default);
+- ``X-Forwarded-For: client, proxy1, proxy2``, the de facto standard nginx,
+  HAProxy, Traefik, Envoy and cloud load balancers set (``--forwarded-header
+  x-forwarded``, the default);
 - ``Forwarded: for=client;proto=https, for=proxy1`` (RFC 7239), which HAProxy's
   ``option forwarded`` sets (``--forwarded-header forwarded``).
+
+The scheme a proxy reports (``X-Forwarded-Proto``, ``proto=``) is not used:
+unlike an ASGI server, wsharbor hands the application no URL to rebuild. The one
+URL it builds, a router's redirect, takes its scheme from the router
+(``Router(url_map, url_scheme="wss")`` behind a proxy that terminates TLS).
 
 One header is read, the one named by ``--forwarded-header``: a proxy that sets
 one of them usually passes the other through as the client sent it, and reading
@@ -43,9 +48,6 @@ __all__ = [
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: Schemes a proxy may report; http(s) are mapped to ws(s).
-_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
 def parse_trusted(text: str) -> tuple[str, ...]:
@@ -180,7 +182,7 @@ def parse_forwarded(values: Iterable[str]) -> list[dict[str, str]]:
 
 
 class ProxyHeaders:
-    """Reads the client's address (and scheme) from the headers of a trusted proxy.
+    """Reads the client's address from the headers of a trusted proxy.
 
     ``trusted`` is the ``--forwarded-allow-ips`` list; ``header`` is
     ``"x-forwarded"`` or ``"forwarded"`` (``--forwarded-header``).
@@ -228,19 +230,3 @@ class ProxyHeaders:
         if not client[0] or client[0].lower() == "unknown":
             return None
         return client
-
-    def scheme(self, peer: Any, headers: Headers) -> str | None:
-        """``"ws"`` or ``"wss"`` as the client used it (``X-Forwarded-Proto`` or
-        ``proto=``), or None: the peer isn't trusted or the header is missing."""
-        if not self.trusts(peer):
-            return None
-        if self.header == "x-forwarded":
-            values = headers.get_all("X-Forwarded-Proto")
-            # Each proxy may append: the first is the client's.
-            proto = values[0].split(",")[0] if values else None
-        else:
-            elements = [e for e in parse_forwarded(headers.get_all("Forwarded")) if "proto" in e]
-            proto = elements[0]["proto"] if elements else None
-        if proto is None:
-            return None
-        return _SCHEMES.get(proto.strip().lower())
