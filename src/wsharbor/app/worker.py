@@ -179,17 +179,37 @@ class Meter(ConnectionObserver):
         cast(AppConnection, connection).messages_out += 1
 
 
+def _encrypted_key(path: str) -> bool:
+    """Whether the PEM file holds an encrypted private key (PKCS#8 or OpenSSL's)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 20)
+    except OSError:
+        return False
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
 def make_ssl_context(config: Config) -> ssl_module.SSLContext | None:
     if config.ssl_certfile is None:
         return None
     context = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
     password = config.ssl_keyfile_password
+
+    def no_password() -> bytes:
+        return b""  # never OpenSSL's prompt on the terminal
+
     try:
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password)
+        context.load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile, no_password if password is None else password
+        )
     except (OSError, ssl_module.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-        if password is None and "password" in str(reason).lower():
-            reason = f"{reason} (an encrypted key needs --ssl-keyfile-password)"
+        if _encrypted_key(config.ssl_keyfile or config.ssl_certfile):
+            reason = (
+                "the key is encrypted: give --ssl-keyfile-password"
+                if password is None
+                else "wrong --ssl-keyfile-password for the encrypted key"
+            )
         raise ConfigError(
             f"--ssl-certfile {config.ssl_certfile} / --ssl-keyfile {config.ssl_keyfile}: "
             f"cannot load: {reason}"
