@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
 
-.PHONY: run test lint typecheck unit bench clean system-deps
+.PHONY: run test lint typecheck unit docs bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# What `make run` needs: the package and uvloop (`--loop auto` serves on it when
+# it is installed), not the test tools of .installed.
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
+	$(BIN)/python -m pip install -q -e '.[uvloop]'
+	touch $@
+
 # The demo application: echo (/echo), a chat room (/chat) and its page (/),
 # with /healthz, /readyz and /metrics, until Ctrl-C or SIGTERM.
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(BIN)/python -m wsharbor run examples.demo.app:app --host 127.0.0.1 --port 8765 --max-size 4096
 
 lint: $(VENV)/.installed
