@@ -42,12 +42,17 @@ unit: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=wsharbor --cov-report=term
 	$(BIN)/python -m coverage report --include='*/wsharbor/protocol/*' --fail-under=95
 
-test: lint typecheck unit
+# The API reference and the guides, warnings as errors, in docs/_build/html
+# (-E: every page read again, so that no warning hides in an old build).
+docs: $(VENV)/.installed
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
+
+test: lint typecheck docs unit
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache docs/_build
 	find src -name '*.so' -delete
