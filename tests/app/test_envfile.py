@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsharbor.app.envfile import parse_env_file, read_env_file
 
@@ -75,3 +77,13 @@ def test_read_env_file(tmp_path: Path) -> None:
     path.write_bytes(b"A=\xff\n")
     with pytest.raises(ValueError, match="not UTF-8"):
         read_env_file(str(path))
+
+
+@given(st.text())
+def test_any_text_parses_or_names_the_line(text: str) -> None:
+    try:
+        values = parse_env_file(text)
+    except ValueError as exc:
+        assert str(exc).startswith("line ")
+    else:
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())

@@ -4,6 +4,8 @@ believed only from trusted peers."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsharbor.app.proxy_headers import (
     ProxyHeaders,
@@ -148,3 +150,27 @@ def test_forwarded_chain_and_obfuscated_nodes() -> None:
 def test_unknown_header_kind() -> None:
     with pytest.raises(ValueError, match="unknown proxy header"):
         ProxyHeaders(["*"], "x-real-ip")
+
+
+# Header values are whatever a client or a proxy sent: any text, no crash.
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+
+
+@given(header_text, header_text)
+def test_any_header_value_gives_a_client_or_none(xff: str, forwarded: str) -> None:
+    values = headers(("X-Forwarded-For", xff), ("Forwarded", forwarded))
+    for kind in ("x-forwarded", "forwarded"):
+        for trusted in (["127.0.0.1"], ["*"]):
+            client = ProxyHeaders(trusted, kind).client(PROXY, values)
+            assert client is None or (
+                isinstance(client[0], str) and client[0] and isinstance(client[1], int)
+            )
+
+
+@given(header_text)
+def test_any_allow_list_parses_or_raises_value_error(text: str) -> None:
+    try:
+        items = parse_trusted(text)
+    except ValueError:
+        return
+    TrustedHosts(items)  # what parse_trusted accepts, TrustedHosts takes
