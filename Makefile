@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export WSHARBOR_REQUIRE_SPEEDUPS ?= 1
 
-.PHONY: run test lint typecheck unit bench attack fuzz clean system-deps
+.PHONY: run test lint typecheck unit docs bench attack fuzz clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# What `make run` needs: the package and uvloop (`--loop auto` serves on it when
+# it is installed), not the test tools of .installed.
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
+	$(BIN)/python -m pip install -q -e '.[uvloop]'
+	touch $@
+
 # The demo application: echo (/echo), a chat room (/chat) and its page (/),
 # with /healthz, /readyz and /metrics, until Ctrl-C or SIGTERM.
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(BIN)/python -m wsharbor run examples.demo.app:app --host 127.0.0.1 --port 8765 --max-size 4096
 
 lint: $(VENV)/.installed
@@ -36,7 +42,12 @@ unit: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=wsharbor --cov-report=term
 	$(BIN)/python -m coverage report --include='*/wsharbor/protocol/*' --fail-under=95
 
-test: lint typecheck unit
+# The API reference and the guides, warnings as errors, in docs/_build/html
+# (-E: every page read again, so that no warning hides in an old build).
+docs: $(VENV)/.installed
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
+
+test: lint typecheck docs unit
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
@@ -72,5 +83,5 @@ fuzz: $(VENV)/.installed
 	done; exit $$status
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache fuzz/.scratch
+	rm -rf $(VENV) build src/*.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache fuzz/.scratch docs/_build
 	find src -name '*.so' -delete

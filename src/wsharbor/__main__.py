@@ -18,7 +18,7 @@ commands:
   run MODULE:HANDLER    serve a WebSocket handler (see: wsharbor run --help)
   bench compression     compression trade-offs for your messages (see: wsharbor bench --help)
   bench memory          memory per connection, measured on real connections
-  --version             print the version
+  --version             print the versions of wsharbor, Python and uvloop
 """
 
 
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "--version":
-        from .version import __version__
+        from .version import describe
 
-        sys.stdout.write(f"wsharbor {__version__}\n")
+        sys.stdout.write(describe() + "\n")
         return 0
     if command == "run":
         from .app.cli import main as run_main

@@ -53,6 +53,120 @@ BAD_INPUT = [
     (["testapp:handler", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
     (["testapp:handler"], {"WSHARBOR_WORKERS": "zero"}, "WSHARBOR_WORKERS=zero: must be an int"),
     (["testapp:handler"], {"WSHARBOR_MAX_SIZE": "-5"}, "WSHARBOR_MAX_SIZE=-5: must be an integer"),
+    # Behind a proxy.
+    (
+        ["testapp:handler", "--forwarded-allow-ips", "localhost"],
+        {},
+        "--forwarded-allow-ips localhost: 'localhost' is not an IP address or network",
+    ),
+    (
+        ["testapp:handler"],
+        {"WSHARBOR_FORWARDED_ALLOW_IPS": "10.0.0.0/99"},
+        "WSHARBOR_FORWARDED_ALLOW_IPS=10.0.0.0/99: '10.0.0.0/99' is not an IP address",
+    ),
+    (
+        ["testapp:handler", "--forwarded-header", "x-real-ip"],
+        {},
+        "--forwarded-header x-real-ip: must be one of x-forwarded, forwarded",
+    ),
+    (
+        ["testapp:handler"],
+        {"WSHARBOR_PROXY_HEADERS": "maybe"},
+        "WSHARBOR_PROXY_HEADERS=maybe: must be true or false",
+    ),
+    # Logging configuration.
+    (["testapp:handler", "--log-config", "nope.json"], {}, "--log-config nope.json: no such file"),
+    (["testapp:handler", "--log-config", "bad.json"], {}, "--log-config bad.json: cannot apply it"),
+    (
+        ["testapp:handler", "--log-config", "badschema.json"],
+        {},
+        "--log-config badschema.json: cannot apply it: ",
+    ),
+    (["testapp:handler", "--log-config", "bad.ini"], {}, "--log-config bad.ini: cannot apply it"),
+    (
+        ["testapp:handler", "--log-config", "log.yaml"],
+        {"PYTHONPATH": "noyaml"},
+        "--log-config log.yaml: PyYAML is not installed (pip install pyyaml)",
+    ),
+    (
+        ["testapp:handler", "--log-config", "log.json", "--log-format", "json"],
+        {},
+        "--log-format and --log-config conflict",
+    ),
+    # --env-file: read first, its WSHARBOR_* variables count.
+    (["testapp:handler", "--env-file", "nope.env"], {}, "--env-file nope.env: no such file"),
+    (["testapp:handler", "--env-file", "bad.env"], {}, "--env-file bad.env: line 2: expected"),
+    (
+        ["testapp:handler"],
+        {"WSHARBOR_ENV_FILE": "bad.env"},
+        "WSHARBOR_ENV_FILE=bad.env: line 2: expected KEY=VALUE",
+    ),
+    (
+        ["testapp:handler", "--env-file", "workers.env"],
+        {},
+        "WSHARBOR_WORKERS=zero: must be an integer >= 1",
+    ),
+    # --factory, --app-dir.
+    (
+        ["testapp:handler", "--factory"],
+        {},
+        "--factory: testapp:handler is an async function",
+    ),
+    (
+        ["factories:raises", "--factory"],
+        {},
+        "error while calling the factory factories:raises(): RuntimeError: no config",
+    ),
+    (
+        ["factories:returns_none", "--factory"],
+        {},
+        "factories:returns_none() is not an async callable (it is a NoneType)",
+    ),
+    (
+        ["factories:returns_none"],
+        {},
+        "is not an async callable (it is a function): expected async def handler(websocket); "
+        "if it returns the handler, add --factory",
+    ),
+    (["testapp:handler", "--app-dir", "nodir"], {}, "--app-dir nodir: no such directory"),
+    (["nosuchmodule:handler", "--app-dir", "noyaml"], {}, "no such module (from "),
+    # TLS.
+    (
+        ["testapp:handler", "--ssl-ca-certs", "testapp.py"],
+        {},
+        "--ssl-ca-certs needs --ssl-certfile",
+    ),
+    (
+        ["testapp:handler", "--ssl-keyfile-password", "pw"],
+        {},
+        "--ssl-keyfile-password needs --ssl-certfile",
+    ),
+    (
+        ["testapp:handler", "--ssl-cert-reqs", "maybe"],
+        {},
+        "--ssl-cert-reqs maybe: must be one of none, optional, required (or 0, 1, 2)",
+    ),
+    (
+        ["testapp:handler", "--ssl-certfile", "testapp.py", "--ssl-cert-reqs", "2"],
+        {},
+        "--ssl-cert-reqs required needs --ssl-ca-certs",
+    ),
+    (
+        ["testapp:handler", "--ssl-certfile", "testapp.py", "--ssl-ca-certs", "nope.pem"],
+        {},
+        "--ssl-ca-certs nope.pem: no such file",
+    ),
+    # Worker recycling.
+    (
+        ["testapp:handler", "--limit-max-requests", "0"],
+        {},
+        "--limit-max-requests 0: must be an integer >= 1, or 'none'",
+    ),
+    (
+        ["testapp:handler", "--limit-max-requests", "100"],
+        {},
+        "--limit-max-requests needs --workers 2 or more",
+    ),
 ]
 
 
@@ -62,6 +176,19 @@ def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "broken.py").write_text("import a_module_that_does_not_exist\n")
     (tmp_path / "syntaxerr.py").write_text("x = (\n")
     (tmp_path / "raises.py").write_text("raise RuntimeError('at import')\n")
+    (tmp_path / "factories.py").write_text(
+        "def raises():\n    raise RuntimeError('no config')\ndef returns_none():\n    return None\n"
+    )
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "badschema.json").write_text('{"version": 1, "handlers": {"h": {"class": "nope"}}}')
+    (tmp_path / "bad.ini").write_text("[loggers]\nkeys=root\n")
+    (tmp_path / "log.yaml").write_text("version: 1\n")
+    (tmp_path / "log.json").write_text('{"version": 1}')
+    # A PYTHONPATH entry where "import yaml" fails, as without PyYAML.
+    (tmp_path / "noyaml").mkdir()
+    (tmp_path / "noyaml" / "yaml.py").write_text("raise ImportError('no PyYAML here')\n")
+    (tmp_path / "bad.env").write_text("A=1\nthis is not a variable\n")
+    (tmp_path / "workers.env").write_text("WSHARBOR_WORKERS=zero\n")
     return tmp_path
 
 
@@ -182,3 +309,53 @@ def test_run_defaults_are_the_librarys() -> None:
         assert getattr(Config("app:handler"), name) == serve_defaults[name], name
     assert config.window_bits == SERVER_DEFAULTS.window_bits == table["window_bits"]
     assert config.memory_level == SERVER_DEFAULTS.memory_level == table["memory_level"]
+    # Every setting: the table's default is the Config's (the ones above are
+    # the library's); the app server's own settings (TLS client certificates,
+    # proxy headers, factory, app dir, env file, log config, recycling) have no
+    # counterpart in serve() and are off by default.
+    for option in OPTIONS:
+        assert getattr(Config("app:handler"), option.name) == option.default, option.name
+        assert getattr(config, option.name) == option.default, option.name
+    assert config.proxy_headers is False and config.forwarded_allow_ips == ("127.0.0.1",)
+    assert config.ssl_cert_reqs == "none" and config.limit_max_requests is None
+
+
+def test_env_file_fills_the_environment_without_overriding_it(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text(
+        "WSHARBOR_PORT=9100\nWSHARBOR_WORKERS=3\nexport DATABASE_URL='postgres://db/app'\n"
+        "WSHARBOR_ENV_FILE=ignored.env\n"
+    )
+    environ = {"WSHARBOR_WORKERS": "2"}
+    config = parse_config(["a:b", "--env-file", str(env_file)], environ)
+    # The file's WSHARBOR_* count, the real environment wins, the app sees the rest.
+    assert (config.port, config.workers) == (9100, 2)
+    assert environ["DATABASE_URL"] == "postgres://db/app"
+    assert "WSHARBOR_ENV_FILE" not in environ
+    # Named by the variable instead of the flag.
+    environ = {"WSHARBOR_ENV_FILE": str(env_file)}
+    assert parse_config(["a:b"], environ).port == 9100
+
+
+def test_new_settings_parse_and_round_trip() -> None:
+    config = parse_config(
+        [
+            "a:b",
+            "--workers",
+            "2",
+            "--proxy-headers",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8, ::1",
+            "--forwarded-header",
+            "forwarded",
+            "--limit-max-requests",
+            "1000",
+            "--factory",
+        ],
+        {},
+    )
+    assert config.proxy_headers and config.factory
+    assert config.forwarded_allow_ips == ("10.0.0.0/8", "::1")
+    assert config.forwarded_header == "forwarded"
+    assert config.limit_max_requests == 1000
+    assert type(config).from_json(config.to_json()) == config

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import websockets
 
 import wsharbor
 from wsharbor import ClientConnection, ConnectionClosed
 
+from .apptools import ServerProcess, write_app
 from .test_demo import ROOT, TIMEOUT, DemoServer
 
 pytestmark = [
@@ -283,3 +285,71 @@ async def test_sighup_restart_behind_nginx(stack: Stack) -> None:
     assert len(retired) == 2
     assert nginx.http("/healthz") == (200, "OK\n")
     assert nginx.http("/readyz") == (200, "ready\n")
+
+
+# --proxy-headers behind nginx: the handler and the access log see the client.
+
+WHOAMI_APP = """
+async def handler(websocket):
+    await websocket.send(repr(websocket.remote_address))
+"""
+
+#: The client's own loopback address, other than nginx's 127.0.0.1.
+CLIENT_HOST = "127.0.0.2"
+ACCESS = r"wsharbor\.access: 127\.0\.0\.2"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Nginx]]:
+    """``wsharbor run --proxy-headers`` (nginx's 127.0.0.1 trusted by default) behind nginx."""
+    require_nginx()
+    directory = tmp_path_factory.mktemp("proxied")
+    write_app(directory, "whoami", WHOAMI_APP)
+    server = ServerProcess(["whoami:handler", "--port", "0", "--proxy-headers"], directory)
+    nginx = None
+    try:
+        port = server.wait_listening()
+        nginx = Nginx(tmp_path_factory.mktemp("nginx-proxied"), port)
+        nginx.wait_ready()
+        yield server, nginx
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        assert server.stop() == 0, server.output
+
+
+async def whoami_from(url: str, headers: dict[str, str] | None = None) -> str:
+    """Connect from CLIENT_HOST; what the handler says remote_address is."""
+    async with websockets.connect(
+        url, local_addr=(CLIENT_HOST, 0), additional_headers=headers, open_timeout=TIMEOUT
+    ) as ws:
+        answer = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(answer, str)
+    return answer
+
+
+async def test_proxy_headers_behind_nginx(proxied: tuple[ServerProcess, Nginx]) -> None:
+    server, nginx = proxied
+    mark = server.mark()
+    # nginx sets X-Forwarded-For to the client's address (deploy/nginx.conf).
+    assert await whoami_from(nginx.url("/through-nginx")) == f"('{CLIENT_HOST}', 0)"
+    server.wait_for(rf'{ACCESS}:0 "GET /through-nginx" 101', after=mark)
+    # A client that writes its own X-Forwarded-For: nginx appends the address it
+    # saw, and the header is read from the right, so the forgery is ignored.
+    forged = {"X-Forwarded-For": "203.0.113.66"}
+    assert await whoami_from(nginx.url("/forged"), forged) == f"('{CLIENT_HOST}', 0)"
+    server.wait_for(rf'{ACCESS}:0 "GET /forged" 101', after=mark)
+
+
+async def test_proxy_headers_of_an_untrusted_peer_are_ignored(
+    proxied: tuple[ServerProcess, Nginx],
+) -> None:
+    server, _ = proxied
+    mark = server.mark()
+    # Straight to wsharbor from 127.0.0.2, which is not a trusted proxy.
+    answer = await whoami_from(server.url("/direct"), {"X-Forwarded-For": "203.0.113.66"})
+    match = re.fullmatch(rf"\('{re.escape(CLIENT_HOST)}', (\d+)\)", answer)
+    assert match is not None, answer
+    port = match.group(1)
+    server.wait_for(rf'{ACCESS}:{port} "GET /direct" 101', after=mark)
+    assert "203.0.113.66" not in server.output

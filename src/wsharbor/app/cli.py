@@ -12,9 +12,13 @@ Synopsis::
 The app contract
 ----------------
 
-``MODULE`` is imported with the current directory first on ``sys.path`` (as
-uvicorn does); ``ATTR`` (dotted attributes allowed) is the handler: an async
-callable ``handler(websocket)`` (``handler(websocket, path)`` is accepted too).
+``MODULE`` is imported with the current directory (or ``--app-dir``) first on
+``sys.path`` (as uvicorn does); ``ATTR`` (dotted attributes allowed) is the
+handler: an async callable ``handler(websocket)`` (``handler(websocket, path)``
+is accepted too). ``ATTR`` may also be a werkzeug URL map (or a
+:class:`~wsharbor.asyncio.router.Router`) whose endpoints are handlers, served as
+:func:`~wsharbor.asyncio.router.route` would; with ``--factory``, a callable
+returning any of these.
 It runs once per WebSocket connection; when it returns, the connection is closed
 with 1000; when it raises, with 1011 (and the error is logged and counted).
 
@@ -66,7 +70,7 @@ from collections.abc import Sequence
 
 from ..exceptions import ConfigError
 from .config import parse_config
-from .importer import load_app
+from .importer import load_config_app
 from .listen import open_listener
 from .logs import APP_LOGGER, setup_logging
 
@@ -91,9 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
-    setup_logging(config.log_level, config.log_format)
     try:
-        app = load_app(config.app)
+        setup_logging(
+            config.log_level,
+            config.log_format,
+            config.log_config,
+            level_given="log_level" in config.explicit,
+        )
+        if config.ssl_ca_certs is not None and config.ssl_cert_reqs == "none":
+            logger.warning(
+                "--ssl-ca-certs without --ssl-cert-reqs: client certificates are not "
+                "requested (as with uvicorn); add --ssl-cert-reqs optional or required"
+            )
+        app = load_config_app(config)
         from .worker import loop_factory, make_ssl_context
 
         make_ssl_context(config)

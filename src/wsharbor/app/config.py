@@ -20,13 +20,16 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import defaults
 from ..exceptions import ConfigError
 from ..protocol.deflate import SERVER_DEFAULTS
+from ..version import describe as describe_version
+from .envfile import read_env_file
+from .proxy_headers import parse_trusted
 
 __all__ = ["OPTIONS", "Config", "Option", "build_parser", "parse_config"]
 
@@ -121,6 +124,19 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(","))
 
 
+def _trusted(text: str) -> tuple[str, ...]:
+    return parse_trusted(text)
+
+
+def _cert_reqs(text: str) -> str:
+    # uvicorn takes ssl.CERT_* as integers: 0, 1, 2.
+    value = text.strip().lower()
+    value = {"0": "none", "1": "optional", "2": "required"}.get(value, value)
+    if value not in ("none", "optional", "required"):
+        raise ValueError("must be one of none, optional, required (or 0, 1, 2)")
+    return value
+
+
 def _app(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not sep or not module or not attr:
@@ -158,6 +174,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("backlog", _int(1), 2048, "listen() backlog", "N", group="socket"),
     Option("ssl_certfile", _nonempty, None, "TLS certificate (PEM)", "FILE", group="socket"),
     Option("ssl_keyfile", _nonempty, None, "TLS private key (PEM)", "FILE", group="socket"),
+    Option(
+        "ssl_keyfile_password",
+        _str,
+        None,
+        "password of the TLS private key (prefer the variable: flags show in ps)",
+        "PASSWORD",
+        group="socket",
+    ),
+    Option(
+        "ssl_ca_certs",
+        _nonempty,
+        None,
+        "CA certificates (PEM) to verify client certificates with",
+        "FILE",
+        group="socket",
+    ),
+    Option(
+        "ssl_cert_reqs",
+        _cert_reqs,
+        "none",
+        "client certificates: none, optional or required (uvicorn's 0, 1, 2)",
+        "MODE",
+        group="socket",
+    ),
     # Processes.
     Option("workers", _int(1), 1, "worker processes (1: no supervisor)", "N", group="process"),
     Option(
@@ -186,6 +226,65 @@ OPTIONS: tuple[Option, ...] = (
         "development: restart workers when .py files under the cwd change",
         boolean=True,
         group="process",
+    ),
+    Option(
+        "limit_max_requests",
+        _optional(_int(1)),
+        None,
+        "a worker retires (1012) and is replaced after this many WebSocket connections "
+        "(--workers 2 or more)",
+        "N",
+        group="process",
+    ),
+    # The application.
+    Option(
+        "factory",
+        _bool,
+        False,
+        "MODULE:ATTR is a factory: call it with no arguments to get the handler",
+        boolean=True,
+        group="app",
+    ),
+    Option(
+        "app_dir",
+        _nonempty,
+        None,
+        "import MODULE from this directory (default: the current directory)",
+        "DIR",
+        group="app",
+    ),
+    Option(
+        "env_file",
+        _nonempty,
+        None,
+        "read KEY=VALUE lines into the environment first (real variables win)",
+        "FILE",
+        group="app",
+    ),
+    # Behind a reverse proxy.
+    Option(
+        "proxy_headers",
+        _bool,
+        False,
+        "take the client's address from the proxy's header (see --forwarded-header)",
+        boolean=True,
+        group="proxy",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        _trusted,
+        ("127.0.0.1",),
+        "peers whose proxy headers are believed: addresses, networks, or '*'",
+        "LIST",
+        group="proxy",
+    ),
+    Option(
+        "forwarded_header",
+        _choice("x-forwarded", "forwarded"),
+        "x-forwarded",
+        "the header to read: X-Forwarded-For, or RFC 7239 Forwarded",
+        "HEADER",
+        group="proxy",
     ),
     # HTTP endpoints on the WebSocket port.
     Option("health_path", _http_path, "/healthz", "liveness endpoint", "PATH", group="http"),
@@ -268,6 +367,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("access_log", _bool, True, "one line per connection", boolean=True, group="log"),
     Option("log_format", _choice("text", "json"), "text", "text or json", "FORMAT", group="log"),
+    Option(
+        "log_config",
+        _nonempty,
+        None,
+        "logging configuration: dictConfig in .json/.yaml/.yml, fileConfig otherwise",
+        "FILE",
+        group="log",
+    ),
 )
 
 
@@ -283,11 +390,21 @@ class Config:
     backlog: int = 2048
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: str = "none"
     workers: int = 1
     graceful_timeout: float = 10.0
     max_connections: int | None = None
     loop: str = "auto"
     reload: bool = False
+    limit_max_requests: int | None = None
+    factory: bool = False
+    app_dir: str | None = None
+    env_file: str | None = None
+    proxy_headers: bool = False
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    forwarded_header: str = "x-forwarded"
     health_path: str = "/healthz"
     ready_path: str = "/readyz"
     metrics_path: str = "/metrics"
@@ -309,6 +426,7 @@ class Config:
     log_level: str = "info"
     access_log: bool = True
     log_format: str = "text"
+    log_config: str | None = None
     #: Settings given explicitly (flag or variable), to detect conflicts.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -321,7 +439,7 @@ class Config:
     def from_json(cls, text: str) -> Config:
         data = json.loads(text)
         data["explicit"] = frozenset(data.get("explicit", ()))
-        for name in ("origins", "subprotocols"):
+        for name in ("origins", "subprotocols", "forwarded_allow_ips"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
         return cls(**data)
@@ -334,6 +452,23 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the line of :func:`wsharbor.version.describe`, exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        sys.stdout.write(describe_version() + "\n")
+        parser.exit(0)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wsharbor run",
@@ -344,17 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         allow_abbrev=False,
     )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print wsharbor's, Python's and uvloop's versions and exit",
+    )
     parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="the handler (WSHARBOR_APP)")
     groups = {
         "socket": parser.add_argument_group("listening socket"),
         "process": parser.add_argument_group("processes"),
+        "app": parser.add_argument_group("the application"),
+        "proxy": parser.add_argument_group("behind a reverse proxy"),
         "http": parser.add_argument_group("HTTP endpoints on the WebSocket port"),
         "server": parser.add_argument_group("WebSocket server options"),
         "log": parser.add_argument_group("logging"),
     }
     for option in OPTIONS:
         group = groups[option.group]
-        default = "" if option.default is None else f" (default: {option.default})"
+        default = "" if option.default is None else f" (default: {_show(option.default)})"
         help_text = f"{option.help}{default} [{option.env}]"
         if option.boolean:
             group.add_argument(
@@ -371,11 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Resolve flags, then ``WSHARBOR_*`` variables, then defaults; validate."""
+def parse_config(argv: Sequence[str], environ: MutableMapping[str, str] | None = None) -> Config:
+    """Resolve flags, then ``WSHARBOR_*`` variables, then defaults; validate.
+
+    ``--env-file`` (or ``WSHARBOR_ENV_FILE``) is read first, into ``environ``
+    (``os.environ`` by default) without replacing a variable already set, so
+    that the ``WSHARBOR_*`` variables in it count and the application sees the
+    others.
+    """
     if environ is None:
         environ = os.environ
     namespace = build_parser().parse_args(list(argv))
+    load_env_file(namespace.env_file, environ)
     values: dict[str, Any] = {}
     explicit: set[str] = set()
     for option in OPTIONS:
@@ -408,6 +557,24 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     return config
 
 
+def load_env_file(flag: str | None, environ: MutableMapping[str, str]) -> None:
+    """Apply ``--env-file`` (the flag, else ``WSHARBOR_ENV_FILE``) to ``environ``."""
+    if flag is not None:
+        path, source = flag, f"--env-file {flag}"
+    else:
+        env_path = environ.get(ENV_PREFIX + "ENV_FILE")
+        if not env_path:
+            return
+        path, source = env_path, f"{ENV_PREFIX}ENV_FILE={env_path}"
+    try:
+        values = read_env_file(path)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for name, value in values.items():
+        if name not in environ and name != ENV_PREFIX + "ENV_FILE":
+            environ[name] = value
+
+
 def _convert(option: Option, text: str, source: str) -> Any:
     try:
         return option.parse(text)
@@ -431,10 +598,42 @@ def check(config: Config) -> None:
     # A certificate file may hold the key too: --ssl-keyfile alone is the error.
     if config.ssl_keyfile is not None and config.ssl_certfile is None:
         raise ConfigError("--ssl-keyfile needs --ssl-certfile")
-    for name in ("ssl_certfile", "ssl_keyfile"):
+    if config.ssl_certfile is None:
+        for name in ("ssl_keyfile_password", "ssl_ca_certs"):
+            if getattr(config, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} needs --ssl-certfile")
+        if config.ssl_cert_reqs != "none":
+            raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
+    if config.ssl_cert_reqs != "none" and config.ssl_ca_certs is None:
+        raise ConfigError(
+            f"--ssl-cert-reqs {config.ssl_cert_reqs} needs --ssl-ca-certs: "
+            "the CA certificates that sign client certificates"
+        )
+    for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "log_config"):
         path = getattr(config, name)
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"--{name.replace('_', '-')} {path}: no such file")
+    if config.app_dir is not None and not os.path.isdir(config.app_dir):
+        raise ConfigError(f"--app-dir {config.app_dir}: no such directory")
+    if config.limit_max_requests is not None and config.workers < 2:
+        raise ConfigError(
+            "--limit-max-requests needs --workers 2 or more: a worker is replaced "
+            "while the others serve"
+        )
+    if config.log_config is not None:
+        if "log_format" in explicit:
+            raise ConfigError(
+                "--log-format and --log-config conflict: set the formatter in the file "
+                "(wsharbor.app.logs.JsonFormatter for JSON lines)"
+            )
+        if config.log_config.endswith((".yaml", ".yml")):
+            try:
+                import yaml  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    f"--log-config {config.log_config}: PyYAML is not installed "
+                    "(pip install pyyaml), or use a .json file"
+                ) from None
     if config.loop == "uvloop":
         try:
             import uvloop  # noqa: F401

@@ -10,7 +10,7 @@ names.
 
 from __future__ import annotations
 
-__all__ = ["ENV_BALANCE", "ENV_CONFIG", "ENV_FD", "ENV_READY_FD"]
+__all__ = ["ENV_BALANCE", "ENV_CONFIG", "ENV_FD", "ENV_READY_FD", "EXIT_RECYCLED"]
 
 #: The worker's :class:`~wsharbor.app.config.Config`, as ``Config.to_json()``.
 ENV_CONFIG = "_WSHARBOR_WORKER_CONFIG"
@@ -21,3 +21,7 @@ ENV_READY_FD = "_WSHARBOR_WORKER_READY_FD"
 #: ``FD:SLOT``: the connection scoreboard's file descriptor and the worker's slot
 #: in it (see :mod:`.balance`).
 ENV_BALANCE = "_WSHARBOR_WORKER_BALANCE"
+
+#: The exit status of a worker that retired after ``--limit-max-requests``
+#: connections: the supervisor replaces it at once, and it is not a crash.
+EXIT_RECYCLED = 4

@@ -1,4 +1,15 @@
-"""``MODULE:ATTR`` to a handler, with one clear :class:`ConfigError` for each way it fails."""
+"""``MODULE:ATTR`` to a handler, with one clear :class:`ConfigError` for each way it fails.
+
+``ATTR`` is one of:
+
+- an async callable, the handler: ``handler(websocket)``; its optional
+  ``process_request`` attribute is the app's HTTP hook;
+- a :class:`werkzeug.routing.Map` whose endpoints are handlers, served through
+  a :class:`~wsharbor.asyncio.router.Router` (as ``route()`` would), or a
+  ``Router`` itself;
+- with ``--factory``, a callable that takes no argument and returns one of the
+  above.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +20,15 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 
-__all__ = ["App", "is_async_callable", "load_app"]
+if TYPE_CHECKING:
+    from ..asyncio.router import Router
+    from .config import Config
+
+__all__ = ["App", "is_async_callable", "load_app", "load_config_app"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,10 @@ class App:
     #: path)``: the asyncio layer adapts it (``handler_callable``).
     handler: Callable[..., Awaitable[Any]]
     process_request: Callable[..., Any] | None
+    #: The router when ``ATTR`` is a URL map or a router: ``handler`` and
+    #: ``process_request`` are its own, and connections need room for the match
+    #: (:class:`~wsharbor.asyncio.router.RouterConnection`).
+    router: Router | None = None
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -31,6 +50,28 @@ def is_async_callable(obj: Any) -> bool:
         return True
     call = getattr(obj, "__call__", None)  # noqa: B004 - an object with async __call__
     return call is not None and not inspect.isclass(obj) and inspect.iscoroutinefunction(call)
+
+
+def _call_factory(spec: str, factory: Any) -> Any:
+    """``--factory``: the app the factory returns."""
+    if not callable(factory):
+        raise ConfigError(f"--factory: {spec} is not callable (it is a {type(factory).__name__})")
+    if is_async_callable(factory):
+        raise ConfigError(
+            f"--factory: {spec} is an async function: the factory must be a plain "
+            "function that returns the handler"
+        )
+    try:
+        app = factory()
+    except BaseException as exc:  # the app's code can raise anything, even exit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        message = " ".join(str(exc).split())
+        raise ConfigError(
+            f"error while calling the factory {spec}(): {type(exc).__name__}"
+            f"{': ' + message if message else ''}{_last_frame(exc)}"
+        ) from None
+    return app
 
 
 def _last_frame(exc: BaseException) -> str:
@@ -42,10 +83,39 @@ def _last_frame(exc: BaseException) -> str:
     return f" ({os.path.relpath(frame.filename)}:{frame.lineno})"
 
 
-def load_app(spec: str) -> App:
-    """Import ``MODULE`` (the current directory first on ``sys.path``) and take ``ATTR``."""
+def _router(obj: Any, url_scheme: str) -> Router | None:
+    """``obj`` as a router if it is a werkzeug ``Map`` or a ``Router``, else None.
+
+    Neither werkzeug nor the router module is imported unless the app did.
+    """
+    routing = sys.modules.get("werkzeug.routing")
+    if routing is not None and isinstance(obj, routing.Map):
+        from ..asyncio.router import Router
+
+        return Router(obj, None, url_scheme)
+    router_module = sys.modules.get("wsharbor.asyncio.router")
+    if router_module is not None and isinstance(obj, router_module.Router):
+        router: Router = obj
+        return router
+    return None
+
+
+def load_app(
+    spec: str,
+    *,
+    factory: bool = False,
+    app_dir: str | None = None,
+    url_scheme: str = "ws",
+) -> App:
+    """Import ``MODULE`` and take ``ATTR`` (see the module docstring).
+
+    ``app_dir`` (default: the current directory) goes first on ``sys.path``, as
+    uvicorn's ``--app-dir``. With ``factory``, ``ATTR`` is called with no
+    arguments and returns the app. ``url_scheme`` is the scheme of a router's
+    redirects, when ``ATTR`` is a URL map (``wss`` when the server does TLS).
+    """
     module_name, _, attr_path = spec.partition(":")
-    cwd = os.getcwd()
+    cwd = os.path.abspath(app_dir) if app_dir is not None else os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
@@ -80,13 +150,32 @@ def load_app(spec: str) -> App:
             handler = getattr(handler, part)
         except AttributeError:
             raise ConfigError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if factory:
+        handler = _call_factory(spec, handler)
+    router = _router(handler, url_scheme)
+    if router is not None:
+        return App(handler=router.handler, process_request=router.route_request, router=router)
     if not is_async_callable(handler):
         kind = type(handler).__name__
+        hint = ""
+        if not factory and callable(handler) and not inspect.isclass(handler):
+            hint = "; if it returns the handler, add --factory"
         raise ConfigError(
-            f"{spec} is not an async callable (it is a {kind}): "
-            "expected async def handler(websocket)"
+            f"{spec}{'()' if factory else ''} is not an async callable (it is a {kind}): "
+            f"expected async def handler(websocket){hint}"
         )
     process_request = getattr(handler, "process_request", None)
     if process_request is not None and not callable(process_request):
         raise ConfigError(f"{spec}.process_request is not callable")
     return App(handler=handler, process_request=process_request)
+
+
+def load_config_app(config: Config) -> App:
+    """:func:`load_app` with the settings of ``config`` (``--factory``,
+    ``--app-dir``, and ``wss`` redirects when the server does TLS)."""
+    return load_app(
+        config.app,
+        factory=config.factory,
+        app_dir=config.app_dir,
+        url_scheme="ws" if config.ssl_certfile is None else "wss",
+    )

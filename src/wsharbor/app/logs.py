@@ -15,16 +15,29 @@ level, so that probes don't flood the log. The library's frame-level debug logs
 
 With ``--log-format json`` every record is one JSON object on one line; the
 access log's fields are top-level keys.
+
+With ``--log-config FILE`` the file configures logging instead, as with uvicorn:
+``logging.config.dictConfig`` for ``.json``, ``.yaml`` and ``.yml`` files
+(YAML needs PyYAML), ``logging.config.fileConfig`` for any other name
+(``.ini``, ``.conf``). Existing loggers stay enabled unless the file says
+``disable_existing_loggers: true``; wsharbor installs no handler of its own
+then, and its loggers propagate to the root logger (configure ``wsharbor``,
+``wsharbor.access``... or the root). ``--log-level``, when given, still sets the
+level of ``wsharbor``. Use :class:`JsonFormatter` (``"()":
+"wsharbor.app.logs.JsonFormatter"``) for JSON lines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import os
 import sys
 import time
 from typing import Any
+
+from ..exceptions import ConfigError
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -32,6 +45,7 @@ __all__ = [
     "JsonFormatter",
     "access_fields",
     "access_message",
+    "apply_log_config",
     "setup_logging",
 ]
 
@@ -61,12 +75,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging(level: str, log_format: str) -> None:
-    """Configure the root of wsharbor's loggers (idempotent: replaces our handler)."""
+def setup_logging(
+    level: str, log_format: str, log_config: str | None = None, *, level_given: bool = True
+) -> None:
+    """Configure the root of wsharbor's loggers (idempotent: replaces our handler).
+
+    With ``log_config``, the file configures logging (see the module docstring)
+    and ``level`` applies only if ``level_given``. Raises :exc:`ConfigError`
+    when the file can't be applied.
+    """
     root = logging.getLogger("wsharbor")
     for handler in list(root.handlers):
         if getattr(handler, "_wsharbor", False):
             root.removeHandler(handler)
+    if log_config is not None:
+        # Frame-level debug logs show message bodies: off unless the file
+        # sets these loggers' levels itself.
+        logging.getLogger("wsharbor.server").setLevel(logging.INFO)
+        logging.getLogger("wsharbor.client").setLevel(logging.INFO)
+        root.propagate = True
+        apply_log_config(log_config)
+        if level_given:
+            root.setLevel(getattr(logging, level.upper()))
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler._wsharbor = True  # type: ignore[attr-defined]
     if log_format == "json":
@@ -79,6 +110,37 @@ def setup_logging(level: str, log_format: str) -> None:
     # Frame-level debug logs show message bodies: never on from the app server.
     logging.getLogger("wsharbor.server").setLevel(max(logging.INFO, root.level))
     logging.getLogger("wsharbor.client").setLevel(max(logging.INFO, root.level))
+
+
+def apply_log_config(path: str) -> None:
+    """Apply a logging configuration file, as uvicorn's ``--log-config`` does."""
+    try:
+        if path.endswith((".json", ".yaml", ".yml")):
+            with open(path, encoding="utf-8") as file:
+                if path.endswith(".json"):
+                    config = json.load(file)
+                else:
+                    import yaml
+
+                    config = yaml.safe_load(file)
+            if not isinstance(config, dict):
+                raise ValueError("expected a mapping (logging.config.dictConfig's schema)")
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except ImportError:
+        raise ConfigError(
+            f"--log-config {path}: PyYAML is not installed (pip install pyyaml), "
+            "or use a .json file"
+        ) from None
+    except KeyError as exc:  # fileConfig: a missing section
+        raise ConfigError(f"--log-config {path}: cannot apply it: missing {exc}") from None
+    except Exception as exc:
+        # json.JSONDecodeError, yaml.YAMLError, configparser errors, and
+        # dictConfig's ValueError/TypeError ("Unable to configure handler ...").
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"--log-config {path}: cannot apply it: {message}") from None
 
 
 def _address(address: Any) -> str:

@@ -36,7 +36,9 @@ Signals (the previous handlers are restored on exit)
   under the current directory changes.
 - SIGTTIN / SIGTTOU: one more / one fewer worker (never fewer than one).
 
-A worker that dies unexpectedly is restarted, at once the first time, then with
+A worker that served ``--limit-max-requests`` connections retires by itself (1012
+to its connections) and exits with status 4; it is replaced at once, and that
+is not a death. A worker that dies unexpectedly is restarted, at once the first time, then with
 an exponential backoff (0.2 s, 0.4 s, ... up to 2 s) while deaths keep coming. More
 than 5 deaths within 10 s is a crash loop: it is logged as an error, the other
 workers are stopped gracefully and the supervisor exits with status 3.
@@ -72,7 +74,7 @@ from typing import Any, Protocol
 from . import sdnotify
 from .balance import Scoreboard
 from .config import Config
-from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD
+from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD, EXIT_RECYCLED
 from .listen import describe
 from .logs import APP_LOGGER
 from .reload import Watcher
@@ -240,6 +242,10 @@ class Supervisor:
         how = _describe_exit(returncode)
         if self.stopping or worker.retiring:
             logger.info("worker %d exited (%s)", worker.pid, how)
+            return
+        if returncode == EXIT_RECYCLED:
+            # --limit-max-requests: planned, not a death; step() replaces it.
+            logger.info("worker %d retired after --limit-max-requests: replacing it", worker.pid)
             return
         old_alive = [w for w in self._live() if w.generation < worker.generation]
         if not worker.ready and old_alive:

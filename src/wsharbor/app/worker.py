@@ -62,17 +62,19 @@ from ..protocol.http11 import Request, Response
 from . import sdnotify
 from .balance import Balancer, Scoreboard
 from .config import Config
-from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD
-from .importer import App, load_app
+from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD, EXIT_RECYCLED
+from .importer import App, load_config_app
 from .listen import describe
 from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setup_logging
 from .metrics import CONTENT_TYPE, Metrics
+from .proxy_headers import ProxyHeaders
 from .signals import capture_signals
 
 __all__ = [
     "AppConnection",
     "AppServer",
     "Meter",
+    "RoutedAppConnection",
     "loop_factory",
     "make_ssl_context",
     "run_server",
@@ -109,6 +111,8 @@ class AppConnection(ServerConnection):
     def __init__(self, server: Server) -> None:
         super().__init__(server)
         self.started = self.loop.time()
+        #: The client's address when a trusted proxy named it (``--proxy-headers``),
+        #: else the socket's peer once the connection closed, for the access log.
         self.peer: Any = None
         #: A request to the health, readiness or metrics path.
         self.internal = False
@@ -123,6 +127,25 @@ class AppConnection(ServerConnection):
     def counters(self) -> tuple[int, int, int, int]:
         """Bytes in, bytes out, messages in, messages out."""
         return self.bytes_in, self.bytes_out, self.messages_in, self.messages_out
+
+    @property
+    def remote_address(self) -> Any:
+        """The client's address: the one a trusted proxy's header gave
+        (``--proxy-headers``), else the socket's peer."""
+        if self.peer is not None:
+            return self.peer
+        return super().remote_address
+
+    @remote_address.setter
+    def remote_address(self, address: Any) -> None:
+        self.peer = address
+
+
+class RoutedAppConnection(AppConnection):
+    """An :class:`AppConnection` with room for the handler a router matched, when
+    the app is a URL map (see :class:`~wsharbor.asyncio.router.RouterConnection`)."""
+
+    __slots__ = ("handler", "handler_kwargs")
 
 
 class Meter(ConnectionObserver):
@@ -157,18 +180,55 @@ class Meter(ConnectionObserver):
         cast(AppConnection, connection).messages_out += 1
 
 
+def _encrypted_key(path: str) -> bool:
+    """Whether the PEM file holds an encrypted private key (PKCS#8 or OpenSSL's)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 20)
+    except OSError:
+        return False
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
 def make_ssl_context(config: Config) -> ssl_module.SSLContext | None:
     if config.ssl_certfile is None:
         return None
     context = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
+    password = config.ssl_keyfile_password
+
+    def no_password() -> bytes:
+        return b""  # never OpenSSL's prompt on the terminal
+
     try:
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        context.load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile, no_password if password is None else password
+        )
     except (OSError, ssl_module.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        if _encrypted_key(config.ssl_keyfile or config.ssl_certfile):
+            reason = (
+                "the key is encrypted: give --ssl-keyfile-password"
+                if password is None
+                else "wrong --ssl-keyfile-password for the encrypted key"
+            )
         raise ConfigError(
             f"--ssl-certfile {config.ssl_certfile} / --ssl-keyfile {config.ssl_keyfile}: "
             f"cannot load: {reason}"
         ) from None
+    if config.ssl_ca_certs is not None:
+        try:
+            context.load_verify_locations(config.ssl_ca_certs)
+        except (OSError, ssl_module.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise ConfigError(
+                f"--ssl-ca-certs {config.ssl_ca_certs}: cannot load: {reason}"
+            ) from None
+    # As uvicorn: --ssl-cert-reqs decides, --ssl-ca-certs alone requests nothing.
+    context.verify_mode = {
+        "none": ssl_module.CERT_NONE,
+        "optional": ssl_module.CERT_OPTIONAL,
+        "required": ssl_module.CERT_REQUIRED,
+    }[config.ssl_cert_reqs]
     return context
 
 
@@ -230,6 +290,15 @@ class AppServer:
             None if app.process_request is None else process_request_callable(app.process_request)
         )
         self.access_log = config.access_log
+        self.proxy = (
+            ProxyHeaders(config.forwarded_allow_ips, config.forwarded_header)
+            if config.proxy_headers
+            else None
+        )
+        #: WebSocket connections opened, for --limit-max-requests.
+        self.opened = 0
+        #: Retired after --limit-max-requests: exit with EXIT_RECYCLED.
+        self.recycled = False
 
     @property
     def open_connections(self) -> int:
@@ -273,7 +342,7 @@ class AppServer:
             close_timeout=config.close_timeout,
             logger=logging.getLogger("wsharbor.server"),
             observer=Meter(self),
-            create_connection=AppConnection,
+            create_connection=AppConnection if self.app.router is None else RoutedAppConnection,
         )
 
     # Per connection.
@@ -288,6 +357,10 @@ class AppServer:
             raise
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Any:
+        if self.proxy is not None:
+            client = self.proxy.client(connection.remote_address, request.headers)
+            if client is not None:
+                cast(AppConnection, connection).remote_address = client
         path = request.path.split("?", 1)[0]
         if path in self._internal_paths:
             cast(AppConnection, connection).internal = True
@@ -335,6 +408,15 @@ class AppServer:
         self.connections.add(connection)
         self.metrics.connections_open.inc()
         self.metrics.handshakes.labels("101").inc()
+        limit = self.config.limit_max_requests
+        if limit is not None:
+            self.opened += 1
+            if self.opened >= limit and self._stop_task is None:
+                logger.info(
+                    "served %d connections (--limit-max-requests): retiring (1012)", self.opened
+                )
+                self.recycled = True
+                self.stop(CloseCode.SERVICE_RESTART, "service restart", drain_handshakes=True)
 
     def connection_closed(self, connection: AppConnection) -> None:
         if self.balancer is not None:
@@ -427,7 +509,9 @@ class AppServer:
                 ticker.cancel()
         self.flush_metrics()
         logger.info("worker stopped" if self.supervised else "server stopped")
-        return 1 if self.forced else 0
+        if self.forced:
+            return 1
+        return EXIT_RECYCLED if self.recycled else 0
 
     def _announce_ready(self) -> None:
         where = describe(self.sock)
@@ -560,10 +644,15 @@ def spawned_main() -> int:
     fd = int(os.environ.pop(ENV_FD))
     ready_fd = int(os.environ.pop(ENV_READY_FD))
     balance = os.environ.pop(ENV_BALANCE, None)
-    setup_logging(config.log_level, config.log_format)
     # Our parent handles SIGINT from a terminal for us: take it only once serving.
     try:
-        app = load_app(config.app)
+        setup_logging(
+            config.log_level,
+            config.log_format,
+            config.log_config,
+            level_given="log_level" in config.explicit,
+        )
+        app = load_config_app(config)
     except ConfigError as exc:
         logger.error("worker cannot start: %s", exc)
         return 2
