@@ -37,7 +37,7 @@ __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
     from .asyncio.client import ClientConnection, connect, unix_connect
-    from .asyncio.connection import Connection, broadcast
+    from .asyncio.connection import Connection, broadcast, fanout
     from .asyncio.runner import ServerThread, run, serve_in_thread
     from .asyncio.server import Server, ServerConnection, serve, unix_serve
     from .protocol.deflate import DeflateSettings
@@ -50,6 +50,7 @@ _LAZY = {
     "unix_connect": ".asyncio.client",
     "Connection": ".asyncio.connection",
     "broadcast": ".asyncio.connection",
+    "fanout": ".asyncio.connection",
     "ServerThread": ".asyncio.runner",
     "run": ".asyncio.runner",
     "serve_in_thread": ".asyncio.runner",
@@ -104,6 +105,7 @@ __all__ = [
     "__version__",
     "broadcast",
     "connect",
+    "fanout",
     "run",
     "serve",
     "serve_in_thread",
