@@ -1,7 +1,7 @@
 """The layering of wsharbor (docs: /work/shared/ARCHITECTURE.md, "Layers").
 
 1. ``exceptions``, ``typing``   2. ``protocol`` (sans-I/O)   3. ``asyncio``
-4. ``app``   5. ``bench`` / ``tools``
+4. ``app``, ``pubsub``   5. ``bench`` / ``tools``
 
 A module may import from its own layer and the lower-numbered ones. The public
 facade (``wsharbor/__init__.py``, ``wsharbor/__main__.py``) may import anything;
@@ -33,6 +33,7 @@ LAYERS = {
     "typing": 1,
     "protocol": 2,
     "asyncio": 3,
+    "pubsub": 4,
     "app": 4,
     "bench": 5,
     "tools": 5,

@@ -20,10 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
+    BrokerUnavailable,
     ConfigError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    InvalidBrokerURL,
     InvalidHandshake,
     InvalidState,
     InvalidStatus,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from .protocol.deflate import DeflateSettings
     from .protocol.frames import CloseCode
     from .protocol.handshake import Headers, Request, Response
+    from .pubsub.hub import Hub
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -63,6 +66,7 @@ _LAZY = {
     "Headers": ".protocol.handshake",
     "Request": ".protocol.handshake",
     "Response": ".protocol.handshake",
+    "Hub": ".pubsub.hub",
 }
 
 
@@ -81,6 +85,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BrokerUnavailable",
     "ClientConnection",
     "CloseCode",
     "ConfigError",
@@ -90,6 +95,8 @@ __all__ = [
     "ConnectionClosedOK",
     "DeflateSettings",
     "Headers",
+    "Hub",
+    "InvalidBrokerURL",
     "InvalidHandshake",
     "InvalidState",
     "InvalidStatus",
