@@ -68,7 +68,10 @@ class HubServer:
         self.connections: list[ServerConnection] = []
 
     async def __aenter__(self) -> HubServer:
-        self.server = await wsharbor.serve(self.handler, HOST, 0, **self.serve_kwargs)
+        if "sock" in self.serve_kwargs:
+            self.server = await wsharbor.serve(self.handler, **self.serve_kwargs)
+        else:
+            self.server = await wsharbor.serve(self.handler, HOST, 0, **self.serve_kwargs)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
