@@ -113,7 +113,9 @@ def test_a_redis_url_without_redis_py_names_the_extra() -> None:
         sys.modules["redis"] = None  # import redis raises ImportError
         import importlib.util
         real_find_spec = importlib.util.find_spec
-        importlib.util.find_spec = lambda name, *a: None if name == "redis" else real_find_spec(name, *a)
+        def find_spec(name, *args):
+            return None if name == "redis" else real_find_spec(name, *args)
+        importlib.util.find_spec = find_spec
         import wsharbor.pubsub
         hub = wsharbor.pubsub.Hub()  # memory:// works without it
         try:

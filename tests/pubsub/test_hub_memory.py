@@ -223,22 +223,26 @@ async def test_format_and_raw_delivery(clients: list[Client]) -> None:
         seen.append(publication)
         return json.dumps({"n": publication.offset}).encode()
 
-    async with Hub(format=custom, history=3) as hub, Hub() as raw_hub:
-        async with HubServer(hub) as server, HubServer(raw_hub) as raw_server:
-            ws = await wsharbor.connect(f"ws://127.0.0.1:{server.port}/?room=a")
-            raw = await wsharbor.connect(f"ws://127.0.0.1:{raw_server.port}/?room=a")
-            await ws.recv(), await raw.recv()  # the "joined" replies
-            await hub.publish("a", "text")
-            assert await ws.recv() == b'{"n": 1}'
-            await raw_hub.publish("a", "as published")
-            await raw_hub.publish("a", b"\x01bytes")
-            assert await raw.recv() == "as published"
-            assert await raw.recv() == b"\x01bytes"
-            assert seen[0].room == "a" and seen[0].message == "text"
-            assert seen[0].position == Position(seen[0].epoch, 1)
-            assert seen[0].published_at > 0 and not seen[0].replayed
-            await ws.close()
-            await raw.close()
+    async with (
+        Hub(format=custom, history=3) as hub,
+        Hub() as raw_hub,
+        HubServer(hub) as server,
+        HubServer(raw_hub) as raw_server,
+    ):
+        ws = await wsharbor.connect(f"ws://127.0.0.1:{server.port}/?room=a")
+        raw = await wsharbor.connect(f"ws://127.0.0.1:{raw_server.port}/?room=a")
+        await ws.recv(), await raw.recv()  # the "joined" replies
+        await hub.publish("a", "text")
+        assert await ws.recv() == b'{"n": 1}'
+        await raw_hub.publish("a", "as published")
+        await raw_hub.publish("a", b"\x01bytes")
+        assert await raw.recv() == "as published"
+        assert await raw.recv() == b"\x01bytes"
+        assert seen[0].room == "a" and seen[0].message == "text"
+        assert seen[0].position == Position(seen[0].epoch, 1)
+        assert seen[0].published_at > 0 and not seen[0].replayed
+        await ws.close()
+        await raw.close()
 
 
 async def test_slow_consumer_without_history_is_closed_with_1013(

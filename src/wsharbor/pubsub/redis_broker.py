@@ -299,6 +299,7 @@ class RedisBroker(Broker):
             sentinel_kwargs = {
                 "socket_timeout": self.timeout,
                 "socket_connect_timeout": self.timeout,
+                "retry": commands["retry"],
                 **self.options.get("sentinel_kwargs", {}),
             }
             self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
