@@ -141,6 +141,7 @@ class _Room:
         "last_time",
         "linger",
         "live",
+        "loss",
         "members",
         "name",
         "pending",
@@ -171,6 +172,8 @@ class _Room:
         self.last_time = time.monotonic()
         self.pending: list[envelope.Envelope] = []
         self.pending_dropped = False
+        #: Publications lost, found by the current sync: (how many or None, why).
+        self.loss: tuple[int | None, str] | None = None
         self.task: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
 
@@ -1093,7 +1096,11 @@ class Hub:
         return meta
 
     async def _sync(self, room: _Room) -> None:
-        """Bring a room to the broker's position, then deliver what was buffered."""
+        """Bring a room to the broker's position, then deliver what was buffered.
+
+        Losses found on the way are reported once, when the room is live
+        again, with the position live delivery goes on from.
+        """
         while True:
             try:
                 if not room.subscribed:
@@ -1117,6 +1124,8 @@ class Hub:
                 room.state = _LIVE
                 room.task = None
                 room.ready.set()
+                if room.loss is not None:
+                    self._report_loss(room)
                 return
 
     async def _reconcile(self, room: _Room, meta: RoomMeta) -> bool:
@@ -1124,19 +1133,17 @@ class Hub:
         idle = time.monotonic() - room.last_time > self.history_ttl
         if meta.epoch == "":
             if room.epoch != "" and not idle:
-                self._loss(room, None, "the broker lost the room's state", Position("", 0))
+                self._lose(room, None, "the broker lost the room's state")
             room.epoch, room.last, room.last_id = "", 0, ""
             return False
         if meta.epoch != room.epoch:
             self.stats.epoch_changes += 1
-            if room.epoch == "" or idle:
-                # Nothing was missed in the old epoch: everything in the new
-                # one came after what the room delivered.
-                room.epoch, room.last, room.last_id = meta.epoch, 0, ""
-                return self._missed(room, meta)
-            self._loss(room, None, "the room's epoch changed", meta.position)
-            room.epoch, room.last, room.last_id = meta.epoch, meta.offset, meta.top_id
-            return False
+            if room.epoch != "" and not idle:
+                # What the old epoch had after this room's position is unknown.
+                self._lose(room, None, "the room's epoch changed")
+            # Everything in the new epoch came after what the room delivered.
+            room.epoch, room.last, room.last_id = meta.epoch, 0, ""
+            return self._missed(room, meta)
         if (
             meta.offset < room.last
             or (meta.offset == room.last and meta.top_id != room.last_id)
@@ -1147,23 +1154,30 @@ class Hub:
             # that no client resumes across the hole.
             fresh = await self._broker.new_epoch(room.name, room.epoch, secrets.token_hex(4))
             self.stats.epoch_changes += 1
-            self._loss(room, None, "the broker lost publications (failover?)", fresh.position)
+            self._lose(room, None, "the broker lost publications (failover?)")
             room.epoch, room.last, room.last_id = fresh.epoch, fresh.offset, fresh.top_id
             room.pending.clear()
-            return False
-        if meta.offset == room.last:
             return False
         return self._missed(room, meta)
 
     def _missed(self, room: _Room, meta: RoomMeta) -> bool:
-        """Publications up to ``meta`` were missed: back-fill them, or report the loss."""
+        """The broker is at ``meta``: deliver what is buffered, then say whether
+        to back-fill the rest from the history (or report it lost)."""
+        self._flush_pending(room)
         if meta.offset <= room.last:
             return False
         if room.history:
             return True
-        lost = meta.offset - room.last
-        self._loss(room, lost, "publications during a broker outage (no history)", meta.position)
-        room.last, room.last_id = meta.offset, meta.top_id
+        # Lost: from the room's position up to the first buffered publication.
+        upto = meta.offset
+        for message in room.pending:
+            if message.epoch == room.epoch and room.last < message.offset <= upto:
+                upto = message.offset - 1
+                break
+        self._lose(room, upto - room.last, "publications during a broker outage (no history)")
+        room.last = upto
+        room.last_id = meta.top_id if upto == meta.offset else ""
+        self._flush_pending(room)
         return False
 
     async def _backfill(self, room: _Room) -> bool:
@@ -1178,22 +1192,14 @@ class Hub:
                 return False
             if not entries:
                 if position.offset > room.last:
-                    self._loss(
-                        room,
-                        position.offset - room.last,
-                        "publications older than the history",
-                        position,
+                    self._lose(
+                        room, position.offset - room.last, "publications older than the history"
                     )
                     room.last = position.offset
                 return True
             first = entries[0].offset
             if first != room.last + 1:
-                self._loss(
-                    room,
-                    first - room.last - 1,
-                    "publications older than the history",
-                    Position(room.epoch, first - 1),
-                )
+                self._lose(room, first - room.last - 1, "publications older than the history")
                 room.last = first - 1
             for entry in entries:
                 self._deliver(room, _envelope_of(entry, room.epoch), replayed=True)
@@ -1201,7 +1207,11 @@ class Hub:
                 return True
 
     def _flush_pending(self, room: _Room) -> bool:
-        """Deliver what arrived during a sync; false if a gap is left (sync again)."""
+        """Deliver buffered publications that follow the room's position, in order.
+
+        False if some are left after a gap (or the buffer overflowed): the sync
+        reads the broker's position again.
+        """
         if room.pending_dropped:
             room.pending_dropped = False
             room.pending.clear()
@@ -1223,15 +1233,33 @@ class Hub:
             return False
         return True
 
-    def _loss(self, room: _Room, lost: int | None, reason: str, position: Position) -> None:
-        """Report publications lost for the room's members (``on_loss``, or 1013)."""
+    def _lose(self, room: _Room, lost: int | None, reason: str) -> None:
+        """Publications of the room that its members won't get: note them.
+
+        Members replaying stop (the loss covers them); the loss is reported
+        once the room is live again (:meth:`_report_loss`).
+        """
         for member in list(room.recovering.values()):
-            self._go_live(member)  # its replay stops; the loss covers it
+            self._go_live(member)
+        if lost is not None and lost <= 0:
+            return
+        if lost:
+            self.stats.lost += lost
+        if room.loss is None:
+            room.loss = (lost, reason)
+        else:
+            known, reasons = room.loss
+            total = None if known is None or lost is None else known + lost
+            room.loss = (total, reasons if reason in reasons else f"{reasons}; {reason}")
+
+    def _report_loss(self, room: _Room) -> None:
+        """Tell the application (``on_loss``), or close the members with 1013."""
+        assert room.loss is not None
+        lost, reason = room.loss
+        room.loss = None
         members = tuple(room.members)
         self.stats.loss_events += 1
         self.stats.loss_members += len(members)
-        if lost:
-            self.stats.lost += lost
         logger.warning(
             "room %r: %s publications lost for %d local members: %s",
             room.name,
@@ -1243,7 +1271,7 @@ class Hub:
             return
         if self.on_loss is not None:
             try:
-                result = self.on_loss(Loss(room.name, members, lost, position, reason))
+                result = self.on_loss(Loss(room.name, members, lost, room.position, reason))
             except Exception:
                 logger.exception("Hub(on_loss=...) failed")
                 return

@@ -95,8 +95,16 @@ if ARGV[6] ~= '0' then
   if offset == 1 then
     redis.call('del', KEYS[2])
   end
-  redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[6], id .. '-0',
+  local added = redis.pcall('xadd', KEYS[2], 'MAXLEN', '~', ARGV[6], id .. '-0',
     'k', ARGV[2], 'd', ARGV[3], 't', ARGV[4], 'i', ARGV[5])
+  if type(added) == 'table' and added.err then
+    -- The stream is ahead of the position (the position was rolled back
+    -- without it): it belongs to a lost timeline. Readers that needed it
+    -- find it gone and are told they can't recover.
+    redis.call('del', KEYS[2])
+    redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[6], id .. '-0',
+      'k', ARGV[2], 'd', ARGV[3], 't', ARGV[4], 'i', ARGV[5])
+  end
   redis.call('expire', KEYS[2], ARGV[7])
 end
 redis.call('publish', ARGV[1], 'W1|' .. ARGV[2] .. '|' .. id .. '|' .. epoch .. '|' ..
@@ -477,6 +485,10 @@ class RedisBroker(Broker):
             if self._closing:
                 return
             was_live, self._live = self._live, False
+            # The command connections idle in the pool died with this one, most
+            # likely: don't let the next publication find out the hard way.
+            with contextlib.suppress(Exception):
+                await self._commands.connection_pool.disconnect(inuse_connections=False)
             if was_live:
                 reason = str(error) or type(error).__name__
                 self.logger.warning(
