@@ -147,6 +147,7 @@ class _Room:
         "pending",
         "pending_dropped",
         "ready",
+        "received",
         "recovering",
         "skipping",
         "state",
@@ -170,8 +171,10 @@ class _Room:
         self.last = 0
         self.last_id = ""
         self.last_time = time.monotonic()
-        self.pending: list[envelope.Envelope] = []
+        #: Publications received while syncing, numbered by ``received``.
+        self.pending: list[tuple[int, envelope.Envelope]] = []
         self.pending_dropped = False
+        self.received = 0
         #: Publications lost, found by the current sync: (how many or None, why).
         self.loss: tuple[int | None, str] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -398,9 +401,10 @@ class Hub:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self.timeout)
+            if stuck:
+                logger.warning("%d pubsub tasks did not stop when cancelled", len(stuck))
         if self._started:
             entries = [
                 (name, client.client_id)
@@ -927,7 +931,8 @@ class Hub:
         if len(room.pending) >= MAX_PENDING:
             room.pending.clear()
             room.pending_dropped = True
-        room.pending.append(message)
+        room.received += 1
+        room.pending.append((room.received, message))
 
     def _publication(
         self, room: str | None, message: envelope.Envelope | Entry, *, replayed: bool, epoch: str
@@ -1101,18 +1106,22 @@ class Hub:
         Losses found on the way are reported once, when the room is live
         again, with the position live delivery goes on from.
         """
-        while True:
+        while not self._closed:
             try:
                 if not room.subscribed:
                     await self._broker.subscribe([room.channel])
                     room.subscribed = True
                 check = room.last if room.known else 0
+                cutoff = room.received
                 meta = await self._meta(room, check)
                 if not room.known:
                     room.epoch, room.last, room.last_id = meta.epoch, meta.offset, meta.top_id
                     room.known = True
-                elif await self._reconcile(room, meta) and not await self._backfill(room):
-                    continue  # the epoch changed under the back-fill: read it again
+                    self._drop_stale(room, meta, cutoff)
+                else:
+                    backfill = await self._reconcile(room, meta, cutoff)
+                    if backfill and not await self._backfill(room):
+                        continue  # the epoch changed under the back-fill: read it again
             except (BrokerUnavailable, TimeoutError) as exc:
                 if not self._broker.connected:
                     room.task = None
@@ -1127,9 +1136,24 @@ class Hub:
                 if room.loss is not None:
                     self._report_loss(room)
                 return
+            await asyncio.sleep(0)  # publications arrived meanwhile: let them in
 
-    async def _reconcile(self, room: _Room, meta: RoomMeta) -> bool:
+    def _drop_stale(self, room: _Room, meta: RoomMeta, cutoff: int) -> None:
+        """Forget buffered publications the broker's position shows are not in it.
+
+        A publication received before the position was asked for, but of
+        another epoch or past the position, belongs to a timeline the broker
+        lost (a failover): nobody should get it.
+        """
+        room.pending = [
+            (number, message)
+            for number, message in room.pending
+            if number > cutoff or (message.epoch == meta.epoch and message.offset <= meta.offset)
+        ]
+
+    async def _reconcile(self, room: _Room, meta: RoomMeta, cutoff: int) -> bool:
         """Compare a room's position with the broker's; whether to back-fill."""
+        self._drop_stale(room, meta, cutoff)
         idle = time.monotonic() - room.last_time > self.history_ttl
         if meta.epoch == "":
             if room.epoch != "" and not idle:
@@ -1170,7 +1194,7 @@ class Hub:
             return True
         # Lost: from the room's position up to the first buffered publication.
         upto = meta.offset
-        for message in room.pending:
+        for _, message in room.pending:
             if message.epoch == room.epoch and room.last < message.offset <= upto:
                 upto = message.offset - 1
                 break
@@ -1217,7 +1241,7 @@ class Hub:
             room.pending.clear()
             return False
         pending, room.pending = room.pending, []
-        for index, message in enumerate(pending):
+        for index, (_, message) in enumerate(pending):
             if message.epoch == room.epoch:
                 if message.offset <= room.last:
                     self.stats.duplicates += 1

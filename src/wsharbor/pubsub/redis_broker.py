@@ -22,6 +22,9 @@ Two kinds of connections per process:
   and sent together at the end of the event loop iteration; each channel's
   confirmations are counted, so that :meth:`RedisBroker.subscribe` returns
   only once the ``SUBSCRIBE`` it sent was confirmed (and not an earlier one).
+  With Sentinel, one more task follows the Sentinels' ``+switch-master``
+  events and leaves the old master as soon as a switch is announced, rather
+  than when Sentinel gets round to demoting it (seconds later).
 * **a small pool of command connections** (redis-py's pool, at most
   ``MAX_COMMANDS`` commands in flight) for the Lua scripts that append and
   publish, read positions and history, and keep presence. Scripts are sent as
@@ -270,6 +273,9 @@ class RedisBroker(Broker):
         self._attempt = 0
         self._last_read = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Set when Sentinel announces a new master: leave the old one now.
+        self._switched = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
 
     # Clients.
 
@@ -401,14 +407,17 @@ class RedisBroker(Broker):
         self._last_read = asyncio.get_running_loop().time()
         self._live = True
         self._supervisor = asyncio.ensure_future(self._supervise(conn))
+        if self._sentinel is not None:
+            self._watcher = asyncio.ensure_future(self._watch_sentinels())
 
     async def close(self) -> None:
         self._closing = True
         self._live = False
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
+        for task in (self._supervisor, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for task in list(self._tasks):
             task.cancel()
         for waiters in self._waiters.values():
@@ -516,8 +525,10 @@ class RedisBroker(Broker):
         for waiters in self._waiters.values():
             waiters[:] = [(1, waiter) for _, waiter in waiters if not waiter.done()]
         self._last_read = asyncio.get_running_loop().time()
+        self._switched.clear()
         reader = asyncio.ensure_future(self._read(conn))
         pinger = asyncio.ensure_future(self._ping(conn))
+        switched = asyncio.ensure_future(self._leave_on_switch())
         try:
             if not self._live:
                 channels = sorted(self._channels)
@@ -528,7 +539,7 @@ class RedisBroker(Broker):
                     await self._send(conn, [("SUBSCRIBE", *batch)])
                 confirmed = asyncio.ensure_future(self._confirmed(channels))
                 done, _ = await asyncio.wait(
-                    {reader, pinger, confirmed}, return_when=asyncio.FIRST_COMPLETED
+                    {reader, pinger, switched, confirmed}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if confirmed not in done:
                     confirmed.cancel()
@@ -545,16 +556,64 @@ class RedisBroker(Broker):
                 )
                 assert self.listener is not None
                 self.listener.broker_restored()
-            done, _ = await asyncio.wait({reader, pinger}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {reader, pinger, switched}, return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 task.result()
             raise ConnectionError("the subscriber connection ended")
         finally:
-            reader.cancel()
-            pinger.cancel()
-            for task in (reader, pinger):
+            for task in (reader, pinger, switched):
+                task.cancel()
+            for task in (reader, pinger, switched):
                 with contextlib.suppress(BaseException):
                     await task
+
+    async def _leave_on_switch(self) -> None:
+        await self._switched.wait()
+        raise ConnectionError("Sentinel announced a new master")
+
+    async def _watch_sentinels(self) -> None:
+        """Follow Sentinel's ``+switch-master`` events: leave the old master at once.
+
+        After a failover the old master may stay up, and writable, until
+        Sentinel reconfigures it as a replica (seconds later); what is written
+        to it meanwhile is lost. Leaving it as soon as a Sentinel announces the
+        switch shortens that window to about one round trip.
+        """
+        service = self.url.service.encode()
+        index = 0
+        while True:
+            sentinel = self._sentinel.sentinels[index % len(self._sentinel.sentinels)]
+            index += 1
+            pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe("+switch-master")
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.health_interval
+                    )
+                    if message is None or message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    fields = (data if isinstance(data, bytes) else str(data).encode()).split()
+                    if fields and fields[0] == service:
+                        self.logger.warning(
+                            "Sentinel switched %s to %s; reconnecting",
+                            self.url.service,
+                            b":".join(fields[3:5]).decode(errors="replace"),
+                        )
+                        self._switched.set()
+                        with contextlib.suppress(Exception):
+                            await self._commands.connection_pool.disconnect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.logger.debug("Sentinel watch: %s", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(self.health_interval)
 
     async def _confirmed(self, channels: Sequence[bytes]) -> None:
         """Wait until Redis confirmed the SUBSCRIBE of each channel (bounded)."""
