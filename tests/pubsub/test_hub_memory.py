@@ -105,7 +105,8 @@ async def test_direct_messages_reach_every_connection_of_the_user(clients: list[
 
 
 async def test_history_resume_is_exact(clients: list[Client]) -> None:
-    async with Hub(format=fmt, history=5) as hub, HubServer(hub) as server:
+    # timeout: how long a join from a position in the future waits for it.
+    async with Hub(format=fmt, history=5, timeout=0.2) as hub, HubServer(hub) as server:
         watcher = await Client.connect(server.port, "feed")
         clients.append(watcher)
         positions = [await hub.publish("feed", f"m{i}") for i in range(8)]
@@ -145,6 +146,26 @@ async def test_history_resume_is_exact(clients: list[Client]) -> None:
         assert hub.stats.joins_recovered == 2
         assert hub.stats.joins_unrecovered == 3
         assert hub.stats.replayed == 3
+
+
+@pytest.mark.parametrize("history", [None, 10])
+async def test_resume_from_a_position_this_host_has_not_reached_yet(
+    clients: list[Client], history: int | None
+) -> None:
+    """The client got offset 3 from another host; here offset 3 is on its way."""
+    async with Hub(format=fmt, history=history) as hub, HubServer(hub) as server:
+        first = await hub.publish("r", "1")
+        await hub.publish("r", "2")
+        client = await Client.connect(server.port, "r", since=(first.epoch, 3), wait_joined=False)
+        clients.append(client)
+        await until(lambda: hub.local_members("r") != [])
+        await hub.publish("r", "3")
+        await until(lambda: "r" in client.joined)
+        assert client.joined["r"]["recovered"] is True
+        assert client.joined["r"]["position"] == [first.epoch, 3]
+        await hub.publish("r", "4")
+        await until(lambda: len(client.messages) == 1)
+        assert client.data("r") == ["4"]
 
 
 async def test_no_history_means_no_recovery(clients: list[Client]) -> None:

@@ -33,8 +33,12 @@ are *lost* and reported (:class:`~wsharbor.pubsub.Loss`, ``on_loss``, never
 silently); behind, or a different publication at the same offset, means the
 broker lost publications this process saw (a failover with asynchronous
 replication): the hub starts a new epoch in the broker so that every client
-of the room learns it can't resume, and reports the loss. Then the buffer is
-delivered and the room is live again.
+of the room learns it can't resume, and reports the loss. Buffered
+publications that arrived before the position was read but are not in it
+(another epoch, or past it) belong to a timeline the broker lost, and are
+dropped. Then the rest of the buffer is delivered, the room is live again,
+and what was lost on the way is reported once, with the position live
+delivery goes on from.
 
 **Members** of a room are *live* (they get the fan-out) or *recovering*. A
 member recovering (a join with ``since``, or with history a live member that
@@ -153,6 +157,7 @@ class _Room:
         "state",
         "subscribed",
         "task",
+        "waiters",
     )
 
     def __init__(self, name: str, channel: bytes, history: int) -> None:
@@ -179,6 +184,8 @@ class _Room:
         self.loss: tuple[int | None, str] | None = None
         self.task: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
+        #: Joins waiting for the room to reach an offset (:meth:`Hub._reach`).
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
     def position(self) -> Position:
@@ -532,6 +539,12 @@ class Hub:
             raise
         if member.state is _GONE:
             return JoinResult(state.position, False)
+        if since is not None and since.epoch == state.epoch and since.offset > state.last:
+            # The client saw a publication on another host that this one has
+            # not received yet (it is on its way): wait for it, briefly.
+            await self._reach(state, since.offset)
+            if member.state is _GONE:
+                return JoinResult(state.position, False)
         position = state.position
         if since is None:
             self._go_live(member)
@@ -783,6 +796,19 @@ class Hub:
                 f"room {room.name!r}: the broker at {self.url} is unavailable"
             ) from None
 
+    async def _reach(self, room: _Room, offset: int) -> None:
+        """Wait (at most ``timeout``) until the room delivered ``offset``."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        room.waiters.append((offset, waiter))
+        try:
+            async with asyncio.timeout(self.timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if (offset, waiter) in room.waiters:
+                room.waiters.remove((offset, waiter))
+
     def _go_live(self, member: _Member) -> None:
         ws = member.client.ws
         member.room.recovering.pop(ws, None)
@@ -969,6 +995,10 @@ class Hub:
         room.last_time = time.monotonic()
         if not replayed:
             self.stats.observe_lag(max(0.0, time.time() - message.published_at))
+        if room.waiters:
+            for target, waiter in room.waiters:
+                if target <= room.last and not waiter.done():
+                    waiter.set_result(None)
         live = room.live
         if live:
             data = self._publication(room.name, message, replayed=replayed, epoch=room.epoch)

@@ -100,11 +100,13 @@ class Presence:
 class Loss:
     """Publications of a room that some local members will never get.
 
-    Passed to ``Hub(on_loss=...)``. It happens when the broker connection was
-    lost and the room keeps no history (or not enough of it, or the broker lost
-    it: a new ``epoch``). ``lost`` is how many publications were lost, or
-    ``None`` when the broker can't tell (its state was lost). ``members`` are
-    the connections affected; live delivery goes on after ``position``.
+    Passed to ``Hub(on_loss=...)``, once per room each time the room
+    resynchronises with the broker and finds publications it can't deliver:
+    the broker connection was lost and the room keeps no history (or not
+    enough of it), or the broker lost the room's state (a new ``epoch``).
+    ``lost`` is how many publications were lost, or ``None`` when the broker
+    can't tell. ``members`` are the local connections of the room; live
+    delivery goes on after ``position``.
     Without ``on_loss``, the hub closes each of them with 1013 (try again
     later) and the reason ``"messages lost"``, so that clients reconnect and
     resynchronise.
