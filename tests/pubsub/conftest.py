@@ -215,8 +215,14 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     require_redis()
     started: list[RedisServer] = []
 
-    def start(persistent: bool = False, extra: tuple[str, ...] = ()) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis{len(started)}", persistent=persistent, extra=extra)
+    def start(
+        persistent: bool = False,
+        extra: tuple[str, ...] = (),
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> RedisServer:
+        server = RedisServer(
+            tmp_path / f"redis{len(started)}", persistent=persistent, extra=extra, tls=tls
+        )
         started.append(server)
         server.start()
         return server

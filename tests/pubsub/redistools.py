@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -61,10 +62,11 @@ def free_port() -> int:
         return port
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, tls: ssl.SSLContext | None = None) -> bool:
     """Whether something on ``port`` answers a RESP PING with PONG."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+            sock = raw if tls is None else tls.wrap_socket(raw, server_hostname="localhost")
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
@@ -109,13 +111,16 @@ class _Process:
         )
         return self._wait_ready()
 
+    #: A client context for servers that speak TLS only.
+    client_tls: ssl.SSLContext | None = None
+
     def _wait_ready(self) -> bool:
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if _answers(self.port):
+            if _answers(self.port, self.client_tls):
                 return True
             time.sleep(0.01)  # polling a condition with a deadline
         self.kill()
@@ -147,15 +152,36 @@ class RedisServer(_Process):
     program = REDIS_SERVER
 
     def __init__(
-        self, directory: Path, *, persistent: bool = False, extra: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        *,
+        persistent: bool = False,
+        extra: tuple[str, ...] = (),
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         super().__init__(directory)
         self.persistent = persistent
         self.extra = list(extra)
+        #: (certificate, key, CA certificate): listen with TLS only.
+        self.tls = tls
+        if tls is not None:
+            self.client_tls = ssl.create_default_context(cafile=str(tls[2]))
 
     def args(self) -> list[str]:
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            port = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            port = ["--port", str(self.port)]
         args = [
-            "--port", str(self.port),
+            *port,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--logfile", str(self.log),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -358,3 +360,30 @@ async def test_join_with_since_across_a_redis_restart_with_persistence(
         assert client.data("r") == ["two", "three"]
         assert [m["o"] for m in client.messages] == [2, 3]
         assert Position(client.messages[0]["e"], 2) == Position(first.epoch, 2)
+
+
+async def test_rediss_speaks_tls(
+    redis_factory: Callable[..., RedisServer], tmp_path: Path, clients: list[Client]
+) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    certificate.cert_chain_pems[0].write_to_path(cert)
+    certificate.private_key_pem.write_to_path(key)
+    authority.cert_pem.write_to_path(ca)
+    server = redis_factory(tls=(cert, key, ca))
+    url = f"rediss://127.0.0.1:{server.port}/0"
+    options = {"ssl_ca_certs": str(ca)}
+    async with (
+        Hub(url, format=fmt, history=10, broker_options=options) as hub,
+        HubServer(hub) as host,
+    ):
+        client = await Client.connect(host.port, "secure")
+        clients.append(client)
+        await hub.publish("secure", "over TLS")
+        await until(lambda: client.data("secure") == ["over TLS"])
+    # A certificate the client doesn't trust: a clear error at start.
+    with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{server.port}"):
+        await Hub(url, timeout=2).start()

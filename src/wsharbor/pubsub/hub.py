@@ -72,7 +72,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from ..asyncio.connection import Connection, fanout
+from ..asyncio import Connection, fanout
 from ..exceptions import BrokerUnavailable, ConnectionClosed, InvalidState
 from ..protocol.connection import State
 from ..typing import Data
@@ -275,6 +275,10 @@ class Hub:
     - ``prefix``: of every Redis key and channel.
     - ``broker_options``: extra keyword arguments for redis-py's clients
       (TLS settings such as ``ssl_ca_certs``; ``sentinel_kwargs`` for Sentinel).
+
+    A hub belongs to the event loop that started it: call it from that loop's
+    thread. It has nothing specific to an application server; any handler
+    given the hub object can use it.
     """
 
     def __init__(
