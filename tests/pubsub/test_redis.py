@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,6 +104,50 @@ async def test_client_kill_pubsub_is_healed_within_seconds(
         for room in rooms:
             await hub.publish(room, f"after {room}")
         await until(lambda: len(client.messages) == len(rooms))
+        assert hub.stats.loss_events == 0
+
+
+async def test_output_buffer_overflow_is_healed_and_backfilled(
+    redis_factory: Callable[..., RedisServer],
+    clients: list[Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis drops a subscriber that doesn't read (client-output-buffer-limit pubsub)."""
+    server = redis_factory(extra=("--client-output-buffer-limit", "pubsub 64kb 32kb 1"))
+    count, size = 1000, 8000
+    async with (
+        Hub(server.url, format=fmt, history=count, reconnect_max_delay=0.2) as hub,
+        HubServer(hub) as host,
+    ):
+        client = await Client.connect(host.port, "r")
+        clients.append(client)
+
+        def publish_from_another_thread() -> None:
+            async def flood() -> None:
+                async with Hub(server.url, history=count) as publisher:
+                    for start in range(0, count, 100):
+                        await asyncio.gather(
+                            *(
+                                publisher.publish("r", f"{i:04d}" + "x" * size)
+                                for i in range(start, start + 100)
+                            )
+                        )
+
+            asyncio.run(flood())
+
+        with caplog.at_level(logging.WARNING, logger="wsharbor.pubsub"):
+            thread = threading.Thread(target=publish_from_another_thread)
+            thread.start()
+            # This event loop is blocked meanwhile (as by a long CPU-bound
+            # handler): its subscriber connection doesn't read, and Redis
+            # drops it once 64 KiB are waiting for it.
+            thread.join(TIMEOUT * 3)
+            assert not thread.is_alive()
+            await until(lambda: len(client.messages) >= count, timeout=30, what="everything")
+        assert "lost the Redis subscriber connection" in caplog.text
+        assert hub.stats.broker_disconnects >= 1 and hub.stats.backfills >= 1
+        assert [m["d"][:4] for m in client.messages] == [f"{i:04d}" for i in range(count)]
+        assert [m["o"] for m in client.messages] == list(range(1, count + 1))
         assert hub.stats.loss_events == 0
 
 
