@@ -37,6 +37,7 @@ LAYERS = {
     "version": 1,
     "protocol": 2,
     "asyncio": 3,
+    "pubsub": 4,
     "app": 4,
     "sync": 4,
     "bench": 5,

@@ -20,10 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
+    BrokerUnavailable,
     ConfigError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    InvalidBrokerURL,
     InvalidHandshake,
     InvalidState,
     InvalidStatus,
@@ -36,7 +38,7 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from .asyncio.client import ClientConnection, connect, unix_connect
-    from .asyncio.connection import Connection, broadcast
+    from .asyncio.connection import Connection, broadcast, fanout
     from .asyncio.observer import ConnectionObserver
     from .asyncio.runner import ServerThread, run, serve_in_thread
     from .asyncio.server import Server, ServerConnection, serve, unix_serve
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from .protocol.deflate import DeflateSettings
     from .protocol.frames import CloseCode
     from .protocol.http11 import Request, Response
+    from .pubsub.hub import Hub
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -52,6 +55,7 @@ _LAZY = {
     "Connection": ".asyncio.connection",
     "broadcast": ".asyncio.connection",
     "ConnectionObserver": ".asyncio.observer",
+    "fanout": ".asyncio.connection",
     "ServerThread": ".asyncio.runner",
     "run": ".asyncio.runner",
     "serve_in_thread": ".asyncio.runner",
@@ -64,6 +68,7 @@ _LAZY = {
     "Headers": ".protocol.datastructures",
     "Request": ".protocol.http11",
     "Response": ".protocol.http11",
+    "Hub": ".pubsub.hub",
 }
 
 
@@ -82,6 +87,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BrokerUnavailable",
     "ClientConnection",
     "CloseCode",
     "ConfigError",
@@ -92,6 +98,8 @@ __all__ = [
     "ConnectionObserver",
     "DeflateSettings",
     "Headers",
+    "Hub",
+    "InvalidBrokerURL",
     "InvalidHandshake",
     "InvalidState",
     "InvalidStatus",
@@ -107,6 +115,7 @@ __all__ = [
     "__version__",
     "broadcast",
     "connect",
+    "fanout",
     "run",
     "serve",
     "serve_in_thread",

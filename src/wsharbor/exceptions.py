@@ -27,7 +27,9 @@
     ├── PayloadTooBig               a message exceeded ``max_size``
     ├── InvalidState                local misuse: an operation not allowed in this state
     ├── ConcurrencyError            two threads receive (or send a fragmented message) at once
-    └── ConfigError                 application server: bad configuration
+    ├── ConfigError                 application server: bad configuration
+    ├── InvalidBrokerURL            pubsub: a broker URL that can't be used (also a ValueError)
+    └── BrokerUnavailable           pubsub: the broker (Redis) can't be reached in time
 
 Remote protocol errors (``ProtocolError``, ``PayloadTooBig``) and local misuse
 (``InvalidState``) are different exceptions, as in wsproto.
@@ -42,12 +44,14 @@ if TYPE_CHECKING:
     from .protocol.http11 import Response
 
 __all__ = [
+    "BrokerUnavailable",
     "ConcurrencyError",
     "ConfigError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "HeadersTooLarge",
+    "InvalidBrokerURL",
     "InvalidHTTPVersion",
     "InvalidHandshake",
     "InvalidHeader",
@@ -278,3 +282,25 @@ class ConcurrencyError(WsharborError, RuntimeError):
 
 class ConfigError(WsharborError):
     """The application server's configuration is invalid."""
+
+
+class InvalidBrokerURL(WsharborError, ValueError):
+    """A broker URL (``wsharbor.pubsub.Hub(url)``) is malformed or names no known broker.
+
+    The message names the URL without its password and says what is wrong.
+    """
+
+    def __init__(self, url: str, msg: str) -> None:
+        self.url = url
+        self.msg = msg
+        super().__init__(f"{url} isn't a valid broker URL: {msg}")
+
+
+class BrokerUnavailable(WsharborError):
+    """The pub/sub broker can't be reached, or didn't answer in time.
+
+    Raised by ``Hub.start()`` (the message names the broker's address), and by
+    ``Hub.publish()``, ``Hub.join()`` and the other calls that need the broker
+    while it is unreachable, after a bounded wait. A ``publish()`` that raises
+    it may or may not have been published.
+    """

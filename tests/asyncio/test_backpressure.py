@@ -302,7 +302,13 @@ async def test_broadcast_skips_slow_reader_and_counts_it(
         slow_sizes = []
         for index, data in enumerate(messages):
             expected_skip = int(slow_transport.get_write_buffer_size() > write_limit)
-            skipped = wsharbor.broadcast(server.connections, data)
+            if index % 2:
+                # fanout() is broadcast() returning the skipped connections.
+                skipped_list = wsharbor.fanout(server.connections, data)
+                assert skipped_list == [by_path["/slow"]] * expected_skip, f"fanout {index}"
+                skipped = len(skipped_list)
+            else:
+                skipped = wsharbor.broadcast(server.connections, data)
             assert skipped == expected_skip, f"broadcast {index}"
             skipped_per_broadcast.append(skipped)
             slow_sizes.append(slow_transport.get_write_buffer_size())
@@ -362,3 +368,6 @@ async def test_broadcast_rejects_non_messages_and_skips_closed() -> None:
         await ws.close()
         await wait(closed.wait())
         assert wsharbor.broadcast([server_ws], "late") == 1
+        assert wsharbor.fanout([server_ws], b"late") == [server_ws]
+        with pytest.raises(TypeError):
+            wsharbor.fanout([server_ws], 1)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The asyncio layer: drives the sans-I/O protocol core over asyncio transports."""
 
 from .client import ClientConnection, connect, unix_connect
-from .connection import Connection, broadcast
+from .connection import Connection, broadcast, fanout
 from .observer import ConnectionObserver
 from .runner import ServerThread, run, serve_in_thread
 from .server import Server, ServerConnection, serve, unix_serve
@@ -15,6 +15,7 @@ __all__ = [
     "ServerThread",
     "broadcast",
     "connect",
+    "fanout",
     "run",
     "serve",
     "serve_in_thread",

@@ -64,7 +64,7 @@ from ..typing import Data, LoggerLike
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
 
-__all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast"]
+__all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast", "fanout"]
 
 #: Size of the per-thread scratch buffer that every connection reads into.
 _SCRATCH_SIZE = 256 * 1024
@@ -933,19 +933,24 @@ async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[D
             yield item
 
 
-def broadcast(
+def fanout(
     connections: Iterable[Connection],
     message: Data,
-) -> int:
-    """Send ``message`` to every open connection without waiting; return how many were skipped.
+) -> list[Connection]:
+    """Send ``message`` to every open connection without waiting; return those skipped.
 
     The message is encoded once and the same bytes are written to every
     connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). A connection whose
-    write buffer is already over ``write_limit`` is skipped, so one slow reader
-    can't grow the server's memory; so is a connection that is not open or is in
-    the middle of sending a fragmented message. Skipped connections are counted
-    and logged at debug level.
+    themselves, since their compression context differs). A connection is
+    skipped, and returned in the list, when it is not open, when it is in the
+    middle of sending a fragmented message, or when its write buffer is already
+    over ``write_limit``: so one slow reader can't grow the server's memory.
+    The list keeps the order of ``connections``; it is empty when every
+    connection got the message.
+
+    Callers that track slow readers (:mod:`wsharbor.pubsub` counts consecutive
+    skips per member and closes one that keeps falling behind) use this; those
+    that only need a count use :func:`broadcast`.
 
     Not thread-safe: call it from the event loop's thread (see
     :class:`~wsharbor.asyncio.runner.ServerThread` for other threads).
@@ -959,7 +964,7 @@ def broadcast(
     else:
         raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
     frame: bytes | None = None
-    skipped = 0
+    skipped: list[Connection] = []
     for connection in connections:
         protocol = connection.protocol
         transport = connection.transport
@@ -970,7 +975,7 @@ def broadcast(
             or connection._fragmenting is not None
             or transport.get_write_buffer_size() > connection.options.write_limit
         ):
-            skipped += 1
+            skipped.append(connection)
             continue
         if protocol.extensions or protocol.side is not Side.SERVER:
             if opcode is Opcode.TEXT:
@@ -986,5 +991,25 @@ def broadcast(
         if observer is not None:
             observer.message_sent(connection)
     if skipped:
-        logging.getLogger("wsharbor.server").debug("broadcast skipped %d connections", skipped)
+        logging.getLogger("wsharbor.server").debug("broadcast skipped %d connections", len(skipped))
     return skipped
+
+
+def broadcast(
+    connections: Iterable[Connection],
+    message: Data,
+) -> int:
+    """Send ``message`` to every open connection without waiting; return how many were skipped.
+
+    The message is encoded once and the same bytes are written to every
+    connection that has no extension in effect (compressed connections encode it
+    themselves, since their compression context differs). A connection whose
+    write buffer is already over ``write_limit`` is skipped, so one slow reader
+    can't grow the server's memory; so is a connection that is not open or is in
+    the middle of sending a fragmented message. Skipped connections are counted
+    and logged at debug level; :func:`fanout` returns them instead.
+
+    Not thread-safe: call it from the event loop's thread (see
+    :class:`~wsharbor.asyncio.runner.ServerThread` for other threads).
+    """
+    return len(fanout(connections, message))
