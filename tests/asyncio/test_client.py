@@ -165,7 +165,7 @@ async def test_async_with_connect_closes_on_exit() -> None:
             async with wsharbor.connect(uri_of(server)) as ws:
                 await ws.send(b"bytes")
                 assert await ws.recv() == b"bytes"
-            assert ws.state is not None and ws.state.name == "CLOSED"
+            assert ws.state.name == "CLOSED"
             assert ws.close_code == 1000
     assert codes == [1000]
 

@@ -284,7 +284,7 @@ async def test_wait_closed_returns_when_peer_closes() -> None:
 
     async def body(ws: ServerConnection) -> str:
         await ws.wait_closed()
-        return ws.state.name if ws.state is not None else "none"
+        return ws.state.name
 
     async with wsharbor.serve(rec.wrap(body), HOST, 0) as server:
         ws = await wsharbor.connect(uri_of(server))

@@ -303,9 +303,17 @@ class Connection(asyncio.BufferedProtocol):
         return None if self.transport is None else self.transport.get_extra_info("sockname")
 
     @property
-    def state(self) -> State | None:
-        """``None`` during the opening handshake, then OPEN, CLOSING, CLOSED."""
-        return None if self.protocol is None else self.protocol.state
+    def state(self) -> State:
+        """CONNECTING during the opening handshake, then OPEN, CLOSING, CLOSED.
+
+        A connection whose handshake failed goes from CONNECTING to CLOSED when
+        its TCP connection closes. Applications rarely need it: :meth:`recv`
+        and :meth:`send` raise :exc:`~wsharbor.exceptions.ConnectionClosed` once
+        the connection is closed.
+        """
+        if self.protocol is not None:
+            return self.protocol.state
+        return State.CLOSED if self._lost else State.CONNECTING
 
     @property
     def close_code(self) -> int | None:

@@ -50,6 +50,7 @@ from ..exceptions import (
     InvalidState,
     PayloadTooBig,
     ProtocolError,
+    TooManyFragments,
 )
 from ..typing import LoggerLike
 from .extensions import Extension
@@ -86,8 +87,14 @@ class Side(enum.Enum):
 
 
 class State(enum.IntEnum):
-    """State of a WebSocket connection (RFC 6455 section 4.1 and 7)."""
+    """State of a WebSocket connection (RFC 6455 section 4.1 and 7).
 
+    :class:`WebSocketProtocol` starts in ``OPEN``: it exists from the end of the
+    opening handshake. ``CONNECTING`` is what connections report before that
+    (during the opening handshake), as websockets does.
+    """
+
+    CONNECTING = 0
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
@@ -494,7 +501,7 @@ class WebSocketProtocol:
         if self.max_fragments is not None and self._recv_fragments > self.max_fragments:
             # Empty or tiny fragments add little toward max_size but cost a
             # frame's work each: bound them too.
-            raise PayloadTooBig(f"message of more than {self.max_fragments} fragments")
+            raise TooManyFragments(f"message of more than {self.max_fragments} fragments")
         decoder = self._recv_decoder
         if self.stream_fragments:
             # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1:
