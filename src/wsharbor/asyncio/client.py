@@ -66,7 +66,7 @@ class ClientConnection(Connection):
             extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
-            logger=self.logger,
+            logger=self.options.logger,
         )
         self._start_keepalive()
         observer = self.options.observer
@@ -232,7 +232,7 @@ class connect:  # used like a function, as in websockets
         traceback: TracebackType | None,
     ) -> None:
         assert self.connection is not None
-        await self.connection.close()
+        await self.connection.__aexit__(exc_type, exc_value, traceback)
 
     async def __aiter__(self) -> AsyncIterator[ClientConnection]:
         backoff_min, backoff_max, factor = self._backoff

@@ -321,7 +321,7 @@ class ServerConnection(Connection):
             extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
-            logger=self.logger,
+            logger=self.options.logger,
         )
         if self._timers.open is not None:
             self._timers.open.discard(self)

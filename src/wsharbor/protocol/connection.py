@@ -133,6 +133,9 @@ class Fragment:
     data: str | bytes
     final: bool
 
+    def __len__(self) -> int:
+        return len(self.data)
+
 
 @dataclass(frozen=True, slots=True)
 class PingReceived:
@@ -183,7 +186,9 @@ class WebSocketProtocol:
     :param max_fragments: maximum number of frames of an incoming message;
         ``None`` for no limit. A message over it fails with 1009.
     :param stream_fragments: emit :class:`Fragment` events as frames arrive
-        instead of reassembling whole messages.
+        instead of reassembling whole messages. The attribute may be changed
+        between messages (see :attr:`receiving_message`): the asyncio layer
+        streams one message that way for ``recv_streaming()``.
     """
 
     __slots__ = (
@@ -307,6 +312,13 @@ class WebSocketProtocol:
         exc = exc_type(rcvd, sent, self.close_rcvd_then_sent)
         exc.__cause__ = self.failure
         return exc
+
+    @property
+    def receiving_message(self) -> bool:
+        """Whether a fragmented message is partly received (its first frame came,
+        its last one didn't): :attr:`stream_fragments` may change only between
+        messages, when this is false."""
+        return self._recv_opcode is not None
 
     @property
     def buffered_input(self) -> int:
