@@ -247,3 +247,55 @@ async def test_leaving_async_with_on_an_exception_closes_with_1011() -> None:
             async with wsharbor.connect(uri_of(server)):
                 raise RuntimeError("client bug")
         assert await wait(rec.result) == 1011
+
+
+# basic_auth (websockets.asyncio.server.basic_auth).
+
+
+@pytest.mark.parametrize("use_coroutine", [False, True])
+async def test_basic_auth(use_coroutine: bool) -> None:
+    from wsharbor.asyncio.server import basic_auth
+
+    async def check_async(username: str, password: str) -> bool:
+        await asyncio.sleep(0)
+        return (username, password) == ("hello", "iloveyou")
+
+    if use_coroutine:
+        hook = basic_auth(realm="dev", check_credentials=check_async)
+    else:
+        hook = basic_auth(realm="dev", credentials=[("hello", "iloveyou"), ("bob", "pw")])
+
+    async def handler(ws: wsharbor.ServerConnection) -> None:
+        await ws.send(f"Hello {ws.username}!")
+
+    async with wsharbor.serve(handler, HOST, 0, process_request=hook) as server:
+        port = port_of(server)
+        async with wsharbor.connect(f"ws://hello:iloveyou@{HOST}:{port}/") as ws:
+            assert await wait(ws.recv()) == "Hello hello!"
+        for uri, body in [
+            (f"ws://{HOST}:{port}/", b"Missing credentials\n"),
+            (f"ws://hello:wrong@{HOST}:{port}/", b"Invalid credentials\n"),
+            (f"ws://nobody:iloveyou@{HOST}:{port}/", b"Invalid credentials\n"),
+        ]:
+            with pytest.raises(wsharbor.InvalidStatus) as info:
+                await wsharbor.connect(uri)
+            response = info.value.response
+            assert response.status_code == 401
+            assert response.body == body
+            assert response.headers["WWW-Authenticate"] == 'Basic realm="dev", charset="UTF-8"'
+        with pytest.raises(wsharbor.InvalidStatus) as info:
+            await wsharbor.connect(
+                f"ws://{HOST}:{port}/", additional_headers={"Authorization": "Bearer x"}
+            )
+        assert info.value.response.body == b"Unsupported credentials\n"
+
+
+def test_basic_auth_arguments() -> None:
+    from wsharbor.asyncio.server import basic_auth
+
+    with pytest.raises(ValueError):
+        basic_auth()
+    with pytest.raises(ValueError):
+        basic_auth(credentials=("a", "b"), check_credentials=lambda u, p: True)
+    with pytest.raises(TypeError):
+        basic_auth(credentials=[("a", 1)])  # type: ignore[list-item]

@@ -361,6 +361,13 @@ class Connection(asyncio.BufferedProtocol):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
 
+    def _log_info(self, message: str, *args: Any) -> None:
+        """Log an event of this connection at INFO, with ``websocket`` in the record
+        (a ``LoggerAdapter`` given as ``logger`` finds it in ``kwargs["extra"]``)."""
+        logger = self.options.logger
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(message, *args, extra={"websocket": self})
+
     # Receiving.
 
     @overload

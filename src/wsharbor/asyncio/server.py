@@ -58,6 +58,7 @@ from typing import Any, TypeAlias
 
 from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
+from ..protocol.auth import basic_credentials, credentials_checker, www_authenticate_basic
 from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
@@ -65,13 +66,15 @@ from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
 from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
-from .connection import Connection, ConnectionOptions
+from .connection import Connection, ConnectionOptions, broadcast
 from .eager import start_eagerly
 from .observer import ConnectionObserver
 
 __all__ = [
     "Server",
     "ServerConnection",
+    "basic_auth",
+    "broadcast",
     "handler_callable",
     "process_request_callable",
     "serve",
@@ -185,6 +188,10 @@ class ServerConnection(Connection):
 
     side = Side.SERVER
 
+    #: Set by :func:`basic_auth` once the client authenticated (in the
+    #: connection's ``__dict__``, like any attribute an application sets).
+    username: str
+
     def __init__(self, server: Server) -> None:
         super().__init__(server.options)
         self.server = server
@@ -226,8 +233,9 @@ class ServerConnection(Connection):
         try:
             request = parser.feed(data)
         except InvalidHandshake as exc:
-            self.logger.info("%r: invalid handshake: %s", self, exc)
-            self._send_http_response(self.server.handshake.reject(exc))
+            if self.options.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug("! invalid handshake: %s", exc)
+            self._send_http_response(self.server.handshake.reject(exc), rejected=True)
             return
         if request is None:
             return
@@ -245,6 +253,7 @@ class ServerConnection(Connection):
         server = self.server
         response: Response | None = None
         accepted: Accepted | None = None
+        rejected = False  # the handshake was refused (not answered by a hook)
         hook = "process_request"
         try:
             # 1. process_request may answer with plain HTTP (health checks).
@@ -261,8 +270,10 @@ class ServerConnection(Connection):
                 try:
                     accepted = server._negotiate(self, request)
                 except InvalidHandshake as exc:
-                    self.logger.info("%r: invalid handshake: %s", self, exc)
+                    if self.options.logger.isEnabledFor(logging.DEBUG):
+                        self.logger.debug("! invalid handshake: %s", exc)
                     response = server.handshake.reject(exc)
+                    rejected = True
                 else:
                     response = accepted.response
             # 4. process_response may replace the response.
@@ -289,10 +300,18 @@ class ServerConnection(Connection):
         if response.status == 101 and accepted is not None:
             self._open(response, accepted)
         else:
-            self._send_http_response(response)
+            self._send_http_response(response, rejected=rejected)
 
-    def _send_http_response(self, response: Response) -> None:
-        """Send an HTTP response that ends the connection, then close lingering."""
+    def _send_http_response(self, response: Response, *, rejected: bool = False) -> None:
+        """Send an HTTP response that ends the connection, then close lingering.
+
+        Logged at INFO as websockets does: ``connection rejected (status reason)``
+        when the handshake was refused, ``HTTP response sent (status reason)``
+        when a hook answered.
+        """
+        if self.options.logger.isEnabledFor(logging.INFO):
+            message = "connection rejected (%d %s)" if rejected else "HTTP response sent (%d %s)"
+            self._log_info(message, response.status, response.reason_phrase)
         self.response = response
         self._parser = None
         self._pending = b""
@@ -316,6 +335,7 @@ class ServerConnection(Connection):
         self.response = response
         self.subprotocol = accepted.subprotocol
         self._write_http(response.serialize())
+        self._log_info("connection open")
         self.protocol = WebSocketProtocol(
             Side.SERVER,
             extensions=accepted.extensions,
@@ -349,6 +369,8 @@ class ServerConnection(Connection):
     def _connection_closed(self) -> None:
         if self._timers.open is not None:
             self._timers.open.discard(self)
+        if self.response is not None:
+            self._log_info("connection closed")
         self.server._lost(self)
 
 
@@ -430,6 +452,8 @@ class Server:
             return
         self._serving = True
         self._listen()
+        for sock in self._sockets:
+            self.logger.info("server listening on %s", _socket_name(sock))
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` is called and the shutdown is complete."""
@@ -670,6 +694,7 @@ class Server:
         timeout: float | None,
         drain_handshakes: float,
     ) -> None:
+        self.logger.info("server closing")
         self._stop_listening()
         if drain_handshakes > 0 and self._opening:
             # Handshakes in progress complete (and then get the close code).
@@ -703,7 +728,18 @@ class Server:
                 for task in list(self._handler_tasks) + list(self._tasks):
                     task.cancel()
                 await asyncio.wait(pending)
+        self.logger.info("server closed")
         self._closed.set()
+
+
+def _socket_name(sock: socket.socket) -> str:
+    """``host:port``, ``[host]:port`` or the path of a listening socket, for logs."""
+    address = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        return "%s:%d" % address[:2]
+    if sock.family == socket.AF_INET6:
+        return "[%s]:%d" % address[:2]
+    return str(address)
 
 
 def _bind(
@@ -923,3 +959,50 @@ class serve:
 def unix_serve(handler: Handler, path: str | None = None, **kwargs: Any) -> serve:
     """Like :func:`serve`, on a Unix socket at ``path``."""
     return serve(handler, unix=True, path=path, **kwargs)
+
+
+def basic_auth(
+    realm: str = "",
+    credentials: tuple[str, str] | Iterable[tuple[str, str]] | None = None,
+    check_credentials: Callable[[str, str], Awaitable[bool] | bool] | None = None,
+) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    """A ``process_request`` enforcing HTTP Basic Authentication (RFC 7235, RFC 7617)::
+
+        async with serve(handler, ..., process_request=basic_auth(
+            realm="my dev server", credentials=("hello", "iloveyou"))):
+
+    Give ``credentials`` (a ``(username, password)`` pair or several) or
+    ``check_credentials(username, password)`` (a function or a coroutine
+    function returning whether they are valid), not both: :exc:`ValueError`
+    otherwise, :exc:`TypeError` for credentials that aren't pairs of strings.
+    On success the connection's ``username`` attribute is set and the handshake
+    goes on; otherwise the answer is 401 with ``WWW-Authenticate: Basic
+    realm="..."``, as websockets' ``basic_auth``.
+    """
+    if (credentials is None) == (check_credentials is None):
+        raise ValueError("provide either credentials or check_credentials")
+    check = credentials_checker(credentials) if credentials is not None else check_credentials
+    assert check is not None
+    challenge = www_authenticate_basic(realm)
+
+    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            text = "Missing credentials\n"
+        else:
+            parsed = basic_credentials(authorization)
+            if parsed is None:
+                text = "Unsupported credentials\n"
+            else:
+                valid = check(*parsed)
+                if inspect.isawaitable(valid):
+                    valid = await valid
+                if valid:
+                    connection.username = parsed[0]
+                    return None
+                text = "Invalid credentials\n"
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, text)
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    return process_request
