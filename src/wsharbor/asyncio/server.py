@@ -736,9 +736,9 @@ def _socket_name(sock: socket.socket) -> str:
     """``host:port``, ``[host]:port`` or the path of a listening socket, for logs."""
     address = sock.getsockname()
     if sock.family == socket.AF_INET:
-        return "%s:%d" % address[:2]
+        return f"{address[0]}:{address[1]}"
     if sock.family == socket.AF_INET6:
-        return "[%s]:%d" % address[:2]
+        return f"[{address[0]}]:{address[1]}"
     return str(address)
 
 
