@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, NoReturn, cast, overload
+from typing import Any, Literal, NoReturn, TypeAlias, cast, overload
 
 from .. import defaults
 from ..exceptions import ConcurrencyError, ConnectionClosedOK, InvalidState
@@ -67,7 +67,24 @@ from ..typing import Data, DataLike, LoggerLike
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
 
-__all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast"]
+__all__ = [
+    "Connection",
+    "ConnectionOptions",
+    "ConnectionTimers",
+    "MaxQueue",
+    "MaxSize",
+    "WriteLimit",
+    "broadcast",
+]
+
+#: ``max_size``: the largest message in bytes, or websockets' ``(message, frame)``
+#: limits; ``None``: no limit.
+MaxSize: TypeAlias = int | tuple[int | None, int | None] | None
+#: ``max_queue``: messages received and not read before reading pauses, or
+#: websockets' ``(high, low)`` marks; ``None``: no limit.
+MaxQueue: TypeAlias = int | tuple[int | None, int | None] | None
+#: ``write_limit``: the write buffer's high-water mark in bytes, or ``(high, low)``.
+WriteLimit: TypeAlias = int | tuple[int, int | None]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -93,7 +110,9 @@ class ConnectionOptions:
         "close_timeout",
         "logger",
         "max_fragments",
+        "max_frame_size",
         "max_queue",
+        "max_queue_low",
         "max_size",
         "observer",
         "open_timeout",
@@ -101,16 +120,17 @@ class ConnectionOptions:
         "ping_timeout",
         "read_limit",
         "write_limit",
+        "write_limit_low",
     )
 
     def __init__(
         self,
         *,
-        max_size: int | None = defaults.MAX_SIZE,
+        max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
-        max_queue: int | None = defaults.MAX_QUEUE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
-        write_limit: int = defaults.WRITE_LIMIT,
+        write_limit: WriteLimit = defaults.WRITE_LIMIT,
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
@@ -118,16 +138,50 @@ class ConnectionOptions:
         logger: LoggerLike,
         observer: ConnectionObserver | None = None,
     ) -> None:
+        # websockets' tuples: max_size=(message, frame), max_queue=(high, low),
+        # write_limit=(high, low); an int gives the high-water mark and the low
+        # one is a quarter of it.
+        max_frame_size: int | None = None
+        if isinstance(max_size, tuple):
+            max_size, max_frame_size = max_size
         if max_size is not None and max_size <= 0:
             raise ValueError(f"max_size must be positive or None, got {max_size}")
+        if max_frame_size is not None and max_frame_size <= 0:
+            raise ValueError(
+                f"max_size's frame size must be positive or None, got {max_frame_size}"
+            )
         if max_fragments is not None and max_fragments <= 0:
             raise ValueError(f"max_fragments must be positive or None, got {max_fragments}")
+        max_queue_low: int | None = None
+        if isinstance(max_queue, tuple):
+            max_queue, max_queue_low = max_queue
+            if max_queue is None and max_queue_low is not None:
+                max_queue = max_queue_low * 4
         if max_queue is not None and max_queue <= 0:
             raise ValueError(f"max_queue must be positive or None, got {max_queue}")
+        if max_queue is not None and max_queue_low is None:
+            max_queue_low = max_queue // 4
+        if (
+            max_queue_low is not None
+            and max_queue is not None
+            and not 0 <= max_queue_low <= max_queue
+        ):
+            raise ValueError(
+                f"max_queue's low-water mark must be in [0, {max_queue}], got {max_queue_low}"
+            )
         if read_limit < 1024:
             raise ValueError(f"read_limit must be at least 1024 bytes, got {read_limit}")
+        write_limit_low: int | None = None
+        if isinstance(write_limit, tuple):
+            write_limit, write_limit_low = write_limit
         if write_limit < 0:
             raise ValueError(f"write_limit must be >= 0, got {write_limit}")
+        if write_limit_low is None:
+            write_limit_low = write_limit // 4
+        if not 0 <= write_limit_low <= write_limit:
+            raise ValueError(
+                f"write_limit's low-water mark must be in [0, {write_limit}], got {write_limit_low}"
+            )
         for name, value in (
             ("ping_interval", ping_interval),
             ("ping_timeout", ping_timeout),
@@ -137,10 +191,16 @@ class ConnectionOptions:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value}")
         self.max_size = max_size
+        #: The largest frame received (websockets' ``max_size=(message, frame)``).
+        self.max_frame_size = max_frame_size
         self.max_fragments = max_fragments
         self.max_queue = max_queue
+        #: Reading resumes when the queue is down to this many messages.
+        self.max_queue_low = max_queue_low
         self.read_limit = min(read_limit, _SCRATCH_SIZE)
         self.write_limit = write_limit
+        #: ``send()`` resumes when the write buffer is down to this many bytes.
+        self.write_limit_low = write_limit_low
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.open_timeout = open_timeout
@@ -619,7 +679,7 @@ class Connection(asyncio.BufferedProtocol):
         its low watermark, unless the write buffer keeps reading paused."""
         options = self.options
         if self._queued_bytes <= options.read_limit // 4 and (
-            options.max_queue is None or len(self._queue()) <= options.max_queue // 4
+            options.max_queue_low is None or len(self._queue()) <= options.max_queue_low
         ):
             self._reading_paused = False
             if (
@@ -1023,7 +1083,7 @@ class Connection(asyncio.BufferedProtocol):
         # interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
         write_limit = self.options.write_limit
-        low = write_limit // 4
+        low = self.options.write_limit_low
         # Cheaper to read than to set: asyncio's defaults are already ours.
         if self.transport.get_write_buffer_limits() != (low, write_limit):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)

@@ -49,6 +49,7 @@ import http
 import inspect
 import logging
 import os
+import re
 import socket
 import ssl as ssl_module
 import stat
@@ -62,11 +63,19 @@ from ..protocol.auth import basic_credentials, credentials_checker, www_authenti
 from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
+from ..protocol.extensions import ServerExtensionFactory
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
 from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
-from .connection import Connection, ConnectionOptions, broadcast
+from .connection import (
+    Connection,
+    ConnectionOptions,
+    MaxQueue,
+    MaxSize,
+    WriteLimit,
+    broadcast,
+)
 from .eager import start_eagerly
 from .observer import ConnectionObserver
 
@@ -341,6 +350,7 @@ class ServerConnection(Connection):
             extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
+            max_frame_size=self.options.max_frame_size,
             logger=self.options.logger,
         )
         if self._timers.open is not None:
@@ -406,6 +416,10 @@ class Server:
             ServerConnection if create_connection is None else create_connection
         )
         self.ssl = ssl
+        #: Bound on the TLS handshake (``open_timeout`` unless ``serve()`` set it).
+        self.ssl_handshake_timeout = options.open_timeout
+        #: Bound on the TLS shutdown (``close_timeout`` unless ``serve()`` set it).
+        self.ssl_shutdown_timeout = options.close_timeout
         self.logger = logger
         self.loop = asyncio.get_running_loop()
         #: True once :meth:`close` was called: handshakes get 503.
@@ -633,7 +647,8 @@ class Server:
                 lambda: connection,
                 sock,
                 ssl=self.ssl,
-                ssl_handshake_timeout=None if self.ssl is None else self.options.open_timeout,
+                ssl_handshake_timeout=None if self.ssl is None else self.ssl_handshake_timeout,
+                ssl_shutdown_timeout=None if self.ssl is None else self.ssl_shutdown_timeout,
             )
         except (OSError, ssl_module.SSLError, TimeoutError) as exc:
             # A TLS handshake that failed or timed out, a client that left.
@@ -742,6 +757,18 @@ def _socket_name(sock: socket.socket) -> str:
     return str(address)
 
 
+def _server_extensions(
+    extensions: Sequence[ServerExtensionFactory] | None,
+    compression: str | DeflateSettings | None,
+) -> list[ServerExtensionFactory]:
+    """``extensions`` (custom factories, in order), then permessage-deflate for
+    ``compression`` unless ``extensions`` has a factory of that name already."""
+    factories = list(extensions or ())
+    if not any(factory.name == "permessage-deflate" for factory in factories):
+        factories += enable_server_deflate(compression)
+    return factories
+
+
 def _bind(
     host: str | Sequence[str] | None,
     port: int | None,
@@ -833,7 +860,8 @@ class serve:
         ssl: ssl_module.SSLContext | None = None,
         unix: bool = False,
         path: str | None = None,
-        origins: Sequence[Origin | None] | None = None,
+        origins: Sequence[Origin | re.Pattern[str] | None] | None = None,
+        extensions: Sequence[ServerExtensionFactory] | None = None,
         subprotocols: Sequence[Subprotocol] | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
         compression: str | DeflateSettings | None = "deflate",
@@ -844,20 +872,24 @@ class serve:
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
-        max_size: int | None = defaults.MAX_SIZE,
+        max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
-        max_queue: int | None = defaults.MAX_QUEUE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
-        write_limit: int = defaults.WRITE_LIMIT,
+        write_limit: WriteLimit = defaults.WRITE_LIMIT,
         logger: LoggerLike | None = None,
         observer: ConnectionObserver | None = None,
         create_connection: Callable[[Server], ServerConnection] | None = None,
+        # What websockets passes to loop.create_server(): named here, so that
+        # an option neither library knows is a TypeError at the call.
         start_serving: bool = True,
         backlog: int = BACKLOG,
         family: int = socket.AF_UNSPEC,
         flags: int = 0,
         reuse_address: bool | None = None,
         reuse_port: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> None:
         self._handler = handler_callable(handler)
         if logger is None:
@@ -868,6 +900,8 @@ class serve:
         self._port = port
         self._sock = sock
         self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._unix = unix
         self._path = path
         self._start_serving = start_serving
@@ -899,7 +933,7 @@ class serve:
         self._handshake = ServerHandshake(
             origins=origins,
             subprotocols=subprotocols,
-            extensions=enable_server_deflate(compression),
+            extensions=_server_extensions(extensions, compression),
             server_header=server_header,
         )
         self._process_request = process_request
@@ -929,6 +963,10 @@ class serve:
             ssl=self._ssl,
             logger=self._logger,
         )
+        if self._ssl_handshake_timeout is not None:
+            server.ssl_handshake_timeout = self._ssl_handshake_timeout
+        if self._ssl_shutdown_timeout is not None:
+            server.ssl_shutdown_timeout = self._ssl_shutdown_timeout
         sockets = self._sockets()
         for sock in sockets:
             sock.setblocking(False)
