@@ -1,6 +1,7 @@
 """The layering of wsharbor (docs: /work/shared/ARCHITECTURE.md, "Layers").
 
-1. ``defaults``, ``exceptions``, ``typing``, ``version``   2. ``protocol`` (sans-I/O)
+1. ``defaults``, ``exceptions``, ``typing``, ``version``   2. ``protocol`` (sans-I/O), and
+   ``datastructures``, ``frames``, ``http11`` (its names where websockets has them)
 3. ``asyncio``   4. ``app``, ``sync``, ``pubsub``   5. ``bench`` / ``tools``
 
 A module may import from its own layer and the lower-numbered ones. The public
@@ -36,6 +37,10 @@ LAYERS = {
     "typing": 1,
     "version": 1,
     "protocol": 2,
+    # websockets' module names, re-exporting the sans-I/O core's.
+    "datastructures": 2,
+    "frames": 2,
+    "http11": 2,
     "asyncio": 3,
     "pubsub": 4,
     "app": 4,

@@ -12,6 +12,11 @@ The public API is re-exported here::
 
 The asyncio layer is imported lazily, on first use of one of its names, so that
 ``import wsharbor.protocol`` (the sans-I/O core) doesn't import asyncio.
+
+Every name ``websockets`` exports at its top level is here too (but the router's
+``route``, ``unix_route``, ``Router`` and the sans-I/O ``ClientProtocol``,
+``ServerProtocol``, ``Protocol``: see ``docs/coming-from-websockets.md``), so that
+``import websockets`` becomes ``import wsharbor as websockets`` or a rename.
 """
 
 from __future__ import annotations
@@ -21,17 +26,44 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
     BrokerUnavailable,
+    ConcurrencyError,
     ConfigError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    DuplicateParameter,
+    HeaderLineTooLong,
+    HeadersTooLarge,
     InvalidBrokerURL,
     InvalidHandshake,
+    InvalidHeader,
+    InvalidHeaderFormat,
+    InvalidHeaderValue,
+    InvalidHTTPVersion,
+    InvalidMessage,
+    InvalidMethod,
+    InvalidOrigin,
+    InvalidParameterName,
+    InvalidParameterValue,
+    InvalidProtocol,
+    InvalidProxy,
+    InvalidProxyMessage,
+    InvalidProxyStatus,
     InvalidState,
     InvalidStatus,
+    InvalidUpgrade,
     InvalidURI,
+    InvalidVersion,
+    NegotiationError,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
+    RequestLineTooLong,
+    SecurityError,
+    StatusLineTooLong,
+    TooManyFragments,
+    TooManyHeaders,
+    WebSocketException,
     WsharborError,
 )
 from .version import __version__
@@ -41,12 +73,22 @@ if TYPE_CHECKING:
     from .asyncio.connection import Connection, broadcast, fanout
     from .asyncio.observer import ConnectionObserver
     from .asyncio.runner import ServerThread, run, serve_in_thread
-    from .asyncio.server import Server, ServerConnection, serve, unix_serve
-    from .protocol.datastructures import Headers
+    from .asyncio.server import Server, ServerConnection, basic_auth, serve, unix_serve
+    from .protocol.connection import Side, State
+    from .protocol.datastructures import Headers, HeadersLike, MultipleValuesError
     from .protocol.deflate import DeflateSettings
-    from .protocol.frames import CloseCode
+    from .protocol.frames import Close, CloseCode, Frame, Opcode
     from .protocol.http11 import Request, Response
     from .pubsub.hub import Hub
+    from .typing import (
+        Data,
+        ExtensionName,
+        ExtensionParameter,
+        LoggerLike,
+        Origin,
+        StatusLike,
+        Subprotocol,
+    )
 
 _LAZY = {
     "ClientConnection": ".asyncio.client",
@@ -61,14 +103,29 @@ _LAZY = {
     "serve_in_thread": ".asyncio.runner",
     "Server": ".asyncio.server",
     "ServerConnection": ".asyncio.server",
+    "basic_auth": ".asyncio.server",
     "serve": ".asyncio.server",
     "unix_serve": ".asyncio.server",
+    "Side": ".protocol.connection",
+    "State": ".protocol.connection",
     "DeflateSettings": ".protocol.deflate",
+    "Close": ".protocol.frames",
     "CloseCode": ".protocol.frames",
+    "Frame": ".protocol.frames",
+    "Opcode": ".protocol.frames",
     "Headers": ".protocol.datastructures",
+    "HeadersLike": ".protocol.datastructures",
+    "MultipleValuesError": ".protocol.datastructures",
     "Request": ".protocol.http11",
     "Response": ".protocol.http11",
     "Hub": ".pubsub.hub",
+    "Data": ".typing",
+    "ExtensionName": ".typing",
+    "ExtensionParameter": ".typing",
+    "LoggerLike": ".typing",
+    "Origin": ".typing",
+    "StatusLike": ".typing",
+    "Subprotocol": ".typing",
 }
 
 
@@ -89,30 +146,72 @@ def __dir__() -> list[str]:
 __all__ = [
     "BrokerUnavailable",
     "ClientConnection",
+    "Close",
     "CloseCode",
+    "ConcurrencyError",
     "ConfigError",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ConnectionObserver",
+    "Data",
     "DeflateSettings",
+    "DuplicateParameter",
+    "ExtensionName",
+    "ExtensionParameter",
+    "Frame",
+    "HeaderLineTooLong",
     "Headers",
+    "HeadersLike",
+    "HeadersTooLarge",
     "Hub",
     "InvalidBrokerURL",
+    "InvalidHTTPVersion",
     "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidHeaderFormat",
+    "InvalidHeaderValue",
+    "InvalidMessage",
+    "InvalidMethod",
+    "InvalidOrigin",
+    "InvalidParameterName",
+    "InvalidParameterValue",
+    "InvalidProtocol",
+    "InvalidProxy",
+    "InvalidProxyMessage",
+    "InvalidProxyStatus",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
+    "InvalidUpgrade",
+    "InvalidVersion",
+    "LoggerLike",
+    "MultipleValuesError",
+    "NegotiationError",
+    "Opcode",
+    "Origin",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "Request",
+    "RequestLineTooLong",
     "Response",
+    "SecurityError",
     "Server",
     "ServerConnection",
     "ServerThread",
+    "Side",
+    "State",
+    "StatusLike",
+    "StatusLineTooLong",
+    "Subprotocol",
+    "TooManyFragments",
+    "TooManyHeaders",
+    "WebSocketException",
     "WsharborError",
     "__version__",
+    "basic_auth",
     "broadcast",
     "connect",
     "fanout",

@@ -9,15 +9,24 @@
     ├── InvalidHandshake            the opening handshake failed; ``status`` is the HTTP answer
     │   ├── InvalidMessage          malformed HTTP (400)
     │   ├── InvalidMethod           not GET (405)
-    │   ├── InvalidHTTPVersion      not HTTP/1.1 (505)
-    │   ├── HeadersTooLarge         request line, header line or header count over the limit (431)
+    │   ├── InvalidHTTPVersion      not HTTP/1.1 (505); alias ``InvalidProtocol``
+    │   ├── HeadersTooLarge         over a size limit of the HTTP head (431)
+    │   │   ├── RequestLineTooLong  ... the request line (also a SecurityError)
+    │   │   ├── StatusLineTooLong   ... the status line (also a SecurityError)
+    │   │   ├── HeaderLineTooLong   ... a header line (also a SecurityError)
+    │   │   └── TooManyHeaders      ... the number or total size of headers (also a SecurityError)
     │   ├── InvalidHeader           a header is missing or wrong (400)
+    │   │   ├── InvalidHeaderFormat ... it doesn't follow its grammar
+    │   │   ├── InvalidHeaderValue  ... its value isn't acceptable
     │   │   ├── InvalidUpgrade      Upgrade / Connection headers (400)
     │   │   ├── InvalidOrigin       Origin not in the allow-list (403)
     │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
+    │   │   ├── DuplicateParameter  ... an extension parameter given twice
+    │   │   ├── InvalidParameterName  ... an unknown extension parameter
+    │   │   └── InvalidParameterValue ... a bad extension parameter value
     │   ├── InvalidStatus           client side: the server did not answer 101
-    │   ├── SecurityError           client side: a redirect breaks a security rule
+    │   ├── SecurityError           a security rule broken: a redirect, a size limit above
     │   └── ProxyError              client side: connecting through a proxy failed
     │       ├── InvalidProxyMessage ... the proxy's answer is malformed
     │       └── InvalidProxyStatus  ... the proxy refused the tunnel (not 2xx)
@@ -25,14 +34,21 @@
     ├── InvalidProxy                not a valid proxy URL
     ├── ProtocolError               the peer broke RFC 6455 / RFC 7692
     ├── PayloadTooBig               a message exceeded ``max_size``
+    │   └── TooManyFragments        ... or ``max_fragments`` frames
     ├── InvalidState                local misuse: an operation not allowed in this state
-    ├── ConcurrencyError            two threads receive (or send a fragmented message) at once
+    ├── ConcurrencyError            two coroutines or threads receive at once
     ├── ConfigError                 application server: bad configuration
     ├── InvalidBrokerURL            pubsub: a broker URL that can't be used (also a ValueError)
     └── BrokerUnavailable           pubsub: the broker (Redis) can't be reached in time
 
 Remote protocol errors (``ProtocolError``, ``PayloadTooBig``) and local misuse
 (``InvalidState``) are different exceptions, as in wsproto.
+
+Every class name of ``websockets.exceptions`` exists here, and ``except`` with
+one of them catches what it catches in websockets: ``WebSocketException`` is
+``WsharborError``, ``InvalidProtocol`` is ``InvalidHTTPVersion``, and the size
+limits websockets files under ``SecurityError`` are both ``HeadersTooLarge``
+(our 431) and ``SecurityError``.
 """
 
 from __future__ import annotations
@@ -50,14 +66,21 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DuplicateParameter",
+    "HeaderLineTooLong",
     "HeadersTooLarge",
     "InvalidBrokerURL",
     "InvalidHTTPVersion",
     "InvalidHandshake",
     "InvalidHeader",
+    "InvalidHeaderFormat",
+    "InvalidHeaderValue",
     "InvalidMessage",
     "InvalidMethod",
     "InvalidOrigin",
+    "InvalidParameterName",
+    "InvalidParameterValue",
+    "InvalidProtocol",
     "InvalidProxy",
     "InvalidProxyMessage",
     "InvalidProxyStatus",
@@ -70,13 +93,22 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "ProxyError",
+    "RequestLineTooLong",
     "SecurityError",
+    "StatusLineTooLong",
+    "TooManyFragments",
+    "TooManyHeaders",
+    "WebSocketException",
     "WsharborError",
 ]
 
 
 class WsharborError(Exception):
     """Root of every exception raised by wsharbor."""
+
+
+#: websockets' name for the root of its exceptions.
+WebSocketException = WsharborError
 
 
 class ConnectionClosed(WsharborError):
@@ -158,8 +190,43 @@ class InvalidHTTPVersion(InvalidHandshake):
     status = 505
 
 
+#: websockets' name for :class:`InvalidHTTPVersion`.
+InvalidProtocol = InvalidHTTPVersion
+
+
 class HeadersTooLarge(InvalidHandshake):
     """The request line, a header line or the number of headers is over the limit."""
+
+    status = 431
+
+
+class SecurityError(InvalidHandshake):
+    """A security rule is broken: following a redirect would downgrade TLS or go
+    past ``MAX_REDIRECTS`` (client side), or the HTTP head is over a size limit
+    (the subclasses of :class:`HeadersTooLarge` are ``SecurityError`` too, as in
+    websockets)."""
+
+
+class RequestLineTooLong(HeadersTooLarge, SecurityError):
+    """The request line is over the limit (431)."""
+
+    status = 431
+
+
+class StatusLineTooLong(HeadersTooLarge, SecurityError):
+    """The status line of a response is over the limit (client side)."""
+
+    status = 431
+
+
+class HeaderLineTooLong(HeadersTooLarge, SecurityError):
+    """A header line is over the limit (431)."""
+
+    status = 431
+
+
+class TooManyHeaders(HeadersTooLarge, SecurityError):
+    """Too many header lines, or too many bytes of them (431)."""
 
     status = 431
 
@@ -183,6 +250,14 @@ class InvalidHeader(InvalidHandshake):
         else:
             msg = f"invalid {self.name} header: {self.value}"
         return f"{msg} ({self.detail})" if self.detail else msg
+
+
+class InvalidHeaderFormat(InvalidHeader):
+    """A header doesn't follow its grammar."""
+
+
+class InvalidHeaderValue(InvalidHeader):
+    """A header follows its grammar but its value isn't acceptable."""
 
 
 class InvalidUpgrade(InvalidHeader):
@@ -210,6 +285,18 @@ class NegotiationError(InvalidHandshake):
     status = 400
 
 
+class DuplicateParameter(NegotiationError):
+    """An extension parameter is given twice."""
+
+
+class InvalidParameterName(NegotiationError):
+    """An extension parameter is unknown."""
+
+
+class InvalidParameterValue(NegotiationError):
+    """An extension parameter has a bad value (or lacks one)."""
+
+
 class InvalidStatus(InvalidHandshake):
     """Client side: the server rejected the handshake (it did not answer 101)."""
 
@@ -217,11 +304,6 @@ class InvalidStatus(InvalidHandshake):
         self.response = response
         self.status = response.status
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
-
-
-class SecurityError(InvalidHandshake):
-    """Client side: following a redirect would break a security rule (a TLS
-    downgrade, too many redirects)."""
 
 
 class ProxyError(InvalidHandshake):
@@ -266,13 +348,20 @@ class PayloadTooBig(WsharborError):
     """A message (or a frame) exceeded ``max_size``."""
 
 
-class InvalidState(WsharborError):
-    """An operation is not allowed in the connection's current state (local misuse)."""
+class TooManyFragments(PayloadTooBig):
+    """A message came in more than ``max_fragments`` frames (1009, as a message too big)."""
+
+
+class InvalidState(WsharborError, AssertionError):
+    """An operation is not allowed in the connection's current state (local misuse).
+
+    An ``AssertionError`` too, as in websockets."""
 
 
 class ConcurrencyError(WsharborError, RuntimeError):
-    """Two threads called ``recv()``/``recv_streaming()`` at once, or one sends while
-    another is sending a fragmented message (:mod:`wsharbor.sync`).
+    """Two coroutines (or threads) called ``recv()``/``recv_streaming()`` at once,
+    or one sends while another is sending a fragmented message (:mod:`wsharbor.sync`),
+    or a ping with the same data is already waiting for its pong.
 
     Reads on a connection must be serialized, and so must writes; reading and
     writing from different threads at the same time is fine. A ``RuntimeError``

@@ -15,10 +15,10 @@ import pytest
 
 import wsharbor
 from wsharbor import (
+    ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
-    InvalidState,
     ServerConnection,
 )
 from wsharbor.protocol.frames import Opcode
@@ -211,7 +211,7 @@ async def test_ping_future_gives_latency_both_sides() -> None:
         assert ws.latency == latency
         # A ping with the same data as one still waiting is refused.
         pending = await ws.ping("dup")
-        with pytest.raises(InvalidState):
+        with pytest.raises(ConcurrencyError):
             await ws.ping("dup")
         await wait(pending)
         assert await wait(ws.recv()) == "done"
@@ -284,7 +284,7 @@ async def test_wait_closed_returns_when_peer_closes() -> None:
 
     async def body(ws: ServerConnection) -> str:
         await ws.wait_closed()
-        return ws.state.name if ws.state is not None else "none"
+        return ws.state.name
 
     async with wsharbor.serve(rec.wrap(body), HOST, 0) as server:
         ws = await wsharbor.connect(uri_of(server))
@@ -429,11 +429,11 @@ async def test_select_subprotocol_gets_connection_and_offers() -> None:
 # Concurrency.
 
 
-async def test_concurrent_recv_raises_invalid_state() -> None:
+async def test_concurrent_recv_raises_concurrency_error() -> None:
     async def body(ws: ServerConnection) -> tuple[Any, Any]:
         first = asyncio.ensure_future(ws.recv())
         second = asyncio.ensure_future(ws.recv())  # runs after first started waiting
-        with pytest.raises(InvalidState):
+        with pytest.raises(ConcurrencyError):
             await second
         await ws.send("ready")
         return await first, await ws.recv()

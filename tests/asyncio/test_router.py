@@ -252,17 +252,18 @@ async def test_custom_router() -> None:
     assert (reply.status, reply.body) == (410, b"Gone for good\n")
 
 
-async def test_create_connection_without_room_is_a_clear_500(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_any_connection_class_can_be_routed() -> None:
+    """Connections take attributes (a ``__dict__``): one that isn't a
+    RouterConnection keeps the match there, as in websockets."""
+
     class Plain(ServerConnection):
         __slots__ = ()
 
     async with route(url_map(), HOST, 0, create_connection=Plain) as server:
-        port = port_of(server)
-        reply = await http_exchange(port, upgrade_request(port, "/echo"))
-    assert reply.status == 500
-    assert "RouterConnection" in caplog.text
+        uri = f"ws://{HOST}:{port_of(server)}/echo/2"
+        async with wsharbor.connect(uri) as client:
+            await client.send("hi")
+            assert await wait(messages_of(client)) == ["hi", "hi"]
 
 
 async def test_unix_route(tmp_path: Path) -> None:

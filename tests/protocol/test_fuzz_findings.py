@@ -53,15 +53,16 @@ LIMIT_CASES = {
 
 @pytest.mark.parametrize(("data", "limits"), LIMIT_CASES.values(), ids=list(LIMIT_CASES))
 def test_limit_errors_same_class_whatever_the_cut(data: bytes, limits: dict[str, int]) -> None:
+    # HeadersTooLarge or one of its websockets-named children (HeaderLineTooLong...).
     whole = parse([data], **limits)
-    assert whole[0] is HeadersTooLarge
-    assert parse(bytewise(data), **limits)[0] is HeadersTooLarge
+    assert issubclass(whole[0], HeadersTooLarge)
+    assert issubclass(parse(bytewise(data), **limits)[0], HeadersTooLarge)
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="HeadersTooLarge names a different limit whole and byte by byte (fuzz_http); "
-    "in handshake.py, being split into http11.py by another helper",
+    "(which limit is crossed first as bytes arrive is not computed for whole lines)",
 )
 @pytest.mark.parametrize(("data", "limits"), LIMIT_CASES.values(), ids=list(LIMIT_CASES))
 def test_limit_errors_same_message_whatever_the_cut(data: bytes, limits: dict[str, int]) -> None:

@@ -75,6 +75,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+#: The library's INFO messages about each connection, which the access log covers.
+_PER_CONNECTION = frozenset(
+    {
+        "connection open",
+        "connection closed",
+        "connection rejected (%d %s)",
+        "HTTP response sent (%d %s)",
+    }
+)
+
+
+def _not_per_connection(record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno == logging.INFO
+        and record.name == "wsharbor.server"
+        and record.msg in _PER_CONNECTION
+    )
+
+
 def setup_logging(
     level: str, log_format: str, log_config: str | None = None, *, level_given: bool = True
 ) -> None:
@@ -100,6 +119,9 @@ def setup_logging(
         return
     handler = logging.StreamHandler(sys.stderr)
     handler._wsharbor = True  # type: ignore[attr-defined]
+    # The access log has a line per connection: the library's own per-connection
+    # INFO lines (websockets' "connection open", ...) would repeat it.
+    handler.addFilter(_not_per_connection)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -447,7 +447,8 @@ class AppServer:
             path=None if request is None else request.path,
             status=None if response is None else response.status,
             duration=connection.loop.time() - connection.started,
-            close_code=connection.close_code,
+            # A connection that never opened has no WebSocket close code ("-").
+            close_code=None if connection.protocol is None else connection.close_code,
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             messages_in=messages_in,

@@ -1,29 +1,47 @@
-"""The asyncio WebSocket client: :func:`connect` and :class:`ClientConnection`."""
+"""The asyncio WebSocket client: :func:`connect` and :class:`ClientConnection`.
+
+The API of websockets' ``websockets.asyncio.client``: ``await connect(uri)``,
+``async with connect(uri) as websocket``, ``async for websocket in connect(uri)``
+(reconnecting, with ``process_exception`` and ``reconnect_delays``), redirects,
+proxies (HTTP CONNECT, and SOCKS with ``python-socks``) read from the
+environment by default.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Sequence
+import traceback as traceback_module
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, cast
 
 from .. import defaults
-from ..exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
+from ..exceptions import (
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxyMessage,
+    InvalidStatus,
+    ProxyError,
+    SecurityError,
+)
 from ..protocol.connection import Side, WebSocketProtocol
 from ..protocol.datastructures import Headers, HeadersLike
 from ..protocol.deflate import DeflateSettings, enable_client_deflate
-from ..protocol.handshake import ClientHandshake
+from ..protocol.extensions import ClientExtensionFactory
+from ..protocol.handshake import DEFAULT, ClientHandshake, DefaultType
 from ..protocol.http11 import ResponseParser
-from ..protocol.uri import parse_uri
+from ..protocol.proxy import ConnectParser, Proxy, connect_request, get_proxy, parse_proxy
+from ..protocol.reconnect import backoff, process_exception
+from ..protocol.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
-from .connection import Connection, ConnectionOptions
+from .connection import Connection, ConnectionOptions, MaxQueue, MaxSize, WriteLimit
 from .observer import ConnectionObserver
 
-__all__ = ["ClientConnection", "connect", "unix_connect"]
+__all__ = ["ClientConnection", "backoff", "connect", "process_exception", "unix_connect"]
 
 
 class ClientConnection(Connection):
@@ -66,7 +84,8 @@ class ClientConnection(Connection):
             extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
-            logger=self.logger,
+            max_frame_size=self.options.max_frame_size,
+            logger=self.options.logger,
         )
         self._start_keepalive()
         observer = self.options.observer
@@ -86,73 +105,174 @@ class ClientConnection(Connection):
 
     def _connection_closed(self) -> None:
         if not self._handshake_waiter.done():
-            self._handshake_waiter.set_exception(
-                InvalidMessage("connection closed during the opening handshake")
-            )
+            exc = InvalidMessage("connection closed during the opening handshake")
+            # As websockets: process_exception() retries an EOF during the handshake.
+            exc.__cause__ = EOFError("connection closed")
+            self._handshake_waiter.set_exception(exc)
 
 
-def _retryable(exc: BaseException) -> bool:
-    """Whether reconnecting may succeed after ``exc``."""
-    if isinstance(exc, InvalidStatus):
-        return exc.status >= 500 or exc.status == 429
-    if isinstance(exc, InvalidMessage):
-        return True  # the server went away mid-handshake
-    return isinstance(exc, OSError | TimeoutError)
+_default_process_exception = process_exception
+
+
+def _client_extensions(
+    extensions: Sequence[ClientExtensionFactory] | None,
+    compression: str | DeflateSettings | None,
+) -> list[ClientExtensionFactory]:
+    """``extensions`` (custom factories, offered in order), then permessage-deflate
+    for ``compression`` unless ``extensions`` has a factory of that name already."""
+    factories = list(extensions or ())
+    if not any(factory.name == "permessage-deflate" for factory in factories):
+        factories += enable_client_deflate(compression)
+    return factories
+
+
+def _jittered_backoff(minimum: float, maximum: float, factor: float) -> Iterator[float]:
+    """wsharbor's own schedule (``backoff_min``, ``backoff_max``, ``backoff_factor``):
+    full jitter, each delay random in [0, min(minimum * factor**n, maximum)]."""
+    import random
+
+    delay = minimum
+    while True:
+        yield random.uniform(0, delay)
+        delay = min(delay * factor, maximum)
 
 
 class connect:  # used like a function, as in websockets
     """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
 
     ``await connect(uri)`` returns a :class:`ClientConnection`; ``async with
-    connect(uri) as websocket:`` closes it on exit; ``async for websocket in
-    connect(uri):`` reconnects whenever the connection drops, waiting between
-    attempts with a capped exponential backoff and full jitter (``backoff_min``,
-    ``backoff_factor``, ``backoff_max``). Errors that retrying can't fix (a bad
-    URI, a 4xx answer) are raised.
+    connect(uri) as websocket:`` closes it on exit (with 1011 if leaving on an
+    exception); ``async for websocket in connect(uri):`` reconnects: each
+    iteration opens a connection and closes it after; an attempt that fails
+    with an error ``process_exception`` says is transient (network errors,
+    EOF during the handshake, HTTP 500, 502, 503, 504) waits
+    (``reconnect_delays``, websockets' :func:`backoff` by default, from
+    :mod:`wsharbor.defaults`) and tries again; other errors are raised.
+
+    The options are websockets', with its meanings (see ``docs/asyncio.md``):
+
+    :param origin: the Origin header. :param extensions: extension factories,
+        offered before permessage-deflate. :param subprotocols: offered, by
+        preference. :param compression: ``"deflate"``, a
+        :class:`~wsharbor.protocol.deflate.DeflateSettings` or ``None``.
+    :param additional_headers: extra request headers.
+    :param user_agent_header: the User-Agent (``wsharbor/<version>`` by
+        default); ``None`` omits it.
+    :param proxy: ``True`` (the default) uses the proxy configured in the
+        environment (``wss_proxy``/``ws_proxy``, ``socks_proxy``,
+        ``https_proxy``, ``http_proxy``, minus ``no_proxy``); a URL uses that
+        proxy (``http://``, ``https://`` tunnel with CONNECT; ``socks5h://``,
+        ``socks5://``, ``socks4a://``, ``socks4://`` need ``python-socks``);
+        ``None`` connects directly. ``proxy_ssl`` and
+        ``proxy_server_hostname`` are for TLS to an ``https://`` proxy.
+    :param process_exception: ``process_exception(exc)`` returns None to retry
+        or the exception to raise (:func:`process_exception` by default).
+    :param reconnect_delays: returns an iterator of delays in seconds
+        (:func:`backoff` by default). ``backoff_min``, ``backoff_max`` and
+        ``backoff_factor`` choose wsharbor's earlier full-jitter schedule instead.
+    :param max_size: the largest message, or ``(message, frame)``.
+    :param max_queue: messages waiting before reading pauses, or ``(high, low)``.
+    :param write_limit: the write buffer's high-water mark, or ``(high, low)``.
+    :param create_connection: a :class:`ClientConnection` subclass to create,
+        called as ``create_connection(options, handshake)``.
+
+    ``ssl``, ``server_hostname``, ``host``, ``port``, ``sock``, ``family``,
+    ``proto``, ``flags``, ``local_addr``, ``ssl_handshake_timeout``,
+    ``ssl_shutdown_timeout``, ``happy_eyeballs_delay`` and ``interleave`` go to
+    :meth:`asyncio.loop.create_connection` as in websockets (``host`` and
+    ``port`` change where the TCP connection goes, not the Host header); any
+    other keyword raises :exc:`TypeError` here.
     """
 
     def __init__(
         self,
         uri: str,
         *,
+        # WebSocket
         origin: Origin | None = None,
+        extensions: Sequence[ClientExtensionFactory] | None = None,
         subprotocols: Sequence[Subprotocol] | None = None,
-        additional_headers: Headers | HeadersLike | None = None,
         compression: str | DeflateSettings | None = "deflate",
-        ssl: ssl_module.SSLContext | None = None,
-        sock: socket.socket | None = None,
-        unix: bool = False,
-        path: str | None = None,
+        # HTTP
+        additional_headers: Headers | HeadersLike | None = None,
+        user_agent_header: str | DefaultType | None = DEFAULT,
+        proxy: str | Literal[True] | None = True,
+        process_exception: Callable[[Exception], Exception | None] | None = None,
+        # Timeouts
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
-        max_size: int | None = defaults.MAX_SIZE,
+        reconnect_delays: Callable[[], Iterator[float]] | None = None,
+        backoff_min: float | None = None,
+        backoff_max: float | None = None,
+        backoff_factor: float | None = None,
+        # Limits
+        max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
-        max_queue: int | None = defaults.MAX_QUEUE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
-        write_limit: int = defaults.WRITE_LIMIT,
-        backoff_min: float = 1.0,
-        backoff_max: float = 60.0,
-        backoff_factor: float = 1.618,
+        write_limit: WriteLimit = defaults.WRITE_LIMIT,
+        # Logging and customization
         logger: LoggerLike | None = None,
         observer: ConnectionObserver | None = None,
-        **kwargs: Any,
+        create_connection: Callable[..., ClientConnection] | None = None,
+        # What websockets passes to loop.create_connection(): named here, so
+        # that an option neither library knows is a TypeError at the call.
+        ssl: ssl_module.SSLContext | Literal[True] | None = None,
+        server_hostname: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        sock: socket.socket | None = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        local_addr: tuple[str, int] | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        proxy_ssl: ssl_module.SSLContext | Literal[True] | None = None,
+        proxy_server_hostname: str | None = None,
+        # unix_connect()
+        unix: bool = False,
+        path: str | None = None,
     ) -> None:
-        self.uri = parse_uri(uri)
-        if ssl is not None and not self.uri.secure:
-            raise InvalidURI(uri, "ssl= given for a ws:// URI; use wss://")
+        self.uri = uri
+        self.ws_uri = parse_uri(uri)
+        if ssl is not None and not self.ws_uri.secure:
+            raise ValueError("ssl argument is incompatible with a ws:// URI")
         if logger is None:
             logger = logging.getLogger("wsharbor.client")
         self._origin = origin
         self._subprotocols = subprotocols
-        self._additional_headers = additional_headers
-        self._extensions = enable_client_deflate(compression)
-        self._ssl = ssl
-        self._sock = sock
-        self._unix = unix
-        self._path = path
-        self._open_timeout = open_timeout
+        self.additional_headers = additional_headers
+        self.user_agent_header = user_agent_header
+        # Checked now: bad settings fail in the caller's frame.
+        self._extensions = _client_extensions(extensions, compression)
+        if unix or sock is not None:
+            proxy = None
+        if isinstance(proxy, str):
+            parse_proxy(proxy)
+        self.proxy = proxy
+        self._proxy_ssl = proxy_ssl
+        self._proxy_server_hostname = proxy_server_hostname
+        self.process_exception = process_exception or _default_process_exception
+        if backoff_min is not None or backoff_max is not None or backoff_factor is not None:
+            if reconnect_delays is not None:
+                raise ValueError("give reconnect_delays or backoff_min/max/factor, not both")
+            minimum = defaults.BACKOFF_MIN_DELAY if backoff_min is None else backoff_min
+            maximum = defaults.BACKOFF_MAX_DELAY if backoff_max is None else backoff_max
+            factor = defaults.BACKOFF_FACTOR if backoff_factor is None else backoff_factor
+            if not 0 < minimum <= maximum or factor < 1:
+                raise ValueError("need 0 < backoff_min <= backoff_max and backoff_factor >= 1")
+
+            def jittered() -> Iterator[float]:
+                return _jittered_backoff(minimum, maximum, factor)
+
+            reconnect_delays = jittered
+        self.reconnect_delays = reconnect_delays or backoff
+        self.open_timeout = open_timeout
         self._options = ConnectionOptions(
             max_size=max_size,
             max_fragments=max_fragments,
@@ -166,62 +286,208 @@ class connect:  # used like a function, as in websockets
             logger=logger,
             observer=observer,
         )
-        if not 0 < backoff_min <= backoff_max or backoff_factor < 1:
-            raise ValueError("need 0 < backoff_min <= backoff_max and backoff_factor >= 1")
-        self._backoff = (backoff_min, backoff_max, backoff_factor)
-        self._kwargs = kwargs
-        self._logger = logger
+        self.create_connection = create_connection or ClientConnection
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._host = host
+        self._port = port
+        self._sock = sock
+        self._unix = unix
+        self._path = path
+        self._tcp_options: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("family", family),
+                ("proto", proto),
+                ("flags", flags),
+                ("local_addr", local_addr),
+                ("happy_eyeballs_delay", happy_eyeballs_delay),
+                ("interleave", interleave),
+            )
+            if value
+        }
+        self._tls_options: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("ssl_handshake_timeout", ssl_handshake_timeout),
+                ("ssl_shutdown_timeout", ssl_shutdown_timeout),
+            )
+            if value is not None
+        }
+        self.logger = logger
+        self._handshake()  # a bad header or subprotocol fails here, not when connecting
         self.connection: ClientConnection | None = None
 
-    async def _create(self) -> ClientConnection:
-        loop = asyncio.get_running_loop()
-        handshake = ClientHandshake.from_uri(
-            self.uri,
+    def _handshake(self) -> ClientHandshake:
+        return ClientHandshake.from_uri(
+            self.ws_uri,
             origin=self._origin,
             subprotocols=self._subprotocols,
             extensions=self._extensions,
-            additional_headers=self._additional_headers,
+            additional_headers=self.additional_headers,
+            user_agent_header=self.user_agent_header,
         )
-        ssl = self._ssl
-        if self.uri.secure and ssl is None:
-            ssl = ssl_module.create_default_context()
+
+    def _ssl_context(self) -> ssl_module.SSLContext | None:
+        if not self.ws_uri.secure:
+            return None
+        if self._ssl is None or self._ssl is True:
+            return ssl_module.create_default_context()
+        return self._ssl
+
+    async def _open_connection(self) -> ClientConnection:
+        """Open the TCP (or Unix) connection, through a proxy if there is one,
+        and start the opening handshake on it."""
+        loop = asyncio.get_running_loop()
+        handshake = self._handshake()
 
         def factory() -> ClientConnection:
-            return ClientConnection(self._options, handshake)
+            return self.create_connection(self._options, handshake)
 
-        async with asyncio.timeout(self._open_timeout):
-            if self._unix:
-                _, connection = await loop.create_unix_connection(
-                    factory,
-                    self._path,
-                    sock=self._sock,
-                    ssl=ssl,
-                    server_hostname=self.uri.host if ssl else None,
-                    **self._kwargs,
-                )
-            elif self._sock is not None:
-                _, connection = await loop.create_connection(
-                    factory,
-                    sock=self._sock,
-                    ssl=ssl,
-                    server_hostname=self.uri.host if ssl else None,
-                    **self._kwargs,
-                )
-            else:
-                _, connection = await loop.create_connection(
-                    factory, self.uri.host, self.uri.port, ssl=ssl, **self._kwargs
-                )
+        ssl = self._ssl_context()
+        tls: dict[str, Any] = {}
+        if ssl is not None:
+            tls = {"server_hostname": self._server_hostname or self.ws_uri.host}
+            tls.update(self._tls_options)
+        if self._unix:
+            _, connection = await loop.create_unix_connection(
+                factory, self._path, sock=self._sock, ssl=ssl, **tls
+            )
+            return connection
+        if self._sock is not None:
+            _, connection = await loop.create_connection(factory, sock=self._sock, ssl=ssl, **tls)
+            return connection
+        proxy = get_proxy(self.ws_uri) if self.proxy is True else self.proxy
+        if proxy is None:
+            _, connection = await loop.create_connection(
+                factory,
+                self._host or self.ws_uri.host,
+                self._port or self.ws_uri.port,
+                ssl=ssl,
+                **tls,
+                **self._tcp_options,
+            )
+            return connection
+        parsed = parse_proxy(proxy)
+        if parsed.scheme.startswith("socks"):
+            sock = await _connect_socks_proxy(
+                parsed, self.ws_uri, local_addr=self._tcp_options.get("local_addr")
+            )
+            _, connection = await loop.create_connection(factory, sock=sock, ssl=ssl, **tls)
+            return connection
+        user_agent = handshake.request.headers.get("User-Agent")
+        transport = await self._connect_http_proxy(parsed, user_agent)
+        connection = factory()
+        transport.set_protocol(connection)
+        if ssl is not None:
             try:
-                await connection._handshake_waiter
+                tls_transport = await loop.start_tls(transport, connection, ssl, **tls)
             except BaseException:
-                connection.abort()
+                transport.abort()
                 raise
+            assert tls_transport is not None
+            transport = tls_transport
+        connection.connection_made(transport)
         return connection
+
+    async def _connect_http_proxy(self, proxy: Proxy, user_agent: str | None) -> asyncio.Transport:
+        """A transport tunnelled to the server through an HTTP(S) proxy (RFC 9110
+        section 9.3.6: CONNECT, then any 2xx answer opens the tunnel)."""
+        proxy_ssl = self._proxy_ssl
+        if proxy.scheme == "https":
+            if proxy_ssl is None or proxy_ssl is True:
+                proxy_ssl = ssl_module.create_default_context()
+        elif proxy_ssl is not None:
+            raise ValueError("proxy_ssl argument is incompatible with an http:// proxy")
+        loop = asyncio.get_running_loop()
+        tunnel = _TunnelProtocol(connect_request(proxy, self.ws_uri, user_agent))
+        tls: dict[str, Any] = {}
+        if proxy_ssl is not None:
+            tls["server_hostname"] = self._proxy_server_hostname or proxy.host
+        transport, _ = await loop.create_connection(
+            lambda: tunnel,
+            proxy.host,
+            proxy.port,
+            ssl=proxy_ssl,
+            **tls,
+            **self._tcp_options,
+        )
+        try:
+            await tunnel.answer
+        except BaseException:
+            transport.abort()
+            raise
+        return transport
+
+    def _redirect(self, exc: Exception) -> Exception | str:
+        """The URI to follow if ``exc`` is a redirect, else the exception to raise."""
+        if not (
+            isinstance(exc, InvalidStatus)
+            and exc.response.status in (300, 301, 302, 303, 307, 308)
+            and "Location" in exc.response.headers
+        ):
+            return exc
+        new_uri = urllib.parse.urljoin(self.uri, exc.response.headers["Location"])
+        old, new = self.ws_uri, parse_uri(new_uri)
+        if self._sock is not None:
+            return ValueError(f"cannot follow redirect to {new_uri} with a preexisting socket")
+        if old.secure and not new.secure:
+            return SecurityError(f"cannot follow redirect to non-secure URI {new_uri}")
+        if (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
+            if self._unix:
+                return ValueError(
+                    f"cannot follow cross-origin redirect to {new_uri} with a Unix socket"
+                )
+            if self._host is not None or self._port is not None:
+                return ValueError(
+                    f"cannot follow cross-origin redirect to {new_uri} "
+                    "with an explicit host or port"
+                )
+            # Credentials are for the origin they were given for.
+            if self.additional_headers is not None:
+                self.additional_headers = Headers(
+                    [
+                        (name, value)
+                        for name, value in Headers(self.additional_headers).raw_items()
+                        if name.lower() not in ("authorization", "cookie", "proxy-authorization")
+                    ]
+                )
+        return new_uri
+
+    async def _create(self) -> ClientConnection:
+        """Connect and complete the opening handshake, following redirects, all
+        within ``open_timeout``."""
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                for _ in range(defaults.MAX_REDIRECTS):
+                    connection = await self._open_connection()
+                    try:
+                        await connection._handshake_waiter
+                    except asyncio.CancelledError:
+                        connection.abort()
+                        raise
+                    except Exception as exc:
+                        connection.abort()
+                        uri_or_exc = self._redirect(exc)
+                        if isinstance(uri_or_exc, Exception):
+                            if uri_or_exc is exc:
+                                raise
+                            raise uri_or_exc from exc
+                        self.logger.info("following redirect to %s", uri_or_exc)
+                        self.uri = uri_or_exc
+                        self.ws_uri = parse_uri(uri_or_exc)
+                        continue
+                    return connection
+                raise SecurityError(f"more than {defaults.MAX_REDIRECTS} redirects")
+        except TimeoutError as exc:
+            raise TimeoutError("timed out during opening handshake") from exc
 
     def __await__(self) -> Any:
         return self._create().__await__()
 
     async def __aenter__(self) -> ClientConnection:
+        if self.connection is not None:
+            raise RuntimeError("connect() isn't reentrant")
         self.connection = await self._create()
         return self.connection
 
@@ -232,31 +498,117 @@ class connect:  # used like a function, as in websockets
         traceback: TracebackType | None,
     ) -> None:
         assert self.connection is not None
-        await self.connection.close()
+        try:
+            await self.connection.__aexit__(exc_type, exc_value, traceback)
+        finally:
+            self.connection = None
 
     async def __aiter__(self) -> AsyncIterator[ClientConnection]:
-        backoff_min, backoff_max, factor = self._backoff
-        delay = backoff_min
+        delays: Iterator[float] | None = None
         while True:
             try:
-                connection = await self._create()
+                async with self as connection:
+                    yield connection
             except Exception as exc:
-                if not _retryable(exc):
+                try:
+                    new_exc = self.process_exception(exc)
+                except Exception as raised:  # raising instead of returning works too
+                    new_exc = raised
+                if new_exc is exc:
                     raise
-                wait = random.uniform(0, delay)
-                self._logger.info("connect failed (%s); retrying in %.1f s", exc, wait)
-                await asyncio.sleep(wait)
-                delay = min(delay * factor, backoff_max)
-                continue
-            delay = backoff_min
-            try:
-                yield connection
-            finally:
-                await connection.close()
+                if new_exc is not None:
+                    raise new_exc from exc
+                if delays is None:
+                    delays = self.reconnect_delays()
+                delay = next(delays)
+                self.logger.info(
+                    "connect failed; reconnecting in %.1f seconds: %s",
+                    delay,
+                    traceback_module.format_exception_only(exc)[0].strip(),
+                )
+                await asyncio.sleep(delay)
+            else:
+                delays = None  # connected: start the backoff afresh next time
 
 
 def unix_connect(path: str | None = None, uri: str | None = None, **kwargs: Any) -> connect:
-    """Like :func:`connect`, over the Unix socket at ``path``."""
+    """Like :func:`connect`, over the Unix socket at ``path``; ``uri`` defaults to
+    ``ws://localhost/`` (``wss://localhost/`` with ``ssl``)."""
     if uri is None:
         uri = "wss://localhost/" if kwargs.get("ssl") is not None else "ws://localhost/"
     return connect(uri, unix=True, path=path, **kwargs)
+
+
+# Proxies.
+
+
+class _TunnelProtocol(asyncio.Protocol):
+    """Sends a CONNECT request to a proxy and reads its answer (``answer``)."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.parser = ConnectParser()
+        self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        try:
+            response = self.parser.feed(data)
+        except ProxyError as exc:
+            self.answer.set_exception(exc)
+        except InvalidHandshake as exc:
+            error = InvalidProxyMessage("did not receive a valid HTTP response from proxy")
+            error.__cause__ = exc
+            self.answer.set_exception(error)
+        else:
+            if response is not None:
+                self.answer.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self.connection_lost(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            error = InvalidProxyMessage("proxy closed the connection before answering")
+            error.__cause__ = exc or EOFError("connection closed")
+            self.answer.set_exception(error)
+
+
+_SOCKS_TYPES = {"socks5h": "SOCKS5", "socks5": "SOCKS5", "socks4a": "SOCKS4", "socks4": "SOCKS4"}
+
+
+async def _connect_socks_proxy(
+    proxy: Proxy, ws_uri: WebSocketURI, *, local_addr: tuple[str, int] | None = None
+) -> socket.socket:
+    """A socket tunnelled to the server through a SOCKS proxy, with python-socks."""
+    try:
+        from python_socks import ProxyType  # type: ignore[import-not-found, unused-ignore]
+        from python_socks.async_.asyncio import (  # type: ignore[import-not-found, unused-ignore]
+            Proxy as SocksProxy,
+        )
+    except ImportError:
+        raise ImportError("connecting through a SOCKS proxy requires python-socks") from None
+    socks_proxy = SocksProxy(
+        getattr(ProxyType, _SOCKS_TYPES[proxy.scheme]),
+        proxy.host,
+        proxy.port,
+        proxy.username,
+        proxy.password,
+        # socks5h and socks4a: the proxy resolves the server's name.
+        proxy.scheme in ("socks5h", "socks4a"),
+    )
+    try:
+        sock: socket.socket = await socks_proxy.connect(
+            ws_uri.host, ws_uri.port, local_addr=local_addr
+        )
+    except OSError:
+        raise
+    except Exception as exc:
+        # python-socks' ProxyError, ProxyConnectionError, ProxyTimeoutError...
+        raise ProxyError("failed to connect to SOCKS proxy") from exc
+    return sock

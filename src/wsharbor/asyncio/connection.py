@@ -38,20 +38,23 @@ not one per connection, and no task.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import logging
 import operator
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, NoReturn, TypeAlias, cast, overload
 
 from .. import defaults
-from ..exceptions import ConnectionClosedOK, InvalidState
+from ..exceptions import ConcurrencyError, ConnectionClosedOK, InvalidState
 from ..protocol.connection import (
     BinaryMessage,
+    Fragment,
     PongReceived,
     Side,
     State,
@@ -60,11 +63,31 @@ from ..protocol.connection import (
 )
 from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
 from ..protocol.http11 import Request, Response
-from ..typing import Data, LoggerLike
+from ..typing import Data, DataLike, LoggerLike
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
 
-__all__ = ["Connection", "ConnectionOptions", "ConnectionTimers", "broadcast", "fanout"]
+__all__ = [
+    "Connection",
+    "ConnectionOptions",
+    "ConnectionTimers",
+    "MaxQueue",
+    "MaxSize",
+    "WriteLimit",
+    "broadcast",
+    "fanout",
+]
+
+#: ``max_size``: the largest message in bytes, or websockets' ``(message, frame)``
+#: limits; ``None``: no limit.
+MaxSize: TypeAlias = int | tuple[int | None, int | None] | None
+#: ``max_queue``: messages received and not read before reading pauses, or
+#: websockets' ``(high, low)`` marks; ``None``: no limit.
+MaxQueue: TypeAlias = int | tuple[int | None, int | None] | None
+#: ``write_limit``: the write buffer's high-water mark in bytes, or ``(high, low)``.
+WriteLimit: TypeAlias = int | tuple[int, int | None]
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 #: Size of the per-thread scratch buffer that every connection reads into.
 _SCRATCH_SIZE = 256 * 1024
@@ -88,7 +111,9 @@ class ConnectionOptions:
         "close_timeout",
         "logger",
         "max_fragments",
+        "max_frame_size",
         "max_queue",
+        "max_queue_low",
         "max_size",
         "observer",
         "open_timeout",
@@ -96,16 +121,17 @@ class ConnectionOptions:
         "ping_timeout",
         "read_limit",
         "write_limit",
+        "write_limit_low",
     )
 
     def __init__(
         self,
         *,
-        max_size: int | None = defaults.MAX_SIZE,
+        max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
-        max_queue: int | None = defaults.MAX_QUEUE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
-        write_limit: int = defaults.WRITE_LIMIT,
+        write_limit: WriteLimit = defaults.WRITE_LIMIT,
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         open_timeout: float | None = defaults.OPEN_TIMEOUT,
@@ -113,16 +139,50 @@ class ConnectionOptions:
         logger: LoggerLike,
         observer: ConnectionObserver | None = None,
     ) -> None:
+        # websockets' tuples: max_size=(message, frame), max_queue=(high, low),
+        # write_limit=(high, low); an int gives the high-water mark and the low
+        # one is a quarter of it.
+        max_frame_size: int | None = None
+        if isinstance(max_size, tuple):
+            max_size, max_frame_size = max_size
         if max_size is not None and max_size <= 0:
             raise ValueError(f"max_size must be positive or None, got {max_size}")
+        if max_frame_size is not None and max_frame_size <= 0:
+            raise ValueError(
+                f"max_size's frame size must be positive or None, got {max_frame_size}"
+            )
         if max_fragments is not None and max_fragments <= 0:
             raise ValueError(f"max_fragments must be positive or None, got {max_fragments}")
+        max_queue_low: int | None = None
+        if isinstance(max_queue, tuple):
+            max_queue, max_queue_low = max_queue
+            if max_queue is None and max_queue_low is not None:
+                max_queue = max_queue_low * 4
         if max_queue is not None and max_queue <= 0:
             raise ValueError(f"max_queue must be positive or None, got {max_queue}")
+        if max_queue is not None and max_queue_low is None:
+            max_queue_low = max_queue // 4
+        if (
+            max_queue_low is not None
+            and max_queue is not None
+            and not 0 <= max_queue_low <= max_queue
+        ):
+            raise ValueError(
+                f"max_queue's low-water mark must be in [0, {max_queue}], got {max_queue_low}"
+            )
         if read_limit < 1024:
             raise ValueError(f"read_limit must be at least 1024 bytes, got {read_limit}")
+        write_limit_low: int | None = None
+        if isinstance(write_limit, tuple):
+            write_limit, write_limit_low = write_limit
         if write_limit < 0:
             raise ValueError(f"write_limit must be >= 0, got {write_limit}")
+        if write_limit_low is None:
+            write_limit_low = write_limit // 4
+        if not 0 <= write_limit_low <= write_limit:
+            raise ValueError(
+                f"write_limit's low-water mark must be in [0, {write_limit}], got {write_limit_low}"
+            )
         for name, value in (
             ("ping_interval", ping_interval),
             ("ping_timeout", ping_timeout),
@@ -132,10 +192,16 @@ class ConnectionOptions:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value}")
         self.max_size = max_size
+        #: The largest frame received (websockets' ``max_size=(message, frame)``).
+        self.max_frame_size = max_frame_size
         self.max_fragments = max_fragments
         self.max_queue = max_queue
+        #: Reading resumes when the queue is down to this many messages.
+        self.max_queue_low = max_queue_low
         self.read_limit = min(read_limit, _SCRATCH_SIZE)
         self.write_limit = write_limit
+        #: ``send()`` resumes when the write buffer is down to this many bytes.
+        self.write_limit_low = write_limit_low
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.open_timeout = open_timeout
@@ -228,13 +294,19 @@ class Connection(asyncio.BufferedProtocol):
             await websocket.send(message)
     """
 
+    # __dict__ lets applications set attributes (``connection.username = ...``,
+    # as websockets allows) and __weakref__ makes weak references possible: a
+    # pointer each; the dictionary is only created by the first assignment.
     __slots__ = (
+        "__dict__",
+        "__weakref__",
         "_batch",
         "_batch_size",
         "_close_armed",
         "_closed_waiter",
         "_drain_waiters",
         "_fragmenting",
+        "_id",
         "_keepalive_ping",
         "_lingering",
         "_lost",
@@ -242,6 +314,7 @@ class Connection(asyncio.BufferedProtocol):
         "_pings",
         "_queued_bytes",
         "_reading_paused",
+        "_receiving",
         "_recv_waiter",
         "_timers",
         "_write_paused",
@@ -271,9 +344,13 @@ class Connection(asyncio.BufferedProtocol):
         self.subprotocol: str | None = None
         #: Round-trip time of the last ping answered, in seconds.
         self.latency = 0.0
-        self._messages: collections.deque[Data] | None = None
+        self._id: uuid.UUID | None = None
+        # Messages received and not read yet; fragments of the messages the
+        # protocol streamed for recv_streaming().
+        self._messages: collections.deque[Data | Fragment] | None = None
         self._queued_bytes = 0
-        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._recv_waiter: asyncio.Future[Data | Fragment] | None = None
+        self._receiving = False  # recv_streaming() (or recv() of a streamed message) runs
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] | None = None
@@ -293,7 +370,11 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def logger(self) -> LoggerLike:
-        return self.options.logger
+        """The ``logger`` option, as a :class:`logging.LoggerAdapter` that adds
+        ``websocket`` (this connection) to each record, as websockets does: a
+        ``LoggerAdapter`` given as ``logger`` finds it in ``kwargs["extra"]``.
+        Made when asked for, so it costs idle connections nothing."""
+        return logging.LoggerAdapter(self.options.logger, {"websocket": self})
 
     @property
     def remote_address(self) -> Any:
@@ -305,32 +386,79 @@ class Connection(asyncio.BufferedProtocol):
         return None if self.transport is None else self.transport.get_extra_info("sockname")
 
     @property
-    def state(self) -> State | None:
-        """``None`` during the opening handshake, then OPEN, CLOSING, CLOSED."""
-        return None if self.protocol is None else self.protocol.state
+    def state(self) -> State:
+        """CONNECTING during the opening handshake, then OPEN, CLOSING, CLOSED.
+
+        A connection whose handshake failed goes from CONNECTING to CLOSED when
+        its TCP connection closes. Applications rarely need it: :meth:`recv`
+        and :meth:`send` raise :exc:`~wsharbor.exceptions.ConnectionClosed` once
+        the connection is closed.
+        """
+        if self.protocol is not None:
+            return self.protocol.state
+        return State.CLOSED if self._lost else State.CONNECTING
 
     @property
     def close_code(self) -> int | None:
         """The close code received, 1006 if none was, None while not closed."""
-        return None if self.protocol is None else self.protocol.close_code
+        if self.protocol is None:
+            return CloseCode.ABNORMAL_CLOSURE if self._lost else None
+        return self.protocol.close_code
 
     @property
     def close_reason(self) -> str | None:
-        """The close reason received, None while not closed."""
-        return None if self.protocol is None else self.protocol.close_reason
+        """The close reason received (``""`` if none), None while not closed."""
+        if self.protocol is None:
+            return "" if self._lost else None
+        return self.protocol.close_reason
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique identifier of the connection, for logs; made on first use, so
+        that connections that never ask for it don't pay for it."""
+        connection_id = self._id
+        if connection_id is None:
+            connection_id = self._id = uuid.uuid4()
+        return connection_id
 
     def __repr__(self) -> str:
-        state = "CONNECTING" if self.protocol is None else self.protocol.state.name
-        return f"<{type(self).__name__} {self.remote_address} {state}>"
+        return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
+
+    def _log_info(self, message: str, *args: Any) -> None:
+        """Log an event of this connection at INFO, with ``websocket`` in the record
+        (a ``LoggerAdapter`` given as ``logger`` finds it in ``kwargs["extra"]``)."""
+        logger = self.options.logger
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(message, *args, extra={"websocket": self})
 
     # Receiving.
 
-    async def recv(self) -> Data:
+    @overload
+    async def recv(self, decode: Literal[True]) -> str: ...
+
+    @overload
+    async def recv(self, decode: Literal[False]) -> bytes: ...
+
+    @overload
+    async def recv(self, decode: bool | None = None) -> Data: ...
+
+    async def recv(self, decode: bool | None = None) -> Data:
         """Return the next message: ``str`` for text, ``bytes`` for binary.
 
+        ``decode=False`` returns a text message as its UTF-8 ``bytes`` (for a
+        JSON library that reads bytes, say); ``decode=True`` decodes a binary
+        message as UTF-8 (invalid UTF-8 fails the connection with 1007).
+
         Raises :class:`~wsharbor.exceptions.ConnectionClosed` once the connection
-        is closed and every message received before was returned.
+        is closed and every message received before was returned, and
+        :class:`~wsharbor.exceptions.ConcurrencyError` when another coroutine is
+        already receiving. Cancelling it loses nothing: the next call returns
+        the next message.
         """
+        if self._receiving or self._recv_waiter is not None:
+            raise ConcurrencyError(
+                "cannot call recv while another coroutine is already running recv or recv_streaming"
+            )
         messages = self._messages
         if messages:
             data = messages.popleft()
@@ -339,30 +467,164 @@ class Connection(asyncio.BufferedProtocol):
                 self._maybe_resume_reading()
             if self._batch is None:
                 self._start_batch()
+        else:
+            # Written out here, not in a helper coroutine: an idle connection
+            # waits here, and a second coroutine frame would cost it ~300 bytes.
+            protocol = self._open_protocol()
+            if protocol.state is State.CLOSED:
+                raise protocol.close_exc
+            waiter: asyncio.Future[Data | Fragment] = self.loop.create_future()
+            self._recv_waiter = waiter
+            try:
+                data = await waiter
+            except asyncio.CancelledError:
+                self._keep_delivered(waiter)
+                raise
+            finally:
+                self._recv_waiter = None
+                # The ConnectionClosed raised here holds this frame in its
+                # traceback; this frame must not hold the future that holds the
+                # exception, or the connection lives on in a cycle until a full
+                # collection.
+                del waiter
+        if type(data) is Fragment:
+            data = await self._rest_of_message(data)
+        if decode is None:
+            return cast(Data, data)
+        return await self._convert(cast(Data, data), decode)
+
+    async def _next_item(self) -> Data | Fragment:
+        """The next queued message or fragment; waits for one if none is queued."""
+        messages = self._messages
+        if messages:
+            data = messages.popleft()
+            self._queued_bytes -= len(data)
+            if self._reading_paused:
+                self._maybe_resume_reading()
             return data
         protocol = self._open_protocol()
         if protocol.state is State.CLOSED or self._lingering:
             raise protocol.close_exc
-        if self._recv_waiter is not None:
-            raise InvalidState("another coroutine is already waiting in recv()")
-        waiter: asyncio.Future[Data] = self.loop.create_future()
+        waiter: asyncio.Future[Data | Fragment] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
             return await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # The message arrived just as we were cancelled: keep it, and
-                # count it, since taking it from the queue subtracts its size.
-                data = waiter.result()
-                self._queue().appendleft(data)
-                self._queued_bytes += len(data)
+            self._keep_delivered(waiter)
             raise
         finally:
             self._recv_waiter = None
-            # The ConnectionClosed raised here holds this frame in its traceback;
-            # this frame must not hold the future that holds the exception, or
-            # the connection lives on in a cycle until a full collection.
-            del waiter
+            del waiter  # no cycle through the exception's traceback (see recv)
+
+    def _keep_delivered(self, waiter: asyncio.Future[Data | Fragment]) -> None:
+        """A receiver was cancelled: if a message arrived just then, queue it again."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            # Count it too, since taking it from the queue subtracts its size.
+            data = waiter.result()
+            self._queue().appendleft(data)
+            self._queued_bytes += len(data)
+
+    async def _rest_of_message(self, first: Fragment) -> Data:
+        """Join ``first`` and the fragments after it (a message that was streamed
+        by the protocol for :meth:`recv_streaming`, then read with :meth:`recv`)."""
+        taken = [first]
+        self._receiving = True
+        try:
+            while not taken[-1].final:
+                item = await self._next_item()
+                assert type(item) is Fragment
+                taken.append(item)
+        except asyncio.CancelledError:
+            # Put back what was taken: the next recv() gets the whole message.
+            self._queue().extendleft(reversed(taken))
+            self._queued_bytes += sum(map(len, taken))
+            raise
+        finally:
+            self._receiving = False
+        if isinstance(first.data, str):
+            return "".join(cast(str, fragment.data) for fragment in taken)
+        return b"".join(cast(bytes, fragment.data) for fragment in taken)
+
+    async def _convert(self, data: Data, decode: bool) -> Data:
+        if decode and isinstance(data, bytes):
+            try:
+                return data.decode()
+            except UnicodeDecodeError as exc:
+                await self._invalid_utf8(exc)
+        if not decode and isinstance(data, str):
+            return data.encode()
+        return data
+
+    async def _invalid_utf8(self, exc: UnicodeDecodeError) -> NoReturn:
+        """``decode=True`` on a binary message that isn't UTF-8: fail the
+        connection with 1007 (RFC 6455 section 8.1), as websockets does."""
+        protocol = self._open_protocol()
+        if protocol.state is State.OPEN:
+            protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            self._flush()
+        await self.wait_closed()
+        close_exc = protocol.close_exc
+        close_exc.__cause__ = exc
+        raise close_exc
+
+    @overload
+    def recv_streaming(self, decode: Literal[True]) -> AsyncIterator[str]: ...
+
+    @overload
+    def recv_streaming(self, decode: Literal[False]) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]: ...
+
+    async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
+        """Receive the next message frame by frame: an async iterator of its fragments.
+
+        ``decode`` is as in :meth:`recv`. Iterate to the end: until then,
+        :meth:`recv` and :meth:`recv_streaming` raise
+        :exc:`~wsharbor.exceptions.ConcurrencyError`. A message that was
+        already received whole when this is called (it waited in the queue, or
+        its first frames arrived before) comes as one fragment; the next ones
+        come frame by frame, each bounded by ``max_size``.
+        """
+        if self._receiving or self._recv_waiter is not None:
+            raise ConcurrencyError(
+                "cannot call recv_streaming while another coroutine is already running recv "
+                "or recv_streaming"
+            )
+        protocol = self._open_protocol()
+        self._receiving = True
+        try:
+            if (
+                not self._messages
+                and protocol.state is State.OPEN
+                and not protocol.receiving_message
+            ):
+                # Nothing queued: the protocol hands over the next message's
+                # frames as they arrive (and goes back to whole messages after it).
+                protocol.stream_fragments = True
+            item = await self._next_item()
+            if not isinstance(item, Fragment):
+                yield item if decode is None else await self._convert(item, decode)
+                return
+            decoder: codecs.IncrementalDecoder | None = None
+            while True:
+                fragment = cast(Fragment, item)
+                data = fragment.data
+                if decode is True and isinstance(data, bytes):
+                    if decoder is None:
+                        decoder = _utf8_decoder()
+                    try:
+                        data = decoder.decode(data, fragment.final)
+                    except UnicodeDecodeError as exc:
+                        await self._invalid_utf8(exc)
+                elif decode is False and isinstance(data, str):
+                    data = data.encode()
+                yield data
+                if fragment.final:
+                    return
+                item = await self._next_item()
+        finally:
+            self._receiving = False
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
@@ -374,14 +636,14 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosedOK:
             return
 
-    def _queue(self) -> collections.deque[Data]:
+    def _queue(self) -> collections.deque[Data | Fragment]:
         if self._messages is None:
             self._messages = collections.deque()
         return self._messages
 
-    def _deliver(self, data: Data) -> None:
+    def _deliver(self, data: Data | Fragment) -> None:
         observer = self.options.observer
-        if observer is not None:
+        if observer is not None and (type(data) is not Fragment or data.final):
             observer.message_received(self)
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done() and not self._messages:
@@ -420,7 +682,7 @@ class Connection(asyncio.BufferedProtocol):
         its low watermark, unless the write buffer keeps reading paused."""
         options = self.options
         if self._queued_bytes <= options.read_limit // 4 and (
-            options.max_queue is None or len(self._queue()) <= options.max_queue // 4
+            options.max_queue_low is None or len(self._queue()) <= options.max_queue_low
         ):
             self._reading_paused = False
             if (
@@ -440,15 +702,19 @@ class Connection(asyncio.BufferedProtocol):
 
     async def send(
         self,
-        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        message: DataLike | Iterable[DataLike] | AsyncIterable[DataLike],
+        *,
+        text: bool | None = None,
     ) -> None:
         """Send a message.
 
-        ``str`` is sent as text, ``bytes``-like as binary. An iterable or async
-        iterable of ``str`` or of ``bytes`` is sent as one fragmented message,
-        one frame per item. Waits while the write buffer is over
-        ``write_limit``. Raises :class:`~wsharbor.exceptions.ConnectionClosed`
-        when the connection is closing or closed.
+        ``str`` is sent as text, ``bytes``-like as binary; ``text=True`` sends
+        bytes (already UTF-8) as a text frame, ``text=False`` sends a ``str`` as a
+        binary frame. An iterable or async iterable of ``str`` or of ``bytes``
+        is sent as one fragmented message, one frame per item. Waits while the
+        write buffer is over ``write_limit``. Raises
+        :class:`~wsharbor.exceptions.ConnectionClosed` when the connection is
+        closing or closed.
         """
         while self._fragmenting is not None:
             await asyncio.shield(self._fragmenting)
@@ -456,13 +722,21 @@ class Connection(asyncio.BufferedProtocol):
         if protocol.state is not State.OPEN:
             raise protocol.close_exc
         if isinstance(message, str):
-            protocol.send_text(message)
+            if text is False:
+                protocol.send_binary(message.encode())
+            else:
+                protocol.send_text(message)
         elif isinstance(message, bytes | bytearray | memoryview):
-            protocol.send_binary(message)
+            if text is True:
+                protocol.send_text(bytes(message))
+            else:
+                protocol.send_binary(message)
         elif isinstance(message, Mapping):
             raise TypeError("a dict is not a message: send str, bytes or an iterable of them")
         elif isinstance(message, Iterable | AsyncIterable):
-            await self._send_fragments(cast("Iterable[Data] | AsyncIterable[Data]", message))
+            await self._send_fragments(
+                cast("Iterable[DataLike] | AsyncIterable[DataLike]", message), text
+            )
             return
         else:
             raise TypeError(f"can't send {type(message).__name__}: expected str or bytes")
@@ -473,24 +747,26 @@ class Connection(asyncio.BufferedProtocol):
         if self._write_paused:
             await self._drain()
 
-    async def _send_fragments(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+    async def _send_fragments(
+        self, fragments: Iterable[DataLike] | AsyncIterable[DataLike], text: bool | None
+    ) -> None:
         protocol = self._open_protocol()
         self._fragmenting = self.loop.create_future()
         started = False
-        text: bool | None = None
+        first_is_str: bool | None = None
         pending: Data | None = None
         try:
             async for fragment in _aiter(fragments):
                 if not isinstance(fragment, str | bytes | bytearray | memoryview):
                     raise TypeError(f"can't send a fragment of type {type(fragment).__name__}")
-                is_text = isinstance(fragment, str)
-                if text is None:
-                    text = is_text
-                elif text != is_text:
+                is_str = isinstance(fragment, str)
+                if first_is_str is None:
+                    first_is_str = is_str
+                elif first_is_str != is_str:
                     raise TypeError("all fragments must be str, or all bytes-like")
                 # Hold one fragment back so the last one goes out with FIN set.
                 if pending is not None:
-                    self._send_fragment(pending, started, fin=False)
+                    self._send_fragment(pending, started, fin=False, text=text)
                     started = True
                     self._flush()
                     if self._write_paused:
@@ -498,7 +774,7 @@ class Connection(asyncio.BufferedProtocol):
                 pending = fragment if isinstance(fragment, str) else bytes(fragment)
             if pending is None:
                 return  # An empty iterable sends nothing.
-            self._send_fragment(pending, started, fin=True)
+            self._send_fragment(pending, started, fin=True, text=text)
             self._flush()
             observer = self.options.observer
             if observer is not None:
@@ -515,16 +791,16 @@ class Connection(asyncio.BufferedProtocol):
             waiter, self._fragmenting = self._fragmenting, None
             waiter.set_result(None)
 
-    def _send_fragment(self, data: Data, started: bool, *, fin: bool) -> None:
+    def _send_fragment(self, data: Data, started: bool, *, fin: bool, text: bool | None) -> None:
         protocol = self._open_protocol()
         if protocol.state is not State.OPEN:
             raise protocol.close_exc
         if started:
             protocol.send_continuation(data, fin)
-        elif isinstance(data, str):
+        elif text is True or (text is None and isinstance(data, str)):
             protocol.send_text(data, fin)
         else:
-            protocol.send_binary(data, fin)
+            protocol.send_binary(data.encode() if isinstance(data, str) else data, fin)
 
     def _flush(self) -> None:
         """Write what the protocol has to send; close the transport when it says so.
@@ -669,7 +945,7 @@ class Connection(asyncio.BufferedProtocol):
 
     # Pings.
 
-    async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
+    async def ping(self, data: DataLike | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that gives the round-trip time in seconds.
 
         ``await (await ws.ping())`` waits for the pong. A pong also answers
@@ -687,15 +963,16 @@ class Connection(asyncio.BufferedProtocol):
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
             if payload in self._pings:
-                raise InvalidState("a ping with the same data is already waiting for its pong")
+                raise ConcurrencyError("already waiting for a pong with the same data")
         waiter: asyncio.Future[float] = self.loop.create_future()
         self._pings[payload] = (waiter, time.perf_counter())
         protocol.send_ping(payload)
         self._flush()
         return waiter
 
-    async def pong(self, data: Data = b"") -> None:
-        """Send an unsolicited pong (a unidirectional heartbeat)."""
+    async def pong(self, data: DataLike = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat); ``str`` is sent
+        as UTF-8."""
         protocol = self._open_protocol()
         if protocol.state is not State.OPEN:
             raise protocol.close_exc
@@ -829,7 +1106,7 @@ class Connection(asyncio.BufferedProtocol):
         # interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
         write_limit = self.options.write_limit
-        low = write_limit // 4
+        low = self.options.write_limit_low
         # Cheaper to read than to set: asyncio's defaults are already ours.
         if self.transport.get_write_buffer_limits() != (low, write_limit):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)
@@ -860,6 +1137,12 @@ class Connection(asyncio.BufferedProtocol):
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
                 self._deliver(cast("TextMessage | BinaryMessage", event).data)
+            elif kind is Fragment:
+                # A message streamed for recv_streaming(): after its last
+                # frame, messages are reassembled by the protocol again.
+                if cast(Fragment, event).final:
+                    protocol.stream_fragments = False
+                self._deliver(cast(Fragment, event))
             elif kind is PongReceived:
                 self._pong_received(cast(PongReceived, event).data)
         if self._messages and self._batch is None:
@@ -921,10 +1204,16 @@ class Connection(asyncio.BufferedProtocol):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.close()
+        """Close with 1000, or with 1011 (internal error) when leaving on an exception."""
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.close(CloseCode.INTERNAL_ERROR)
 
 
-async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+async def _aiter(
+    items: Iterable[DataLike] | AsyncIterable[DataLike],
+) -> AsyncIterator[DataLike]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item

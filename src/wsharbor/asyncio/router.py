@@ -32,8 +32,9 @@ in ``process_request``, before the opening handshake, so that:
 The matched handler and its arguments are kept on the connection, as
 ``connection.handler`` and ``connection.handler_kwargs`` (websockets' names),
 until :meth:`Router.handler` calls it. :func:`route` makes connections of
-:class:`RouterConnection`, which has room for them; pass
-``create_connection=`` a subclass of it to customize connections.
+:class:`RouterConnection`, which keeps them in slots; any other connection
+class (``create_connection=``) keeps them in its ``__dict__``, as websockets
+does.
 
 Importing this module without werkzeug raises :exc:`ImportError` naming the
 extra to install.
@@ -136,14 +137,8 @@ class Router:
         except HTTPException as exc:
             code = exc.code if exc.code is not None else http.HTTPStatus.BAD_REQUEST
             return connection.respond(code, exc.name)
-        try:
-            connection.handler = handler  # type: ignore[attr-defined]
-            connection.handler_kwargs = kwargs  # type: ignore[attr-defined]
-        except AttributeError:
-            raise TypeError(
-                f"{type(connection).__name__} has no room for the routed handler: "
-                "make connections with a subclass of wsharbor.asyncio.router.RouterConnection"
-            ) from None
+        connection.handler = handler  # type: ignore[attr-defined]
+        connection.handler_kwargs = kwargs  # type: ignore[attr-defined]
         return None
 
     async def handler(self, connection: ServerConnection) -> None:

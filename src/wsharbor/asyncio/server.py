@@ -49,6 +49,7 @@ import http
 import inspect
 import logging
 import os
+import re
 import socket
 import ssl as ssl_module
 import stat
@@ -58,20 +59,31 @@ from typing import Any, TypeAlias
 
 from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
+from ..protocol.auth import basic_credentials, credentials_checker, www_authenticate_basic
 from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
+from ..protocol.extensions import ServerExtensionFactory
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
 from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
-from .connection import Connection, ConnectionOptions
+from .connection import (
+    Connection,
+    ConnectionOptions,
+    MaxQueue,
+    MaxSize,
+    WriteLimit,
+    broadcast,
+)
 from .eager import start_eagerly
 from .observer import ConnectionObserver
 
 __all__ = [
     "Server",
     "ServerConnection",
+    "basic_auth",
+    "broadcast",
     "handler_callable",
     "process_request_callable",
     "serve",
@@ -185,6 +197,10 @@ class ServerConnection(Connection):
 
     side = Side.SERVER
 
+    #: Set by :func:`basic_auth` once the client authenticated (in the
+    #: connection's ``__dict__``, like any attribute an application sets).
+    username: str
+
     def __init__(self, server: Server) -> None:
         super().__init__(server.options)
         self.server = server
@@ -226,8 +242,9 @@ class ServerConnection(Connection):
         try:
             request = parser.feed(data)
         except InvalidHandshake as exc:
-            self.logger.info("%r: invalid handshake: %s", self, exc)
-            self._send_http_response(self.server.handshake.reject(exc))
+            if self.options.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug("! invalid handshake: %s", exc)
+            self._send_http_response(self.server.handshake.reject(exc), rejected=True)
             return
         if request is None:
             return
@@ -245,6 +262,7 @@ class ServerConnection(Connection):
         server = self.server
         response: Response | None = None
         accepted: Accepted | None = None
+        rejected = False  # the handshake was refused (not answered by a hook)
         hook = "process_request"
         try:
             # 1. process_request may answer with plain HTTP (health checks).
@@ -261,8 +279,10 @@ class ServerConnection(Connection):
                 try:
                     accepted = server._negotiate(self, request)
                 except InvalidHandshake as exc:
-                    self.logger.info("%r: invalid handshake: %s", self, exc)
+                    if self.options.logger.isEnabledFor(logging.DEBUG):
+                        self.logger.debug("! invalid handshake: %s", exc)
                     response = server.handshake.reject(exc)
+                    rejected = True
                 else:
                     response = accepted.response
             # 4. process_response may replace the response.
@@ -289,10 +309,18 @@ class ServerConnection(Connection):
         if response.status == 101 and accepted is not None:
             self._open(response, accepted)
         else:
-            self._send_http_response(response)
+            self._send_http_response(response, rejected=rejected)
 
-    def _send_http_response(self, response: Response) -> None:
-        """Send an HTTP response that ends the connection, then close lingering."""
+    def _send_http_response(self, response: Response, *, rejected: bool = False) -> None:
+        """Send an HTTP response that ends the connection, then close lingering.
+
+        Logged at INFO as websockets does: ``connection rejected (status reason)``
+        when the handshake was refused, ``HTTP response sent (status reason)``
+        when a hook answered.
+        """
+        if self.options.logger.isEnabledFor(logging.INFO):
+            message = "connection rejected (%d %s)" if rejected else "HTTP response sent (%d %s)"
+            self._log_info(message, response.status, response.reason_phrase)
         self.response = response
         self._parser = None
         self._pending = b""
@@ -316,12 +344,14 @@ class ServerConnection(Connection):
         self.response = response
         self.subprotocol = accepted.subprotocol
         self._write_http(response.serialize())
+        self._log_info("connection open")
         self.protocol = WebSocketProtocol(
             Side.SERVER,
             extensions=accepted.extensions,
             max_size=self.options.max_size,
             max_fragments=self.options.max_fragments,
-            logger=self.logger,
+            max_frame_size=self.options.max_frame_size,
+            logger=self.options.logger,
         )
         if self._timers.open is not None:
             self._timers.open.discard(self)
@@ -349,6 +379,8 @@ class ServerConnection(Connection):
     def _connection_closed(self) -> None:
         if self._timers.open is not None:
             self._timers.open.discard(self)
+        if self.response is not None:
+            self._log_info("connection closed")
         self.server._lost(self)
 
 
@@ -384,6 +416,10 @@ class Server:
             ServerConnection if create_connection is None else create_connection
         )
         self.ssl = ssl
+        #: Bound on the TLS handshake (``open_timeout`` unless ``serve()`` set it).
+        self.ssl_handshake_timeout = options.open_timeout
+        #: Bound on the TLS shutdown (``close_timeout`` unless ``serve()`` set it).
+        self.ssl_shutdown_timeout = options.close_timeout
         self.logger = logger
         self.loop = asyncio.get_running_loop()
         #: True once :meth:`close` was called: handshakes get 503.
@@ -430,6 +466,8 @@ class Server:
             return
         self._serving = True
         self._listen()
+        for sock in self._sockets:
+            self.logger.info("server listening on %s", _socket_name(sock))
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` is called and the shutdown is complete."""
@@ -609,7 +647,8 @@ class Server:
                 lambda: connection,
                 sock,
                 ssl=self.ssl,
-                ssl_handshake_timeout=None if self.ssl is None else self.options.open_timeout,
+                ssl_handshake_timeout=None if self.ssl is None else self.ssl_handshake_timeout,
+                ssl_shutdown_timeout=None if self.ssl is None else self.ssl_shutdown_timeout,
             )
         except (OSError, ssl_module.SSLError, TimeoutError) as exc:
             # A TLS handshake that failed or timed out, a client that left.
@@ -676,6 +715,7 @@ class Server:
         timeout: float | None,
         drain_handshakes: float,
     ) -> None:
+        self.logger.info("server closing")
         self._stop_listening()
         if drain_handshakes > 0 and self._opening:
             # Handshakes in progress complete (and then get the close code).
@@ -709,7 +749,30 @@ class Server:
                 for task in list(self._handler_tasks) + list(self._tasks):
                     task.cancel()
                 await asyncio.wait(pending)
+        self.logger.info("server closed")
         self._closed.set()
+
+
+def _socket_name(sock: socket.socket) -> str:
+    """``host:port``, ``[host]:port`` or the path of a listening socket, for logs."""
+    address = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        return f"{address[0]}:{address[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"[{address[0]}]:{address[1]}"
+    return str(address)
+
+
+def _server_extensions(
+    extensions: Sequence[ServerExtensionFactory] | None,
+    compression: str | DeflateSettings | None,
+) -> list[ServerExtensionFactory]:
+    """``extensions`` (custom factories, in order), then permessage-deflate for
+    ``compression`` unless ``extensions`` has a factory of that name already."""
+    factories = list(extensions or ())
+    if not any(factory.name == "permessage-deflate" for factory in factories):
+        factories += enable_server_deflate(compression)
+    return factories
 
 
 def _bind(
@@ -803,7 +866,8 @@ class serve:
         ssl: ssl_module.SSLContext | None = None,
         unix: bool = False,
         path: str | None = None,
-        origins: Sequence[Origin | None] | None = None,
+        origins: Sequence[Origin | re.Pattern[str] | None] | None = None,
+        extensions: Sequence[ServerExtensionFactory] | None = None,
         subprotocols: Sequence[Subprotocol] | None = None,
         select_subprotocol: SelectSubprotocol | None = None,
         compression: str | DeflateSettings | None = "deflate",
@@ -814,20 +878,24 @@ class serve:
         ping_interval: float | None = defaults.PING_INTERVAL,
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
-        max_size: int | None = defaults.MAX_SIZE,
+        max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
-        max_queue: int | None = defaults.MAX_QUEUE,
+        max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
-        write_limit: int = defaults.WRITE_LIMIT,
+        write_limit: WriteLimit = defaults.WRITE_LIMIT,
         logger: LoggerLike | None = None,
         observer: ConnectionObserver | None = None,
         create_connection: Callable[[Server], ServerConnection] | None = None,
+        # What websockets passes to loop.create_server(): named here, so that
+        # an option neither library knows is a TypeError at the call.
         start_serving: bool = True,
         backlog: int = BACKLOG,
         family: int = socket.AF_UNSPEC,
         flags: int = 0,
         reuse_address: bool | None = None,
         reuse_port: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> None:
         self._handler = handler_callable(handler)
         if logger is None:
@@ -838,6 +906,8 @@ class serve:
         self._port = port
         self._sock = sock
         self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._unix = unix
         self._path = path
         self._start_serving = start_serving
@@ -869,7 +939,7 @@ class serve:
         self._handshake = ServerHandshake(
             origins=origins,
             subprotocols=subprotocols,
-            extensions=enable_server_deflate(compression),
+            extensions=_server_extensions(extensions, compression),
             server_header=server_header,
         )
         self._process_request = process_request
@@ -899,6 +969,10 @@ class serve:
             ssl=self._ssl,
             logger=self._logger,
         )
+        if self._ssl_handshake_timeout is not None:
+            server.ssl_handshake_timeout = self._ssl_handshake_timeout
+        if self._ssl_shutdown_timeout is not None:
+            server.ssl_shutdown_timeout = self._ssl_shutdown_timeout
         sockets = self._sockets()
         for sock in sockets:
             sock.setblocking(False)
@@ -929,3 +1003,50 @@ class serve:
 def unix_serve(handler: Handler, path: str | None = None, **kwargs: Any) -> serve:
     """Like :func:`serve`, on a Unix socket at ``path``."""
     return serve(handler, unix=True, path=path, **kwargs)
+
+
+def basic_auth(
+    realm: str = "",
+    credentials: tuple[str, str] | Iterable[tuple[str, str]] | None = None,
+    check_credentials: Callable[[str, str], Awaitable[bool] | bool] | None = None,
+) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    """A ``process_request`` enforcing HTTP Basic Authentication (RFC 7235, RFC 7617)::
+
+        async with serve(handler, ..., process_request=basic_auth(
+            realm="my dev server", credentials=("hello", "iloveyou"))):
+
+    Give ``credentials`` (a ``(username, password)`` pair or several) or
+    ``check_credentials(username, password)`` (a function or a coroutine
+    function returning whether they are valid), not both: :exc:`ValueError`
+    otherwise, :exc:`TypeError` for credentials that aren't pairs of strings.
+    On success the connection's ``username`` attribute is set and the handshake
+    goes on; otherwise the answer is 401 with ``WWW-Authenticate: Basic
+    realm="..."``, as websockets' ``basic_auth``.
+    """
+    if (credentials is None) == (check_credentials is None):
+        raise ValueError("provide either credentials or check_credentials")
+    check = credentials_checker(credentials) if credentials is not None else check_credentials
+    assert check is not None
+    challenge = www_authenticate_basic(realm)
+
+    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            text = "Missing credentials\n"
+        else:
+            parsed = basic_credentials(authorization)
+            if parsed is None:
+                text = "Unsupported credentials\n"
+            else:
+                valid = check(*parsed)
+                if inspect.isawaitable(valid):
+                    valid = await valid
+                if valid:
+                    connection.username = parsed[0]
+                    return None
+                text = "Invalid credentials\n"
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, text)
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    return process_request

@@ -50,6 +50,7 @@ from ..exceptions import (
     InvalidState,
     PayloadTooBig,
     ProtocolError,
+    TooManyFragments,
 )
 from ..typing import LoggerLike
 from .extensions import Extension
@@ -86,8 +87,14 @@ class Side(enum.Enum):
 
 
 class State(enum.IntEnum):
-    """State of a WebSocket connection (RFC 6455 section 4.1 and 7)."""
+    """State of a WebSocket connection (RFC 6455 section 4.1 and 7).
 
+    :class:`WebSocketProtocol` starts in ``OPEN``: it exists from the end of the
+    opening handshake. ``CONNECTING`` is what connections report before that
+    (during the opening handshake), as websockets does.
+    """
+
+    CONNECTING = 0
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
@@ -125,6 +132,9 @@ class Fragment:
 
     data: str | bytes
     final: bool
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +185,13 @@ class WebSocketProtocol:
         length too, before its payload is buffered (see :meth:`_frame_limit`).
     :param max_fragments: maximum number of frames of an incoming message;
         ``None`` for no limit. A message over it fails with 1009.
+    :param max_frame_size: maximum size of one incoming frame (after
+        decompression), below ``max_size`` for long messages in short frames
+        (websockets' ``max_size=(message, frame)``); ``None`` for no limit.
     :param stream_fragments: emit :class:`Fragment` events as frames arrive
-        instead of reassembling whole messages.
+        instead of reassembling whole messages. The attribute may be changed
+        between messages (see :attr:`receiving_message`): the asyncio layer
+        streams one message that way for ``recv_streaming()``.
     """
 
     __slots__ = (
@@ -200,6 +215,7 @@ class WebSocketProtocol:
         "failure",
         "logger",
         "max_fragments",
+        "max_frame_size",
         "max_size",
         "side",
         "state",
@@ -214,12 +230,14 @@ class WebSocketProtocol:
         max_size: int | None = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
         stream_fragments: bool = False,
+        max_frame_size: int | None = None,
         logger: LoggerLike | None = None,
     ) -> None:
         self.side = side
         # A tuple: the empty one is shared by every connection without extensions.
         self.extensions = tuple(extensions)
         self.max_size = max_size
+        self.max_frame_size = max_frame_size
         self.max_fragments = max_fragments
         self.stream_fragments = stream_fragments
         if logger is None:
@@ -229,10 +247,7 @@ class WebSocketProtocol:
 
         self.state = State.OPEN
         self._mask = side is Side.CLIENT
-        self._parser = FrameParser(
-            mask=side is Side.SERVER,
-            max_size=None if max_size is None else self._frame_limit(max_size),
-        )
+        self._parser = FrameParser(mask=side is Side.SERVER, max_size=self._parser_limit(max_size))
         self._events: list[Event] = []
         self._output: list[bytes] = []
 
@@ -300,6 +315,13 @@ class WebSocketProtocol:
         exc = exc_type(rcvd, sent, self.close_rcvd_then_sent)
         exc.__cause__ = self.failure
         return exc
+
+    @property
+    def receiving_message(self) -> bool:
+        """Whether a fragmented message is partly received (its first frame came,
+        its last one didn't): :attr:`stream_fragments` may change only between
+        messages, when this is false."""
+        return self._recv_opcode is not None
 
     @property
     def buffered_input(self) -> int:
@@ -427,6 +449,16 @@ class WebSocketProtocol:
                 "reserved bits set without a negotiated extension (RFC 6455 section 5.2)"
             )
 
+        if (
+            self.max_frame_size is not None
+            and opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+            and len(frame.data) > self.max_frame_size
+        ):
+            # Reached only with an extension (else the parser refused the
+            # header): a frame smaller on the wire than once decoded.
+            raise PayloadTooBig(
+                f"frame of {len(frame.data)} bytes exceeds limit of {self.max_frame_size} bytes"
+            )
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if self._recv_opcode is not None:
                 raise ProtocolError(
@@ -477,6 +509,14 @@ class WebSocketProtocol:
         ):
             so_far = self._recv_size if frame.opcode is Opcode.CONT else 0
             remaining = self.max_size - so_far
+        if self.max_frame_size is not None and frame.opcode not in (
+            Opcode.PING,
+            Opcode.PONG,
+            Opcode.CLOSE,
+        ):
+            remaining = (
+                self.max_frame_size if remaining is None else min(remaining, self.max_frame_size)
+            )
         for extension in reversed(self.extensions):
             frame = extension.decode(frame, max_size=remaining)
         return frame
@@ -490,11 +530,11 @@ class WebSocketProtocol:
                 raise PayloadTooBig(self._too_big(self._recv_size))
             # The next frame of this message can't be larger than what is left.
             left = max_size if fin else max_size - self._recv_size
-            self._parser.max_size = self._frame_limit(left)
+            self._parser.max_size = self._parser_limit(left)
         if self.max_fragments is not None and self._recv_fragments > self.max_fragments:
             # Empty or tiny fragments add little toward max_size but cost a
             # frame's work each: bound them too.
-            raise PayloadTooBig(f"message of more than {self.max_fragments} fragments")
+            raise TooManyFragments(f"message of more than {self.max_fragments} fragments")
         decoder = self._recv_decoder
         if self.stream_fragments:
             # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1:
@@ -593,6 +633,14 @@ class WebSocketProtocol:
         self._parser.discard()
         self._recv_buffer = None
         self.close_transport = True
+
+    def _parser_limit(self, left: int | None) -> int | None:
+        """The frame parser's limit when ``left`` bytes of the message may still
+        arrive (``None``: no message limit), with ``max_frame_size`` applied."""
+        frame = self.max_frame_size
+        if frame is not None and (left is None or frame < left):
+            left = frame
+        return None if left is None else self._frame_limit(left)
 
     def _frame_limit(self, left: int) -> int:
         """The largest frame payload accepted when ``left`` bytes of the message

@@ -60,7 +60,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..exceptions import InvalidState, NegotiationError, PayloadTooBig, ProtocolError
+from ..exceptions import (
+    DuplicateParameter,
+    InvalidParameterName,
+    InvalidParameterValue,
+    InvalidState,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+)
 from ..typing import ExtensionName, ExtensionParameter
 from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
 from .frames import Frame, Opcode
@@ -466,23 +474,23 @@ def _parse_params(params: Sequence[ExtensionParameter], *, offer: bool) -> _Para
     bits: dict[str, int] = {}
     for name, value in params:
         if name not in _PARAM_NAMES:
-            raise NegotiationError(f"unknown {_NAME} parameter: {name}")
+            raise InvalidParameterName(f"unknown {_NAME} parameter: {name}")
         if name in seen:
-            raise NegotiationError(f"duplicate {_NAME} parameter: {name}")
+            raise DuplicateParameter(f"duplicate {_NAME} parameter: {name}")
         seen.add(name)
         if name.endswith("_no_context_takeover"):
             # RFC 7692 section 7.1.1: "This parameter has no value."
             if value is not None:
-                raise NegotiationError(
+                raise InvalidParameterValue(
                     f"invalid {_NAME} parameter: {name}={value} (no value allowed)"
                 )
         elif value is None:
             if not (offer and name == "client_max_window_bits"):
-                raise NegotiationError(f"invalid {_NAME} parameter: {name} requires a value")
+                raise InvalidParameterValue(f"invalid {_NAME} parameter: {name} requires a value")
         elif _WINDOW_BITS_RE.match(value):
             bits[name] = int(value)
         else:
-            raise NegotiationError(
+            raise InvalidParameterValue(
                 f"invalid {_NAME} parameter: {name}={value} (must be an integer from 8 to 15)"
             )
     return _Params(

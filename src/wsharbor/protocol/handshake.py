@@ -61,6 +61,7 @@ import binascii
 import enum
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,8 +186,10 @@ def error_response(status: int, text: str, *, server_header: str | None = None) 
 class ServerHandshake:
     """Server side of the opening handshake (RFC 6455 section 4.2).
 
-    :param origins: allowed values of Origin; ``None`` in the list allows requests
-        without Origin; ``None`` (the default) disables the check.
+    :param origins: allowed values of Origin: strings match exactly, compiled
+        regular expressions (``re.compile(...)``) must match the whole value;
+        ``None`` in the list allows requests without Origin; ``None`` (the
+        default) disables the check.
     :param subprotocols: subprotocols supported, by order of preference.
     :param select_subprotocol: picks the subprotocol among the client's offers
         (in the client's order), or returns ``None`` for none; replaces the default
@@ -198,13 +201,24 @@ class ServerHandshake:
     def __init__(
         self,
         *,
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[str | re.Pattern[str] | None] | None = None,
         subprotocols: Sequence[Subprotocol] | None = None,
         select_subprotocol: Callable[[Sequence[Subprotocol]], Subprotocol | None] | None = None,
         extensions: Sequence[ServerExtensionFactory] = (),
         server_header: str | Literal[_Default.DEFAULT] | None = DEFAULT,
     ) -> None:
         self.origins = None if origins is None else list(origins)
+        # Exact values (and None) are looked up in a set; patterns (compiled
+        # with re.compile, as websockets takes them) must match the whole Origin.
+        self._exact_origins: frozenset[str | None] = frozenset(
+            origin for origin in self.origins or () if not isinstance(origin, re.Pattern)
+        )
+        self._origin_patterns: tuple[re.Pattern[str], ...] = tuple(
+            origin for origin in self.origins or () if isinstance(origin, re.Pattern)
+        )
+        for origin in self.origins or ():
+            if not (origin is None or isinstance(origin, str | re.Pattern)):
+                raise TypeError(f"origins must be str, re.Pattern or None, not {origin!r}")
         self.subprotocols = list(subprotocols or ())
         self.select_subprotocol = select_subprotocol
         self.extensions = list(extensions)
@@ -291,7 +305,10 @@ class ServerHandshake:
             if len(origins) > 1:
                 raise InvalidHeader("Origin", ", ".join(origins), "more than one")
             origin = origins[0] if origins else None
-            if origin not in self.origins:
+            if origin not in self._exact_origins and (
+                origin is None
+                or not any(pattern.fullmatch(origin) for pattern in self._origin_patterns)
+            ):
                 raise InvalidOrigin(origin)
 
         # 4.2.1 item 9 and 9.1: extensions.

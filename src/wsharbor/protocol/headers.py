@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..exceptions import InvalidHeader
+from ..exceptions import InvalidHeaderFormat
 from ..typing import ExtensionName, ExtensionParameter, Subprotocol
 
 __all__ = [
@@ -69,7 +69,7 @@ def _ows(header: str, pos: int) -> int:
 def _token(header: str, pos: int, name: str) -> tuple[str, int]:
     match = _TOKEN_RE.match(header, pos)
     if match is None:
-        raise InvalidHeader(name, header, f"expected token at {pos}")
+        raise InvalidHeaderFormat(name, header, f"expected token at {pos}")
     return match.group(), match.end()
 
 
@@ -91,9 +91,9 @@ def _list(
         if pos == len(header):
             break
         if header[pos] != ",":
-            raise InvalidHeader(name, header, f"expected comma at {pos}")
+            raise InvalidHeaderFormat(name, header, f"expected comma at {pos}")
     if not items:
-        raise InvalidHeader(name, header, "no value")
+        raise InvalidHeaderFormat(name, header, "no value")
     return items
 
 
@@ -122,12 +122,12 @@ def _extension(
             if pos < len(header) and header[pos] == '"':
                 match = _QUOTED_STRING_RE.match(header, pos)
                 if match is None:
-                    raise InvalidHeader(name, header, f"invalid quoted string at {pos}")
+                    raise InvalidHeaderFormat(name, header, f"invalid quoted string at {pos}")
                 value = _UNQUOTE_RE.sub(r"\1", match.group()[1:-1])
                 # RFC 6455 section 9.1 and RFC 7692 section 7: after unescaping, the
                 # value of a quoted-string must be a token.
                 if not is_token(value):
-                    raise InvalidHeader(name, header, f"quoted value isn't a token at {pos}")
+                    raise InvalidHeaderFormat(name, header, f"quoted value isn't a token at {pos}")
                 pos = match.end()
             else:
                 value, pos = _token(header, pos, name)

@@ -60,11 +60,15 @@ from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 import httptools
 
 from ..exceptions import (
+    HeaderLineTooLong,
     HeadersTooLarge,
     InvalidHandshake,
     InvalidHTTPVersion,
     InvalidMessage,
     InvalidState,
+    RequestLineTooLong,
+    StatusLineTooLong,
+    TooManyHeaders,
 )
 from .datastructures import Headers, HeadersLike
 from .headers import is_token
@@ -493,15 +497,14 @@ class _HTTPParser(Generic[_M]):
         block, the line by line path with those of the block up to each line.
         """
         if first_line > self.max_request_line:
-            return HeadersTooLarge(
-                f"{self._first_line} too long: over {self.max_request_line} bytes"
-            )
+            too_long = StatusLineTooLong if self._kind == "response" else RequestLineTooLong
+            return too_long(f"{self._first_line} too long: over {self.max_request_line} bytes")
         if header_line > self.max_header_line:
-            return HeadersTooLarge(f"header line too long: over {self.max_header_line} bytes")
+            return HeaderLineTooLong(f"header line too long: over {self.max_header_line} bytes")
         if headers > self.max_headers:
-            return HeadersTooLarge(f"too many headers: over {self.max_headers}")
+            return TooManyHeaders(f"too many headers: over {self.max_headers}")
         if headers_size > self.max_headers_size:
-            return HeadersTooLarge(f"headers too large: over {self.max_headers_size} bytes")
+            return TooManyHeaders(f"headers too large: over {self.max_headers_size} bytes")
         return None
 
     def _check_version(self, version: bytes) -> None:

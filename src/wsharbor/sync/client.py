@@ -13,7 +13,6 @@ For scripts, tests and programs without an event loop; the API is websockets'
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl as ssl_module
 import time
@@ -38,6 +37,8 @@ from ..protocol.extensions import ClientExtensionFactory
 from ..protocol.handshake import DEFAULT, ClientHandshake, DefaultType
 from ..protocol.http11 import ResponseParser
 from ..protocol.proxy import ConnectParser, Proxy, connect_request, get_proxy, parse_proxy
+from ..protocol.reconnect import backoff, process_exception
+from ..protocol.reconnect import process_exception as _process_exception
 from ..protocol.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, MaxQueue, MaxSize, read_http, validate_options
@@ -219,7 +220,7 @@ class reconnect:  # a class used like a function, as in websockets
         self.proxy = proxy
         self.proxy_ssl = proxy_ssl
         self.proxy_server_hostname = proxy_server_hostname
-        self.process_exception = process_exception or globals()["process_exception"]
+        self.process_exception = process_exception or _process_exception
         self.reconnect_delays = reconnect_delays or backoff
         self.open_timeout = open_timeout
         self.logger: LoggerLike = logger or logging.getLogger("wsharbor.client")
@@ -417,40 +418,6 @@ class reconnect:  # a class used like a function, as in websockets
                 time.sleep(delay)
             else:
                 delays = None  # connected: start the backoff afresh next time
-
-
-def process_exception(exc: Exception) -> Exception | None:
-    """Whether :class:`reconnect` retries after ``exc``: None to retry, else the exception.
-
-    Retried: network errors (:exc:`OSError`, :exc:`TimeoutError`), the server
-    closing the connection during the handshake, and HTTP 500, 502, 503 and
-    504. Anything else is raised.
-    """
-    if isinstance(exc, OSError | TimeoutError):
-        return None
-    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
-        return None
-    if isinstance(exc, InvalidStatus) and exc.response.status in (500, 502, 503, 504):
-        return None
-    return exc
-
-
-def backoff(
-    initial_delay: float = defaults.BACKOFF_INITIAL_DELAY,
-    min_delay: float = defaults.BACKOFF_MIN_DELAY,
-    max_delay: float = defaults.BACKOFF_MAX_DELAY,
-    factor: float = defaults.BACKOFF_FACTOR,
-) -> Iterator[float]:
-    """Delays between reconnection attempts: random up to ``initial_delay`` first
-    (RFC 6455 section 7.2.3: clients mustn't all come back at once), then
-    growing by ``factor`` from ``min_delay`` to ``max_delay``."""
-    yield random.random() * initial_delay
-    delay = min_delay
-    while delay < max_delay:
-        yield delay
-        delay *= factor
-    while True:
-        yield max_delay
 
 
 @overload

@@ -239,13 +239,15 @@ class Connection:
         return self._remote_address
 
     @property
-    def state(self) -> State | None:
-        """``None`` during the opening handshake, then OPEN, CLOSING, CLOSED.
+    def state(self) -> State:
+        """CONNECTING during the opening handshake, then OPEN, CLOSING, CLOSED.
 
         Applications rarely need it: :meth:`recv` and :meth:`send` raise
         :exc:`~wsharbor.exceptions.ConnectionClosed` once the connection is closed.
         """
-        return None if self.protocol is None else self.protocol.state
+        if self.protocol is not None:
+            return self.protocol.state
+        return State.CLOSED if self.socket.fileno() == -1 else State.CONNECTING
 
     @property
     def close_code(self) -> int | None:

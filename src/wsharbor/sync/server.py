@@ -19,11 +19,8 @@ waits for every handler to return.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import copy
-import hmac
 import http
 import logging
 import selectors
@@ -36,6 +33,7 @@ from typing import Any, Self
 
 from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
+from ..protocol.auth import basic_credentials, credentials_checker, www_authenticate_basic
 from ..protocol.connection import Side, State
 from ..protocol.deflate import DeflateSettings, enable_server_deflate
 from ..protocol.extensions import Extension, ServerExtensionFactory
@@ -628,19 +626,6 @@ def unix_serve(
     return serve(handler, unix=True, path=path, **kwargs)
 
 
-def _basic_credentials(authorization: str) -> tuple[str, str] | None:
-    """``(username, password)`` from ``Authorization: Basic ...`` (RFC 7617), or None."""
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, colon, password = decoded.partition(":")
-    return (username, password) if colon else None
-
-
 def basic_auth(
     realm: str = "",
     credentials: tuple[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -659,43 +644,17 @@ def basic_auth(
     if (credentials is None) == (check_credentials is None):
         raise ValueError("provide either credentials or check_credentials")
     if credentials is not None:
-        pairs: list[Any]
-        if (
-            isinstance(credentials, tuple)
-            and len(credentials) == 2
-            and all(isinstance(item, str) for item in credentials)
-        ):
-            pairs = [credentials]
-        else:
-            pairs = list(credentials)
-        if not all(
-            isinstance(pair, tuple | list)
-            and len(pair) == 2
-            and all(isinstance(item, str) for item in pair)
-            for pair in pairs
-        ):
-            raise TypeError(f"invalid credentials argument: {credentials}")
-        known = dict(pairs)
-
-        def check_known(username: str, password: str) -> bool:
-            expected = known.get(username)
-            # Constant time, whatever the password (RFC 7617 section 4).
-            return expected is not None and hmac.compare_digest(
-                expected.encode("utf-8", "surrogateescape"),
-                password.encode("utf-8", "surrogateescape"),
-            )
-
-        check_credentials = check_known
+        check_credentials = credentials_checker(credentials)
     assert check_credentials is not None
     check = check_credentials
-    challenge = 'Basic realm="{}", charset="UTF-8"'.format(realm.replace('"', '\\"'))
+    challenge = www_authenticate_basic(realm)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         authorization = request.headers.get("Authorization")
         if authorization is None:
             text = "Missing credentials\n"
         else:
-            parsed = _basic_credentials(authorization)
+            parsed = basic_credentials(authorization)
             if parsed is None:
                 text = "Unsupported credentials\n"
             elif not check(*parsed):
