@@ -104,10 +104,15 @@ class Harness:
         """Start ``spec``; stop it (SIGTERM, then SIGKILL) on exit."""
         if uvloop and not spec.supports_uvloop:
             raise ServerUnavailable("does not support --uvloop")
+        for directory in spec.pythonpath:
+            if not os.path.isdir(os.path.join(directory, "wsharbor")):
+                raise ServerUnavailable(f"no wsharbor package in {directory}")
         if spec.script and not os.path.exists(spec.script[0]):
             raise ServerUnavailable(f"{os.path.relpath(spec.script[0], REPO_ROOT)} not found")
         port = 0 if spec.module else free_port()
-        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        path = os.pathsep.join(
+            filter(None, [*spec.pythonpath, str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+        )
         with tempfile.TemporaryFile() as stderr:
             proc = subprocess.Popen(
                 spec.command(uvloop, port),

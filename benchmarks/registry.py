@@ -6,6 +6,7 @@ A server is one more :class:`ServerSpec` entry; a workload is one more :class:`W
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class ServerSpec:
     workloads: frozenset[str] | None = None
     #: Extra arguments after ``--host``/``--port`` of a ``module`` server.
     args: tuple[str, ...] = ()
+    #: Directories put first on the server's PYTHONPATH (another wsharbor checkout).
+    pythonpath: tuple[str, ...] = ()
 
     def runs(self, workload: str) -> bool:
         return self.workloads is None or workload in self.workloads
@@ -90,6 +93,13 @@ SERVERS: dict[str, ServerSpec] = {
             "reference, not a WebSocket server: blocking sockets, a thread per connection",
             module="benchmarks.servers.blocking_floor_server",
             workloads=frozenset({"echo-64-1", "echo-64-100"}),
+        ),
+        ServerSpec(
+            "wsharbor-before",
+            "wsharbor.serve from the checkout in $WSHARBOR_BEFORE (its src/ with the C "
+            "accelerator built): a before/after comparison in one run",
+            module="benchmarks.servers.wsharbor_server",
+            pythonpath=(os.path.join(os.environ.get("WSHARBOR_BEFORE", "/nonexistent"), "src"),),
         ),
         ServerSpec(
             "wsharbor-example",

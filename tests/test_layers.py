@@ -22,6 +22,7 @@ import ast
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,3 +440,84 @@ def test_checker_names_the_module_to_import_from_instead_of_the_facade() -> None
         "wsharbor.asyncio.server:1 wsharbor.__version__: imports `__version__` from the "
         "public facade `wsharbor`: import it from `wsharbor.version`"
     ]
+
+
+# Private names across layers (issue 11): the layers above the asyncio layer use
+# its public names only.
+
+#: The packages that stand on the asyncio layer and may use its public names only.
+ABOVE_ASYNCIO = ("app", "pubsub", "bench")
+
+
+def private_names_defined(paths: list[Path]) -> set[str]:
+    """``_``-prefixed (not dunder) attribute and method names these modules define:
+    ``self._x = ...``, ``def _x``, class-level ``_x = ...`` and ``__slots__`` entries."""
+    names: set[str] = set()
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and private(node.name):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                if private(node.attr):
+                    names.add(node.attr)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id == "__slots__":
+                        for element in ast.walk(node.value):
+                            if isinstance(element, ast.Constant) and isinstance(element.value, str):
+                                if private(element.value):
+                                    names.add(element.value)
+    return names
+
+
+def private_uses(source: str, foreign: set[str], own: set[str]) -> list[str]:
+    """Uses of a private name the asyncio layer defines and this package doesn't:
+    ``obj._name`` (any object) and ``from ...asyncio... import _name``."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in foreign and node.attr not in own:
+            problems.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module and "asyncio" in node.module:
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    problems.append(f"line {node.lineno}: imports {alias.name}")
+    return problems
+
+
+def test_layers_above_asyncio_use_its_public_names_only() -> None:
+    asyncio_private = private_names_defined(sorted((PACKAGE / "asyncio").rglob("*.py")))
+    assert "_deliver" in asyncio_private  # the checker sees the asyncio layer's privates
+    problems = []
+    for package in ABOVE_ASYNCIO:
+        paths = sorted((PACKAGE / package).rglob("*.py"))
+        own = private_names_defined(paths)
+        for path in paths:
+            for problem in private_uses(path.read_text(), asyncio_private, own):
+                problems.append(f"{path.relative_to(SRC)}: {problem}")
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("def f(c):\n    c._deliver(b'x')\n", True),
+        ("def f(s):\n    return s._connections\n", True),
+        ("from ..asyncio.connection import _scratch_buffer\n", True),
+        ("def f(c):\n    c.send(b'x')\n", False),
+        # A private name of the package itself, even if asyncio has one too.
+        ("class A:\n    def __init__(self):\n        self._deliver = 1\n", False),
+    ],
+)
+def test_checker_private_uses(source: str, bad: bool) -> None:
+    own = private_names_defined_in(source)
+    assert bool(private_uses(source, {"_deliver", "_connections", "_x"}, own)) is bad
+
+
+def private_names_defined_in(source: str) -> set[str]:
+    path = Path(tempfile.mkdtemp()) / "m.py"
+    path.write_text(source)
+    return private_names_defined([path])
