@@ -467,10 +467,13 @@ def private_names_defined(paths: list[Path]) -> set[str]:
             elif isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Name) and target.id == "__slots__":
-                        for element in ast.walk(node.value):
-                            if isinstance(element, ast.Constant) and isinstance(element.value, str):
-                                if private(element.value):
-                                    names.add(element.value)
+                        names.update(
+                            element.value
+                            for element in ast.walk(node.value)
+                            if isinstance(element, ast.Constant)
+                            and isinstance(element.value, str)
+                            and private(element.value)
+                        )
     return names
 
 
