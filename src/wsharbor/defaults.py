@@ -13,6 +13,11 @@ The values and why (see ``docs/asyncio.md``, "Options"):
   frame per chunk, far fewer than that; empty or tiny fragments add nothing
   toward ``MAX_SIZE`` but cost a frame's work each, so they are bounded too.
   A message over it fails with 1009.
+- ``MAX_BUFFERED``: bytes received and not read yet by all the connections of a
+  server together, beyond which reading pauses on those holding the most (see
+  :mod:`wsharbor.asyncio.budget`). Off by default: each connection is bounded on
+  its own, and the right figure is the memory a server may spend on input
+  buffers (``docs/asyncio.md``, "Buffers and backpressure").
 - ``MAX_QUEUE``: messages received and not read yet before reading pauses.
 - ``READ_LIMIT``: bytes received and not read yet before reading pauses; also
   the most one read from the socket takes.
@@ -35,6 +40,7 @@ __all__ = [
     "BACKOFF_MAX_DELAY",
     "BACKOFF_MIN_DELAY",
     "CLOSE_TIMEOUT",
+    "MAX_BUFFERED",
     "MAX_FRAGMENTS",
     "MAX_QUEUE",
     "MAX_REDIRECTS",
@@ -48,6 +54,7 @@ __all__ = [
 
 MAX_SIZE: int = 2**20
 MAX_FRAGMENTS: int = 4096
+MAX_BUFFERED: int | None = None
 MAX_QUEUE: int = 32
 READ_LIMIT: int = 2**16
 WRITE_LIMIT: int = 2**16

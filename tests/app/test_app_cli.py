@@ -296,6 +296,7 @@ def test_run_defaults_are_the_librarys() -> None:
     shared = [
         "max_size",
         "max_fragments",
+        "max_buffered",
         "max_queue",
         "read_limit",
         "write_limit",

@@ -306,6 +306,13 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        "max_buffered",
+        _optional(_int(1)),
+        defaults.MAX_BUFFERED,
+        "bytes buffered by all connections of a worker before the largest pause",
+        "BYTES",
+    ),
+    Option(
         "max_queue",
         _optional(_int(1)),
         defaults.MAX_QUEUE,
@@ -410,6 +417,7 @@ class Config:
     metrics_path: str = "/metrics"
     max_size: int | None = defaults.MAX_SIZE
     max_fragments: int | None = defaults.MAX_FRAGMENTS
+    max_buffered: int | None = defaults.MAX_BUFFERED
     max_queue: int | None = defaults.MAX_QUEUE
     read_limit: int = defaults.READ_LIMIT
     write_limit: int = defaults.WRITE_LIMIT

@@ -333,6 +333,7 @@ class AppServer:
             server_header=DEFAULT if config.server_header is None else config.server_header or None,
             max_size=config.max_size,
             max_fragments=config.max_fragments,
+            max_buffered=config.max_buffered,
             max_queue=config.max_queue,
             read_limit=config.read_limit,
             write_limit=config.write_limit,

@@ -64,6 +64,7 @@ from ..protocol.connection import (
 from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
 from ..protocol.http11 import Request, Response
 from ..typing import Data, DataLike, LoggerLike
+from .budget import ReadBudget
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
 
@@ -108,6 +109,7 @@ class ConnectionOptions:
 
     __slots__ = (
         "_timers",
+        "budget",
         "close_timeout",
         "logger",
         "max_fragments",
@@ -209,6 +211,8 @@ class ConnectionOptions:
         self.logger = logger
         #: Sees every connection's events (see :mod:`.observer`); None: nobody.
         self.observer = observer
+        #: The server-wide read budget (``serve(max_buffered=...)``); None: none.
+        self.budget: ReadBudget | None = None
         self._timers: ConnectionTimers | None = None
 
     def timers(self, loop: asyncio.AbstractEventLoop) -> ConnectionTimers:
@@ -465,6 +469,9 @@ class Connection(asyncio.BufferedProtocol):
             self._queued_bytes -= len(data)
             if self._reading_paused:
                 self._maybe_resume_reading()
+            budget = self.options.budget
+            if budget is not None:
+                budget.update(self, self.buffered_bytes)
             if self._batch is None:
                 self._start_batch()
         else:
@@ -501,6 +508,9 @@ class Connection(asyncio.BufferedProtocol):
             self._queued_bytes -= len(data)
             if self._reading_paused:
                 self._maybe_resume_reading()
+            budget = self.options.budget
+            if budget is not None:
+                budget.update(self, self.buffered_bytes)
             return data
         protocol = self._open_protocol()
         if protocol.state is State.CLOSED or self._lingering:
@@ -674,8 +684,35 @@ class Connection(asyncio.BufferedProtocol):
         """The queue is full: pause reading (unless the write buffer already did)."""
         self._reading_paused = True
         assert self.transport is not None
-        if not self._write_paused:
+        if not self._write_paused and not self._held_by_budget():
             self.transport.pause_reading()
+
+    # The server-wide read budget (see .budget): a third reason to pause reading,
+    # beside a full queue and a full write buffer; reading resumes when none holds.
+
+    def _held_by_budget(self) -> bool:
+        budget = self.options.budget
+        return budget is not None and self in budget.paused
+
+    def _budget_pause(self) -> bool:
+        """Pause reading for the budget; False if this connection isn't reading data
+        (closing: it must read the peer's close frame)."""
+        protocol, transport = self.protocol, self.transport
+        if protocol is None or protocol.state is not State.OPEN or transport is None:
+            return False
+        if not self._reading_paused and not self._write_paused:
+            transport.pause_reading()
+        return True
+
+    def _budget_resume(self) -> None:
+        transport = self.transport
+        if (
+            not self._reading_paused
+            and not self._write_paused
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.resume_reading()
 
     def _maybe_resume_reading(self) -> None:
         """The application took a message: resume reading once the queue is down to
@@ -687,6 +724,7 @@ class Connection(asyncio.BufferedProtocol):
             self._reading_paused = False
             if (
                 not self._write_paused
+                and not self._held_by_budget()
                 and self.transport is not None
                 and not self.transport.is_closing()
             ):
@@ -858,11 +896,13 @@ class Connection(asyncio.BufferedProtocol):
                     transport.close()  # TLS: close_notify
             self._arm_close_timer()
         elif protocol.state is not State.OPEN:
-            if self._reading_paused or self._write_paused:
+            if self._reading_paused or self._write_paused or self._held_by_budget():
                 # Read the peer's close frame even if the application doesn't
                 # read, or the peer doesn't: no pong is sent after a close frame,
                 # and the closing handshake is bounded by close_timeout.
                 self._reading_paused = False
+                if self.options.budget is not None:
+                    self.options.budget.paused.discard(self)
                 transport.resume_reading()
             self._arm_close_timer()
 
@@ -933,6 +973,7 @@ class Connection(asyncio.BufferedProtocol):
         transport = self.transport
         if (
             not self._reading_paused
+            and not self._held_by_budget()
             and self.protocol is not None
             and transport is not None
             and not transport.is_closing()
@@ -1112,7 +1153,14 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _scratch_buffer()[: self.options.read_limit]
+        options = self.options
+        budget = options.budget
+        if budget is not None:
+            # Near the server-wide budget, reads shrink to the room left (at
+            # least MIN_READ): a thousand connections readable at once can't
+            # each land a whole read_limit past it.
+            return _scratch_buffer()[: budget.read_size(self, options.read_limit)]
+        return _scratch_buffer()[: options.read_limit]
 
     def buffer_updated(self, nbytes: int) -> None:
         data = _scratch_buffer()[:nbytes]
@@ -1125,6 +1173,9 @@ class Connection(asyncio.BufferedProtocol):
             return
         protocol.receive_data(data)
         self._process_events()
+        budget = self.options.budget
+        if budget is not None:
+            budget.update(self, self.buffered_bytes)
 
     def handshake_data_received(self, data: bytes) -> None:
         """Bytes received during the opening handshake (subclasses)."""
@@ -1158,6 +1209,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._batch = None
+        budget = self.options.budget
+        if budget is not None and self.protocol is not None:
+            budget.forget(self)  # it joined when it opened
         protocol = self.protocol
         if protocol is not None:
             protocol.receive_eof()

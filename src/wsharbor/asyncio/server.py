@@ -68,6 +68,7 @@ from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
 from ..protocol.http11 import Request, RequestParser, Response
 from ..typing import LoggerLike, Origin, Subprotocol
+from .budget import ReadBudget
 from .connection import (
     Connection,
     ConnectionOptions,
@@ -358,6 +359,9 @@ class ServerConnection(Connection):
         self._start_keepalive()
         server = self.server
         server._opened(self)
+        budget = self.options.budget
+        if budget is not None:
+            budget.join(self)
         observer = self.options.observer
         if observer is not None:
             observer.connection_opened(self)
@@ -880,6 +884,7 @@ class serve:
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: MaxSize = defaults.MAX_SIZE,
         max_fragments: int | None = defaults.MAX_FRAGMENTS,
+        max_buffered: int | None = defaults.MAX_BUFFERED,
         max_queue: MaxQueue = defaults.MAX_QUEUE,
         read_limit: int = defaults.READ_LIMIT,
         write_limit: WriteLimit = defaults.WRITE_LIMIT,
@@ -932,6 +937,9 @@ class serve:
             logger=logger,
             observer=observer,
         )
+        if max_buffered is not None:
+            # Shared by every connection of the server: see .budget.
+            self._options.budget = ReadBudget(max_buffered)
         # Built here so that bad settings (compression, origins, the Server
         # header) fail in the caller's frame. The one Server header rule:
         # DEFAULT is wsharbor/<version>, None omits it, and every response of

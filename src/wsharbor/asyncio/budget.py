@@ -1,0 +1,136 @@
+"""A server-wide budget for the bytes every connection buffers together.
+
+Each connection is bounded on its own: ``max_queue * max_size + read_limit``
+received bytes waiting for the application (see ``docs/asyncio.md``). With the
+defaults that is 32 MiB per connection, so a thousand clients flooding a
+handler that reads slowly could make a server hold tens of gigabytes, every one
+of them within its own limit. ``serve(max_buffered=N)`` adds a bound for all of
+them together.
+
+Theory of operation
+-------------------
+
+A :class:`ReadBudget` is shared by every connection of a server. A connection
+tells it how many bytes it holds (received, not yet read by the application:
+its ``buffered_bytes``) each time that changes, after a read and after the
+application takes a message. Connections that hold nothing are not in its
+table, so idle connections cost nothing.
+
+The budget keeps two ``MIN_READ`` (1 KiB) per open connection in reserve for
+the small reads described below; what is left is ``usable``. Once the total
+passes half of it, reading pauses on the connections holding the most: those
+holding more than their share, the other half divided by the number of open
+connections. Each connection can then add at most its share, so all of them
+together stay under ``usable`` (shares shrink as connections open: if it is
+spent anyway, only connections holding less than ``MIN_READ`` go on reading). A
+connection whose handler keeps up holds a message for a moment only, well
+under its share, and keeps its round trip; the flooders stop being read and
+their clients are pushed back by TCP. When the total falls to three eighths of
+``usable``, every connection the budget paused reads again.
+
+Pausing stops growth; only the application reading makes the total fall. Near
+``high``, reads shrink to the room left (at least ``MIN_READ``, 1 KiB), so that
+a thousand connections readable in the same event loop iteration can't each
+land a whole ``read_limit`` (64 KiB) past the budget: a connection holding
+less than ``MIN_READ`` adds at most ``MIN_READ`` before it is paused, which the
+reserve covers, so the total stays under ``max_buffered``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["MIN_READ", "ReadBudget"]
+
+#: The smallest read near the budget (a read must have room for something).
+MIN_READ = 1024
+
+
+class ReadBudget:
+    """The bytes buffered by all the connections of a server, and their bound."""
+
+    __slots__ = ("held", "high", "members", "over", "paused", "total")
+
+    def __init__(self, high: int) -> None:
+        if high <= 0:
+            raise ValueError(f"max_buffered must be positive or None, got {high}")
+        #: ``max_buffered``: the total stays under it.
+        self.high = high
+        #: Bytes held by each connection holding anything.
+        self.held: dict[Connection, int] = {}
+        self.total = 0
+        #: Open connections, holding anything or not.
+        self.members = 0
+        #: Connections whose reading the budget paused.
+        self.paused: set[Connection] = set()
+        self.over = False
+
+    @property
+    def usable(self) -> int:
+        """``max_buffered`` less what small reads may still add: two ``MIN_READ``
+        per open connection (see the module docstring)."""
+        return max(0, self.high - 2 * MIN_READ * self.members)
+
+    def join(self, connection: Connection) -> None:
+        """``connection`` is open (it may hold bytes from now on)."""
+        self.members += 1
+
+    def update(self, connection: Connection, held: int) -> None:
+        """``connection`` now holds ``held`` bytes."""
+        before = self.held.pop(connection, 0)
+        if held:
+            self.held[connection] = held
+        self.total += held - before
+        usable = self.usable
+        if self.total > usable // 2:
+            if not self.over:
+                self.over = True
+                self._pause_the_most()
+            elif connection not in self.paused and (
+                held > self.share() or (self.total > usable and held > MIN_READ)
+            ):
+                # Over its share; or the budget is spent (shares taken while few
+                # connections were open were larger) and it holds more than a
+                # small read: then only connections holding almost nothing read.
+                self._pause(connection)
+        elif self.over and self.total <= usable * 3 // 8:
+            self.over = False
+            paused, self.paused = self.paused, set()
+            for one in paused:
+                one._budget_resume()
+
+    def share(self) -> int:
+        """What a connection may hold while throttling: an equal part of the half
+        of the usable budget above the point where throttling starts."""
+        usable = self.usable
+        return (usable - usable // 2) // max(1, self.members)
+
+    def read_size(self, connection: Connection, read_limit: int) -> int:
+        """How much ``connection`` may read now: ``read_limit``, or less near the
+        budget: while throttling, no more than what is left of its share; never
+        more than the room left; at least ``MIN_READ``."""
+        room = self.usable - self.total
+        if self.over:
+            room = min(room, self.share() - self.held.get(connection, 0))
+        if room >= read_limit:
+            return read_limit
+        return max(MIN_READ, room)
+
+    def forget(self, connection: Connection) -> None:
+        """``connection`` is closed: what it held counts no more."""
+        self.members -= 1
+        self.paused.discard(connection)
+        self.update(connection, 0)
+
+    def _pause_the_most(self) -> None:
+        share = self.share()
+        for connection, held in self.held.items():
+            if held > share and connection not in self.paused:
+                self._pause(connection)
+
+    def _pause(self, connection: Connection) -> None:
+        if connection._budget_pause():
+            self.paused.add(connection)
