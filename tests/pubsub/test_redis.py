@@ -349,7 +349,12 @@ async def test_a_reader_that_never_reads_is_closed_and_memory_stays_bounded(
     write_limit, count, size = 16384, 10_000, 256
     async with (
         Hub(redis_server.url, format=fmt, max_skips=10) as hub,
-        HubServer(hub, sock=small_buffer_listener(), write_limit=write_limit) as server,
+        # The stalled reader reads only once the others have all 10,000 messages,
+        # which takes a while on a busy machine: a close_timeout that outlasts it
+        # keeps the close frame there for it to read (the test aborts it after).
+        HubServer(
+            hub, sock=small_buffer_listener(), write_limit=write_limit, close_timeout=120
+        ) as server,
     ):
         fast = [await Client.connect(server.port, "r") for _ in range(2)]
         clients += fast
