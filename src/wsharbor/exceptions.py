@@ -37,6 +37,7 @@
     │   └── TooManyFragments        ... or ``max_fragments`` frames
     ├── InvalidState                local misuse: an operation not allowed in this state
     ├── ConcurrencyError            two coroutines or threads receive at once
+    ├── WriteBufferFull             broadcast() skipped a connection over ``write_limit``
     ├── ConfigError                 application server: bad configuration
     ├── InvalidBrokerURL            pubsub: a broker URL that can't be used (also a ValueError)
     └── BrokerUnavailable           pubsub: the broker (Redis) can't be reached in time
@@ -53,7 +54,7 @@ limits websockets files under ``SecurityError`` are both ``HeadersTooLarge``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .protocol.frames import Close
@@ -99,6 +100,7 @@ __all__ = [
     "TooManyFragments",
     "TooManyHeaders",
     "WebSocketException",
+    "WriteBufferFull",
     "WsharborError",
 ]
 
@@ -367,6 +369,24 @@ class ConcurrencyError(WsharborError, RuntimeError):
     writing from different threads at the same time is fine. A ``RuntimeError``
     too, as in websockets.
     """
+
+
+class WriteBufferFull(WsharborError, RuntimeError):
+    """:func:`~wsharbor.broadcast` skipped a connection: its write buffer was over
+    ``write_limit`` (a peer that reads slower than the server sends).
+
+    Raised only inside the :exc:`ExceptionGroup` of
+    ``broadcast(..., raise_exceptions=True)``, beside websockets' errors of a
+    broadcast (:exc:`ConcurrencyError` for a fragmented message in progress,
+    :exc:`RuntimeError` for a failed write): a ``RuntimeError`` too, like them,
+    so that ``except* RuntimeError`` sees every connection that didn't get the
+    message. :attr:`connection` is the connection skipped.
+    """
+
+    def __init__(self, connection: Any, write_limit: int) -> None:
+        self.connection: Any = connection
+        self.write_limit = write_limit
+        super().__init__(f"write buffer over write_limit ({write_limit} bytes): message skipped")
 
 
 class ConfigError(WsharborError):
