@@ -18,7 +18,7 @@
     │   ├── InvalidHeader           a header is missing or wrong (400)
     │   │   ├── InvalidHeaderFormat ... it doesn't follow its grammar
     │   │   ├── InvalidHeaderValue  ... its value isn't acceptable
-    │   │   ├── InvalidUpgrade      Upgrade / Connection headers (400)
+    │   │   ├── InvalidUpgrade      Upgrade / Connection headers (426)
     │   │   ├── InvalidOrigin       Origin not in the allow-list (403)
     │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
@@ -263,7 +263,14 @@ class InvalidHeaderValue(InvalidHeader):
 
 
 class InvalidUpgrade(InvalidHeader):
-    """The Upgrade or Connection header does not ask for a WebSocket upgrade."""
+    """The Upgrade or Connection header does not ask for a WebSocket upgrade.
+
+    Answered with 426 Upgrade Required and ``Upgrade: websocket`` (RFC 9110
+    section 15.5.22), as websockets does: a browser or an HTTP client that
+    reached a WebSocket endpoint learns what it takes.
+    """
+
+    status = 426
 
 
 class InvalidOrigin(InvalidHeader):
