@@ -95,6 +95,14 @@ SERVERS: dict[str, ServerSpec] = {
             workloads=frozenset({"echo-64-1", "echo-64-100"}),
         ),
         ServerSpec(
+            "wsharbor-limits-32-64k",
+            "wsharbor.serve with the earlier defaults max_queue=32 and write_limit=64 KiB "
+            "(the measurement behind today's, docs/coming-from-websockets.md)",
+            module="benchmarks.servers.wsharbor_server",
+            args=("--max-queue", "32", "--write-limit", str(64 * 1024)),
+            workloads=frozenset({"echo-64-1", "echo-64-100", "echo-64k", "echo-1m"}),
+        ),
+        ServerSpec(
             "wsharbor-before",
             "wsharbor.serve from the checkout in $WSHARBOR_BEFORE (its src/ with the C "
             "accelerator built): a before/after comparison in one run",

@@ -215,8 +215,8 @@ def _req(port: int, drop: str = "", add: list[tuple[str, str]] | None = None, **
 
 def malformed_kinds(port: int) -> list[Kind]:
     """The malformed requests, each with wsharbor's documented status (see
-    ``wsharbor.exceptions``: 400 malformed or bad header, 405 not GET, 426 bad
-    version, 431 over a size limit, 505 not HTTP/1.1)."""
+    ``wsharbor.exceptions``: 400 malformed or bad header, 405 not GET, 426 not an
+    upgrade or bad version, 431 over a size limit, 505 not HTTP/1.1)."""
     rng = random.Random(13)
     good = _req(port)
     ok_head = good[: good.index(b"\r\n\r\n")]
@@ -237,10 +237,10 @@ def malformed_kinds(port: int) -> list[Kind]:
         # headers
         Kind("no Host", _req(port, drop="Host"), "400"),
         Kind("two Host", _req(port, add=[("+Host", "other")]), "400"),
-        Kind("no Upgrade", _req(port, drop="Upgrade"), "400"),
-        Kind("Upgrade: h2c", _req(port, add=[("Upgrade", "h2c")]), "400"),
-        Kind("no Connection", _req(port, drop="Connection"), "400"),
-        Kind("Connection: keep-alive", _req(port, add=[("Connection", "keep-alive")]), "400"),
+        Kind("no Upgrade", _req(port, drop="Upgrade"), "426"),
+        Kind("Upgrade: h2c", _req(port, add=[("Upgrade", "h2c")]), "426"),
+        Kind("no Connection", _req(port, drop="Connection"), "426"),
+        Kind("Connection: keep-alive", _req(port, add=[("Connection", "keep-alive")]), "426"),
         Kind("no Sec-WebSocket-Key", _req(port, drop="Sec-WebSocket-Key"), "400"),
         Kind("key not base64", _req(port, add=[("Sec-WebSocket-Key", "not base64!")]), "400"),
         Kind(

@@ -64,6 +64,7 @@ from .exceptions import (
     TooManyFragments,
     TooManyHeaders,
     WebSocketException,
+    WriteBufferFull,
     WsharborError,
 )
 from .version import __version__
@@ -209,6 +210,7 @@ __all__ = [
     "TooManyFragments",
     "TooManyHeaders",
     "WebSocketException",
+    "WriteBufferFull",
     "WsharborError",
     "__version__",
     "basic_auth",

@@ -18,11 +18,18 @@ The values and why (see ``docs/asyncio.md``, "Options"):
   :mod:`wsharbor.asyncio.budget`). Off by default: each connection is bounded on
   its own, and the right figure is the memory a server may spend on input
   buffers (``docs/asyncio.md``, "Buffers and backpressure").
-- ``MAX_QUEUE``: messages received and not read yet before reading pauses.
+- ``MAX_QUEUE``: messages received and not read yet before reading pauses:
+  16, as websockets. Reading also pauses at ``READ_LIMIT`` bytes, which binds
+  first for most traffic: measured, a flood holds the same (60 to 100 KiB, a
+  message more when it is larger) with 16 or 32 (``python -m
+  benchmarks.limits``), and 64-byte echo throughput doesn't change.
 - ``READ_LIMIT``: bytes received and not read yet before reading pauses; also
   the most one read from the socket takes.
 - ``WRITE_LIMIT``: the write buffer's high-water mark; above it ``send()`` waits
-  and reading pauses, until the buffer drains to a quarter of it.
+  and reading pauses, until the buffer drains to a quarter of it: 32 KiB, as
+  websockets. It is what a peer that doesn't read makes a connection hold
+  (above the kernel's buffers): measured, 32 KiB instead of 64 KiB with 64
+  KiB, with no change in 64 KiB echo throughput.
 - ``OPEN_TIMEOUT``, ``PING_INTERVAL``, ``PING_TIMEOUT``, ``CLOSE_TIMEOUT``:
   seconds, as websockets.
 - ``BACKOFF_*``: the delays between reconnection attempts of the threaded
@@ -55,9 +62,9 @@ __all__ = [
 MAX_SIZE: int = 2**20
 MAX_FRAGMENTS: int = 4096
 MAX_BUFFERED: int | None = None
-MAX_QUEUE: int = 32
+MAX_QUEUE: int = 16
 READ_LIMIT: int = 2**16
-WRITE_LIMIT: int = 2**16
+WRITE_LIMIT: int = 2**15
 OPEN_TIMEOUT: float = 10.0
 PING_INTERVAL: float = 20.0
 PING_TIMEOUT: float = 20.0

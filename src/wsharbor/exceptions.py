@@ -18,7 +18,7 @@
     │   ├── InvalidHeader           a header is missing or wrong (400)
     │   │   ├── InvalidHeaderFormat ... it doesn't follow its grammar
     │   │   ├── InvalidHeaderValue  ... its value isn't acceptable
-    │   │   ├── InvalidUpgrade      Upgrade / Connection headers (400)
+    │   │   ├── InvalidUpgrade      Upgrade / Connection headers (426)
     │   │   ├── InvalidOrigin       Origin not in the allow-list (403)
     │   │   └── InvalidVersion      Sec-WebSocket-Version is not 13 (426)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
@@ -37,6 +37,7 @@
     │   └── TooManyFragments        ... or ``max_fragments`` frames
     ├── InvalidState                local misuse: an operation not allowed in this state
     ├── ConcurrencyError            two coroutines or threads receive at once
+    ├── WriteBufferFull             broadcast() skipped a connection over ``write_limit``
     ├── ConfigError                 application server: bad configuration
     ├── InvalidBrokerURL            pubsub: a broker URL that can't be used (also a ValueError)
     └── BrokerUnavailable           pubsub: the broker (Redis) can't be reached in time
@@ -53,7 +54,7 @@ limits websockets files under ``SecurityError`` are both ``HeadersTooLarge``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .protocol.frames import Close
@@ -99,6 +100,7 @@ __all__ = [
     "TooManyFragments",
     "TooManyHeaders",
     "WebSocketException",
+    "WriteBufferFull",
     "WsharborError",
 ]
 
@@ -261,7 +263,14 @@ class InvalidHeaderValue(InvalidHeader):
 
 
 class InvalidUpgrade(InvalidHeader):
-    """The Upgrade or Connection header does not ask for a WebSocket upgrade."""
+    """The Upgrade or Connection header does not ask for a WebSocket upgrade.
+
+    Answered with 426 Upgrade Required and ``Upgrade: websocket`` (RFC 9110
+    section 15.5.22), as websockets does: a browser or an HTTP client that
+    reached a WebSocket endpoint learns what it takes.
+    """
+
+    status = 426
 
 
 class InvalidOrigin(InvalidHeader):
@@ -367,6 +376,24 @@ class ConcurrencyError(WsharborError, RuntimeError):
     writing from different threads at the same time is fine. A ``RuntimeError``
     too, as in websockets.
     """
+
+
+class WriteBufferFull(WsharborError, RuntimeError):
+    """:func:`~wsharbor.broadcast` skipped a connection: its write buffer was over
+    ``write_limit`` (a peer that reads slower than the server sends).
+
+    Raised only inside the :exc:`ExceptionGroup` of
+    ``broadcast(..., raise_exceptions=True)``, beside websockets' errors of a
+    broadcast (:exc:`ConcurrencyError` for a fragmented message in progress,
+    :exc:`RuntimeError` for a failed write): a ``RuntimeError`` too, like them,
+    so that ``except* RuntimeError`` sees every connection that didn't get the
+    message. :attr:`connection` is the connection skipped.
+    """
+
+    def __init__(self, connection: Any, write_limit: int) -> None:
+        self.connection: Any = connection
+        self.write_limit = write_limit
+        super().__init__(f"write buffer over write_limit ({write_limit} bytes): message skipped")
 
 
 class ConfigError(WsharborError):

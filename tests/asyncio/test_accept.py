@@ -265,7 +265,7 @@ async def test_lingering_close_is_bounded_by_close_timeout() -> None:
         reader, writer = await asyncio.open_connection(HOST, port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not an upgrade
         head = await wait(reader.readuntil(b"\r\n\r\n"))
-        assert head.startswith(b"HTTP/1.1 400")
+        assert head.startswith(b"HTTP/1.1 426")
         # Our side keeps its end open and keeps writing: the server reads and
         # drops it, then gives up after close_timeout.
         started = time.monotonic()

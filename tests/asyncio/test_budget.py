@@ -96,13 +96,15 @@ async def test_a_thousand_flooding_connections_stay_under_the_budget(
         echoes = 0
         try:
             assert flooders.stdout is not None
-            assert await wait(flooders.stdout.readline(), 60) == b"flooding\n"
+            assert await wait(flooders.stdout.readline(), 120) == b"flooding\n"
             # Two seconds of flood; the probe echoes all along.
             loop = asyncio.get_running_loop()
             end = loop.time() + 2.0
             while loop.time() < end:
                 await probe.send(f"probe {echoes}")
-                assert await wait(probe.recv()) == f"probe {echoes}"
+                # A deadline for a machine busy with other work too; what is
+                # checked is that the echoes keep coming, not how fast.
+                assert await wait(probe.recv(), 30) == f"probe {echoes}"
                 echoes += 1
                 peak = max(peak, total_buffered(server))
                 await asyncio.sleep(0.01)

@@ -194,7 +194,7 @@ async def test_plain_http_is_routed_then_rejected_by_the_handshake() -> None:
         )
     # The matched path goes on to the handshake, which rejects a request
     # without Upgrade; an unmatched path is a 404 first.
-    assert (reply.status, reply.body) == (400, b"missing Upgrade header\n")
+    assert (reply.status, reply.body) == (426, b"missing Upgrade header\n")
     assert missing.status == 404
 
 

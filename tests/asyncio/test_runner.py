@@ -179,6 +179,8 @@ def test_server_thread_send_broadcast_stop_from_sync_code() -> None:
             assert client.recv(timeout=TIMEOUT) == "direct"
             assert thread.broadcast(b"to all", timeout=TIMEOUT) == 0
             assert client.recv(timeout=TIMEOUT) == b"to all"
+            assert thread.broadcast(b"bytes as text", timeout=TIMEOUT, text=True) == 0
+            assert client.recv(timeout=TIMEOUT) == "bytes as text"
             fut = thread.run_coroutine(conn.ping())
             assert fut.result(TIMEOUT) is not None
             thread.stop(timeout=TIMEOUT)

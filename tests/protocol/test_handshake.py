@@ -226,18 +226,6 @@ class TestServerHandshake:
                 "invalid Host header: a, b (more than one)",
             ),
             (make_request(Host=""), InvalidHeader, "empty Host header"),
-            (make_request(remove=["Upgrade"]), InvalidUpgrade, "missing Upgrade header"),
-            (
-                make_request(Upgrade="h2c"),
-                InvalidUpgrade,
-                "invalid Upgrade header: h2c (expected websocket)",
-            ),
-            (make_request(remove=["Connection"]), InvalidUpgrade, "missing Connection header"),
-            (
-                make_request(Connection="keep-alive"),
-                InvalidUpgrade,
-                "invalid Connection header: keep-alive (expected Upgrade)",
-            ),
             (
                 make_request(remove=["Sec-WebSocket-Key"]),
                 InvalidHeader,
@@ -282,6 +270,34 @@ class TestServerHandshake:
         serialized = response.serialize()
         assert serialized.startswith(b"HTTP/1.1 400 Bad Request\r\n")
         assert serialized.count(b"\r\n\r\n") == 1
+
+    @pytest.mark.parametrize(
+        ("request_", "message"),
+        [
+            (make_request(remove=["Upgrade"]), "missing Upgrade header"),
+            (make_request(Upgrade="h2c"), "invalid Upgrade header: h2c (expected websocket)"),
+            (make_request(remove=["Connection"]), "missing Connection header"),
+            (
+                make_request(Connection="keep-alive"),
+                "invalid Connection header: keep-alive (expected Upgrade)",
+            ),
+        ],
+    )
+    def test_not_an_upgrade_gets_426_with_upgrade_websocket(
+        self, request_: Request, message: str
+    ) -> None:
+        # As websockets: 426 Upgrade Required names the protocol to switch to
+        # (RFC 9110 section 15.5.22).
+        handshake = ServerHandshake()
+        with pytest.raises(InvalidUpgrade) as exc_info:
+            handshake.accept(request_)
+        assert exc_info.value.status == 426
+        assert str(exc_info.value) == message
+        response = handshake.reject(exc_info.value)
+        assert (response.status, response.reason_phrase) == (426, "Upgrade Required")
+        assert response.headers["Upgrade"] == "websocket"
+        assert response.headers["Connection"] == "close"
+        assert response.body == (message + "\n").encode()
 
     @pytest.mark.parametrize(
         ("request_", "message"),
@@ -738,30 +754,30 @@ REQUESTS: dict[str, tuple[bytes, int, str]] = {
     "Upgrade h2c then websocket": (upgrade({b"Upgrade": [b"h2c", b"WebSocket"]}), 101, ""),
     "Upgrade h2c": (
         upgrade({b"Upgrade": [b"h2c"]}),
-        400,
+        426,
         "invalid Upgrade header: h2c (expected websocket)",
     ),
     "Upgrade h2c twice": (
         upgrade({b"Upgrade": [b"h2c", b"h2c"]}),
-        400,
+        426,
         "invalid Upgrade header: h2c, h2c (expected websocket)",
     ),
     "Upgrade websockets": (
         upgrade({b"Upgrade": [b"websockets"]}),
-        400,
+        426,
         "invalid Upgrade header: websockets (expected websocket)",
     ),
     "Upgrade websocket/13": (
         upgrade({b"Upgrade": [b"websocket/13"]}),
-        400,
+        426,
         "invalid Upgrade header: websocket/13 (expected websocket)",
     ),
     "Upgrade empty": (
         upgrade({b"Upgrade": [b""]}),
-        400,
+        426,
         "empty Upgrade header (expected websocket)",
     ),
-    "Upgrade missing": (upgrade({b"Upgrade": []}), 400, "missing Upgrade header"),
+    "Upgrade missing": (upgrade({b"Upgrade": []}), 426, "missing Upgrade header"),
     "Connection upgrade": (upgrade({b"Connection": [b"upgrade"]}), 101, ""),
     "Connection UPGRADE": (upgrade({b"Connection": [b"UPGRADE"]}), 101, ""),
     "Connection keep-alive, Upgrade": (upgrade({b"Connection": [b"keep-alive, Upgrade"]}), 101, ""),
@@ -774,20 +790,20 @@ REQUESTS: dict[str, tuple[bytes, int, str]] = {
     ),
     "Connection keep-alive": (
         upgrade({b"Connection": [b"keep-alive"]}),
-        400,
+        426,
         "invalid Connection header: keep-alive (expected Upgrade)",
     ),
     "Connection keep-alive twice": (
         upgrade({b"Connection": [b"keep-alive", b"close"]}),
-        400,
+        426,
         "invalid Connection header: keep-alive, close (expected Upgrade)",
     ),
     "Connection upgrades": (
         upgrade({b"Connection": [b"upgrades"]}),
-        400,
+        426,
         "invalid Connection header: upgrades (expected Upgrade)",
     ),
-    "Connection missing": (upgrade({b"Connection": []}), 400, "missing Connection header"),
+    "Connection missing": (upgrade({b"Connection": []}), 426, "missing Connection header"),
     "Key twice": (
         upgrade({b"Sec-WebSocket-Key": [RFC_KEY.encode(), RFC_KEY.encode()]}),
         400,

@@ -244,10 +244,11 @@ def test_process_response_modifies_or_replaces_the_response() -> None:
     assert (status, body) == (418, b"teapot\n")
 
 
-def test_plain_http_request_is_rejected_with_426_or_400() -> None:
+def test_plain_http_request_is_rejected_with_426() -> None:
     with sync_server() as server:
         status, headers, body = http_get(server, "/")
-        assert status == 400
+        assert status == 426
+        assert headers["Upgrade"] == "websocket"
         assert b"Upgrade" in body
         status, headers, _ = http_get(
             server,

@@ -45,13 +45,14 @@ import operator
 import os
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeAlias, cast, overload
 
 from .. import defaults
-from ..exceptions import ConcurrencyError, ConnectionClosedOK, InvalidState
+from ..exceptions import ConcurrencyError, ConnectionClosedOK, InvalidState, WriteBufferFull
 from ..protocol.connection import (
     BinaryMessage,
     Fragment,
@@ -1276,83 +1277,171 @@ async def _aiter(
             yield item
 
 
+# Why a connection didn't get a broadcast message: one of these, or the
+# exception raised while writing it.
+_NOT_OPEN = "not open"
+_FRAGMENTING = "sending a fragmented message"
+_BUFFER_FULL = "write buffer over write_limit"
+
+_Skip: TypeAlias = tuple["Connection", str | Exception]
+
+
+def _broadcast_frames(
+    connections: Iterable[Connection],
+    message: DataLike,
+    text: bool | None,
+) -> list[_Skip]:
+    """Write ``message`` to every connection that can take it now; return the others.
+
+    The code of both :func:`fanout` and :func:`broadcast`: they differ only in
+    what they tell about the connections skipped, each returned with why.
+    """
+    if isinstance(message, str):
+        payload = message.encode()
+        opcode = Opcode.BINARY if text is False else Opcode.TEXT
+    elif isinstance(message, bytes | bytearray | memoryview):
+        payload = bytes(message)
+        opcode = Opcode.TEXT if text is True else Opcode.BINARY
+    else:
+        raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
+    frame: bytes | None = None
+    skipped: list[_Skip] = []
+    for connection in connections:
+        protocol = connection.protocol
+        transport = connection.transport
+        if protocol is None or transport is None or protocol.state is not State.OPEN:
+            skipped.append((connection, _NOT_OPEN))
+            continue
+        if connection._fragmenting is not None:
+            skipped.append((connection, _FRAGMENTING))
+            continue
+        if transport.get_write_buffer_size() > connection.options.write_limit:
+            skipped.append((connection, _BUFFER_FULL))
+            continue
+        try:
+            if protocol.extensions or protocol.side is not Side.SERVER:
+                # A compression context (or a client's mask) is per connection.
+                if opcode is Opcode.TEXT:
+                    protocol.send_text(payload)
+                else:
+                    protocol.send_binary(payload)
+            else:
+                if frame is None:
+                    frame = serialize_frame(Frame(opcode, payload), mask=False)
+                protocol.send_preencoded(frame)
+            connection._flush()
+        except Exception as exc:
+            skipped.append((connection, exc))
+            continue
+        observer = connection.options.observer
+        if observer is not None:
+            observer.message_sent(connection)
+    return skipped
+
+
 def fanout(
     connections: Iterable[Connection],
-    message: Data,
+    message: DataLike,
+    *,
+    text: bool | None = None,
 ) -> list[Connection]:
     """Send ``message`` to every open connection without waiting; return those skipped.
 
-    The message is encoded once and the same bytes are written to every
-    connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). A connection is
-    skipped, and returned in the list, when it is not open, when it is in the
-    middle of sending a fragmented message, or when its write buffer is already
-    over ``write_limit``: so one slow reader can't grow the server's memory.
-    The list keeps the order of ``connections``; it is empty when every
-    connection got the message.
+    :func:`broadcast` without its reporting: the same code writes the message,
+    and the connections that didn't get it are returned, in the order of
+    ``connections`` (an empty list when every connection got it). A connection
+    is skipped when it is not open, when it is in the middle of sending a
+    fragmented message, when its write buffer is already over ``write_limit``
+    (so that one slow reader can't grow the server's memory), or when writing
+    to it failed. Nothing is logged.
 
     Callers that track slow readers (:mod:`wsharbor.pubsub` counts consecutive
-    skips per member and closes one that keeps falling behind) use this; those
-    that only need a count use :func:`broadcast`.
+    skips per member and closes one that keeps falling behind) use this.
 
     Not thread-safe: call it from the event loop's thread (see
     :class:`~wsharbor.asyncio.runner.ServerThread` for other threads).
     """
-    if isinstance(message, str):
-        payload = message.encode()
-        opcode = Opcode.TEXT
-    elif isinstance(message, bytes | bytearray | memoryview):
-        payload = bytes(message)
-        opcode = Opcode.BINARY
-    else:
-        raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
-    frame: bytes | None = None
-    skipped: list[Connection] = []
-    for connection in connections:
-        protocol = connection.protocol
-        transport = connection.transport
-        if (
-            protocol is None
-            or transport is None
-            or protocol.state is not State.OPEN
-            or connection._fragmenting is not None
-            or transport.get_write_buffer_size() > connection.options.write_limit
-        ):
-            skipped.append(connection)
-            continue
-        if protocol.extensions or protocol.side is not Side.SERVER:
-            if opcode is Opcode.TEXT:
-                protocol.send_text(payload)
-            else:
-                protocol.send_binary(payload)
-        else:
-            if frame is None:
-                frame = serialize_frame(Frame(opcode, payload), mask=False)
-            protocol.send_preencoded(frame)
-        connection._flush()
-        observer = connection.options.observer
-        if observer is not None:
-            observer.message_sent(connection)
-    if skipped:
-        logging.getLogger("wsharbor.server").debug("broadcast skipped %d connections", len(skipped))
-    return skipped
+    return [connection for connection, _ in _broadcast_frames(connections, message, text)]
 
 
 def broadcast(
     connections: Iterable[Connection],
-    message: Data,
-) -> int:
-    """Send ``message`` to every open connection without waiting; return how many were skipped.
+    message: DataLike,
+    *,
+    text: bool | None = None,
+    raise_exceptions: bool = False,
+) -> None:
+    """Send ``message`` to every open connection without waiting, as websockets does.
+
+    A ``str`` is sent as a text frame, a bytes-like object as a binary frame;
+    ``text=True`` sends UTF-8 bytes as text (no need to decode JSON a library
+    produced as bytes), ``text=False`` sends a ``str`` as binary.
 
     The message is encoded once and the same bytes are written to every
     connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). A connection whose
-    write buffer is already over ``write_limit`` is skipped, so one slow reader
-    can't grow the server's memory; so is a connection that is not open or is in
-    the middle of sending a fragmented message. Skipped connections are counted
-    and logged at debug level; :func:`fanout` returns them instead.
+    themselves, since their compression context differs). Connections that
+    aren't open are skipped silently (their closing handshake is in progress).
+    These are skipped too and don't get the message:
 
+    - a connection sending a fragmented message (a frame can't go in between);
+    - a connection whose write buffer is already over ``write_limit``: a peer
+      that reads slower than the server broadcasts. websockets writes to it
+      anyway, so its buffer grows until the connection times out; wsharbor
+      drops the message for that connection instead, so that one slow reader
+      can't grow the server's memory;
+    - a connection where writing failed.
+
+    By default those are logged at WARNING (``skipped broadcast: ...``, one
+    record per connection, but one record per call for the slow readers, which
+    can be many) and the call returns ``None``. With ``raise_exceptions=True``
+    they are raised together, after every other connection got the message,
+    in an :exc:`ExceptionGroup` of :exc:`~wsharbor.exceptions.ConcurrencyError`
+    (fragmented message), :exc:`~wsharbor.exceptions.WriteBufferFull` (slow
+    reader) and :exc:`RuntimeError` (write failure, the cause chained). All
+    three are ``RuntimeError``.
+
+    :func:`fanout` does the same and returns the skipped connections.
+
+    Raises :exc:`TypeError` when ``message`` is not ``str`` or bytes-like.
     Not thread-safe: call it from the event loop's thread (see
     :class:`~wsharbor.asyncio.runner.ServerThread` for other threads).
     """
-    return len(fanout(connections, message))
+    skipped = _broadcast_frames(connections, message, text)
+    if not skipped:
+        return
+    errors: list[Exception] = []
+    slow: list[Connection] = []
+    for connection, why in skipped:
+        if why is _NOT_OPEN:
+            continue
+        if why is _BUFFER_FULL:
+            if raise_exceptions:
+                errors.append(WriteBufferFull(connection, connection.options.write_limit))
+            else:
+                slow.append(connection)
+        elif why is _FRAGMENTING:
+            if raise_exceptions:
+                errors.append(ConcurrencyError(_FRAGMENTING))
+            else:
+                connection.logger.warning("skipped broadcast: %s", _FRAGMENTING)
+        else:
+            assert isinstance(why, Exception)
+            if raise_exceptions:
+                error = RuntimeError("failed to write message")
+                error.__cause__ = why
+                errors.append(error)
+            else:
+                connection.logger.warning(
+                    "skipped broadcast: failed to write message: %s",
+                    traceback.format_exception_only(why)[0].strip(),
+                )
+    if slow:
+        # One record per call: with many slow readers, one per connection
+        # would cost more than the broadcast itself.
+        slow[0].logger.warning(
+            "skipped broadcast: %d connection%s with a write buffer over write_limit",
+            len(slow),
+            "" if len(slow) == 1 else "s",
+        )
+    if errors:
+        raise ExceptionGroup("skipped broadcast", errors)

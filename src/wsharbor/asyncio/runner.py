@@ -22,8 +22,8 @@ from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..typing import Data
-from .connection import Connection, broadcast
+from ..typing import Data, DataLike
+from .connection import Connection, fanout
 from .server import Handler, Server, serve
 
 __all__ = ["ServerThread", "run", "serve_in_thread"]
@@ -165,19 +165,24 @@ class ServerThread:
 
     def broadcast(
         self,
-        message: Data,
+        message: DataLike,
         connections: Iterable[Connection] | None = None,
         timeout: float | None = None,
+        *,
+        text: bool | None = None,
     ) -> int:
         """Broadcast from another thread (to every open connection by default).
 
-        Returns how many connections were skipped; see :func:`wsharbor.broadcast`.
+        Returns how many connections didn't get the message: not open, in the
+        middle of a fragmented message, or over ``write_limit`` (see
+        :func:`wsharbor.fanout`, which it calls). ``text`` is as in
+        :func:`wsharbor.broadcast`.
         """
 
         async def do() -> int:
             assert self.server is not None
             targets = self.server.connections if connections is None else connections
-            return broadcast(targets, message)
+            return len(fanout(targets, message, text=text))
 
         return self.run_coroutine(do()).result(timeout)
 

@@ -169,11 +169,14 @@ class Accepted:
 def error_response(status: int, text: str, *, server_header: str | None = None) -> Response:
     """A plain-text error response for a failed handshake.
 
-    The body is ``text`` on one line. 426 carries ``Sec-WebSocket-Version: 13``
-    (RFC 6455 section 4.4), 405 carries ``Allow: GET`` (RFC 7231 section 6.5.5).
+    The body is ``text`` on one line. 426 carries ``Upgrade: websocket`` (RFC
+    9110 section 15.5.22: the protocol to switch to) and ``Sec-WebSocket-Version:
+    13`` (RFC 6455 section 4.4), 405 carries ``Allow: GET`` (RFC 7231 section
+    6.5.5).
     """
     headers = Headers()
     if status == 426:
+        headers["Upgrade"] = "websocket"
         headers["Sec-WebSocket-Version"] = "13"
     elif status == 405:
         headers["Allow"] = "GET"
@@ -244,7 +247,7 @@ class ServerHandshake:
 
         Raises the :exc:`~wsharbor.exceptions.InvalidHandshake` child of the first
         rule broken, in this order: method (405), Host (400), Upgrade and Connection
-        (400), Sec-WebSocket-Key (400), Sec-WebSocket-Version (426), Origin (403),
+        (426), Sec-WebSocket-Key (400), Sec-WebSocket-Version (426), Origin (403),
         extensions (400), subprotocol (400).
         """
         headers = request.headers

@@ -78,7 +78,9 @@ class ClientConnection(Connection):
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: MaxSize = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: MaxQueue = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
         logger: LoggerLike | None = None,
     ) -> None:
         super().__init__(
@@ -87,7 +89,9 @@ class ClientConnection(Connection):
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=max_size,
+            max_fragments=max_fragments,
             max_queue=max_queue,
+            read_limit=read_limit,
             logger=logger,
         )
         self._handshake = handshake
@@ -179,7 +183,9 @@ class reconnect:  # a class used like a function, as in websockets
         reconnect_delays: Callable[[], Iterator[float]] | None = None,
         # Limits
         max_size: MaxSize = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: MaxQueue = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
         # Logging
         logger: LoggerLike | None = None,
         # Customization
@@ -203,6 +209,8 @@ class reconnect:  # a class used like a function, as in websockets
             close_timeout=close_timeout,
             max_size=max_size,
             max_queue=max_queue,
+            max_fragments=max_fragments,
+            read_limit=read_limit,
         )
         if self._unix or sock is not None:
             proxy = None
@@ -230,7 +238,9 @@ class reconnect:  # a class used like a function, as in websockets
             "ping_timeout": ping_timeout,
             "close_timeout": close_timeout,
             "max_size": max_size,
+            "max_fragments": max_fragments,
             "max_queue": max_queue,
+            "read_limit": read_limit,
             "logger": self.logger,
         }
         self._socket_options = kwargs
@@ -455,7 +465,9 @@ def connect(
     close_timeout: float | None = defaults.CLOSE_TIMEOUT,
     # Limits
     max_size: MaxSize = defaults.MAX_SIZE,
+    max_fragments: int | None = defaults.MAX_FRAGMENTS,
     max_queue: MaxQueue = defaults.MAX_QUEUE,
+    read_limit: int = defaults.READ_LIMIT,
     # Logging
     logger: LoggerLike | None = None,
     # Customization
@@ -505,9 +517,14 @@ def connect(
     :param close_timeout: seconds to wait for the closing handshake; ``None``: no limit.
     :param max_size: the largest message received, in bytes (larger closes with
         1009), or ``(message, frame)`` limits; ``None``: no limit.
+    :param max_fragments: frames in one message received; more closes with
+        1009; ``None``: no limit.
     :param max_queue: frames received and not read yet above which reading
         pauses; reading resumes at a quarter of it; or ``(high, low)``;
-        ``None`` disables flow control.
+        ``None``: no limit in frames.
+    :param read_limit: the most bytes one read from the socket takes, and the
+        bytes received and not read yet above which reading pauses too
+        (resuming at a quarter of it).
     :param logger: logger of this connection (``wsharbor.client`` by default).
     :param create_connection: a :class:`ClientConnection` subclass to create.
 
@@ -539,7 +556,9 @@ def connect(
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_size=max_size,
+        max_fragments=max_fragments,
         max_queue=max_queue,
+        read_limit=read_limit,
         logger=logger,
         create_connection=create_connection,
         **kwargs,

@@ -43,6 +43,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -108,6 +109,8 @@ def validate_options(
     close_timeout: float | None,
     max_size: MaxSize,
     max_queue: MaxQueue,
+    max_fragments: int | None = defaults.MAX_FRAGMENTS,
+    read_limit: int = defaults.READ_LIMIT,
 ) -> None:
     """Raise :exc:`ValueError` for a bad timeout or limit, before anything connects."""
     for name, value in (
@@ -118,7 +121,9 @@ def validate_options(
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive or None, got {value}")
     _split_max_size(max_size)
-    Assembler(*_split_max_queue(max_queue))
+    if max_fragments is not None and max_fragments <= 0:
+        raise ValueError(f"max_fragments must be positive or None, got {max_fragments}")
+    Assembler(*_split_max_queue(max_queue), max_bytes=read_limit)
 
 
 def _as_payload(data: Data | bytearray | memoryview) -> bytes:
@@ -157,13 +162,14 @@ class Connection:
         for message in websocket:
             websocket.send(message)
 
-    ``ping_interval``, ``ping_timeout``, ``close_timeout``, ``max_size`` and
-    ``max_queue`` are those of ``connect()`` and ``serve()``.
+    ``ping_interval``, ``ping_timeout``, ``close_timeout``, ``max_size``,
+    ``max_fragments``, ``max_queue`` and ``read_limit`` are those of
+    ``connect()`` and ``serve()``.
     """
 
     side: Side
 
-    #: The most bytes one read from the socket takes.
+    #: The most bytes one read from the socket takes (``read_limit``).
     recv_bufsize: int = defaults.READ_LIMIT
 
     def __init__(
@@ -174,7 +180,9 @@ class Connection:
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: MaxSize = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: MaxQueue = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
         logger: LoggerLike | None = None,
     ) -> None:
         validate_options(
@@ -183,12 +191,16 @@ class Connection:
             close_timeout=close_timeout,
             max_size=max_size,
             max_queue=max_queue,
+            max_fragments=max_fragments,
+            read_limit=read_limit,
         )
         self.socket = sock
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.max_size, self.max_fragment_size = _split_max_size(max_size)
+        self.max_fragments = max_fragments
+        self.recv_bufsize = read_limit
         high, low = _split_max_queue(max_queue)
 
         #: Unique identifier of the connection, for logs.
@@ -212,7 +224,7 @@ class Connection:
 
         # Held while using the protocol and writing to the socket.
         self._mutex = threading.Lock()
-        self._messages = Assembler(high, low)
+        self._messages = Assembler(high, low, max_bytes=read_limit)
         # Set when the closing handshake starts: bounds every wait after it.
         self._close_deadline: Deadline | None = None
         self._eof_sent = False
@@ -527,10 +539,16 @@ class Connection:
 
         ``leftover`` holds the bytes received after the handshake (first frames).
         """
+        # The protocol checks each frame's declared length against what is
+        # left of max_size (and against the frame limit) from its header,
+        # before buffering its payload: a peer announcing 2**62 bytes gets
+        # 1009 at once.
         self.protocol = WebSocketProtocol(
             self.side,
             extensions=extensions,
             max_size=self.max_size,
+            max_frame_size=self.max_fragment_size,
+            max_fragments=self.max_fragments,
             stream_fragments=True,
             logger=self.logger,
         )
@@ -623,18 +641,9 @@ class Connection:
                 raise TimeoutError("timed out while closing connection")
 
     def _process_events(self, protocol: WebSocketProtocol, events: list[Any]) -> None:
-        limit = self.max_fragment_size
         for event in events:
             kind = type(event)
             if kind is Fragment:
-                if limit is not None and _too_big(event.data, limit):
-                    with self._mutex:
-                        protocol.fail(
-                            CloseCode.MESSAGE_TOO_BIG, f"frame exceeds limit of {limit} bytes"
-                        )
-                        self._send_data()
-                        self._closing()
-                    return
                 self._messages.put(event.data, event.final)
             elif kind is PongReceived:
                 self._acknowledge_pings(event.data)
@@ -855,23 +864,15 @@ def broadcast(
                     error.__cause__ = exc
                     errors.append(error)
                 else:
-                    connection.logger.warning("skipped broadcast: failed to write message: %s", exc)
+                    connection.logger.warning(
+                        "skipped broadcast: failed to write message: %s",
+                        traceback.format_exception_only(exc)[0].strip(),
+                    )
 
     with concurrent.futures.ThreadPoolExecutor(**kwargs) as executor:
         executor.map(send, connections)
     if errors:
         raise ExceptionGroup("skipped broadcast", errors)
-
-
-def _too_big(data: Data, limit: int) -> bool:
-    if isinstance(data, bytes):
-        return len(data) > limit
-    # A character is 1 to 4 bytes in UTF-8: encode only when it can't be told.
-    if len(data) > limit:
-        return True
-    if 4 * len(data) <= limit:
-        return False
-    return len(data.encode()) > limit
 
 
 def _address(getter: Callable[[], Any]) -> Any:

@@ -10,10 +10,12 @@ flag on the last fragment of a message. :meth:`Assembler.get` waits for a whole
 message and joins its fragments; :meth:`Assembler.get_iter` yields them as they
 come (``recv_streaming()``).
 
-Flow control counts fragments, that is frames, as websockets does: above
-``high`` queued fragments the reader thread stops reading from the socket
+Flow control counts fragments, that is frames, as websockets does, and their
+bytes, as wsharbor's asyncio layer does: above ``high`` queued fragments or
+``max_bytes`` queued bytes the reader thread stops reading from the socket
 (:meth:`Assembler.wait_for_room` blocks it), so TCP flow control pushes back on
-the peer; below ``low`` it reads again. Once the connection is closing, reading
+the peer; at or below ``low`` fragments and a quarter of ``max_bytes`` it reads
+again. Once the connection is closing, reading
 must go on so that the peer's close frame arrives: then the assembler never
 pauses, and drops whole messages that arrive while it is full (the application
 asked to close, as in the asyncio layer).
@@ -44,12 +46,17 @@ class Assembler:
     :param high: pause reading above this many queued fragments; ``None``
         disables flow control.
     :param low: resume reading at or below this many; ``high // 4`` by default.
+    :param max_bytes: pause reading above this many queued bytes too (characters
+        for text: the UTF-8 was decoded already); resume at a quarter of it.
+        ``None``: no byte limit.
 
     :meth:`get` and :meth:`get_iter` raise :exc:`EOFError` once :meth:`close`
     was called and every complete message before was returned.
     """
 
-    def __init__(self, high: int | None = None, low: int | None = None) -> None:
+    def __init__(
+        self, high: int | None = None, low: int | None = None, max_bytes: int | None = None
+    ) -> None:
         if high is not None and low is None:
             low = high // 4
         if high is None and low is not None:
@@ -61,8 +68,13 @@ class Assembler:
                 raise ValueError(
                     f"max_queue high-water mark ({high}) must be >= the low-water mark ({low})"
                 )
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"read_limit must be positive, got {max_bytes}")
         self.high = high
         self.low = low
+        self.max_bytes = max_bytes
+        #: Bytes (characters for text) of the fragments queued.
+        self.size = 0
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._resumed = threading.Condition(self._lock)
@@ -92,6 +104,7 @@ class Assembler:
                     self._dropping = False
                 return
             self._fragments.append((data, final))
+            self.size += len(data)
             self._not_empty.notify()
             self._maybe_pause()
 
@@ -118,16 +131,19 @@ class Assembler:
 
     def _maybe_pause(self) -> None:
         # "> high" so that high = 0 pauses after every fragment.
-        if (
-            self.high is not None
-            and not self._closing
-            and not self.paused
-            and len(self._fragments) > self.high
+        if self._closing or self.paused:
+            return
+        if (self.high is not None and len(self._fragments) > self.high) or (
+            self.max_bytes is not None and self.size > self.max_bytes
         ):
             self.paused = True
 
     def _maybe_resume(self) -> None:
-        if self.paused and self.low is not None and len(self._fragments) <= self.low:
+        if (
+            self.paused
+            and (self.low is None or len(self._fragments) <= self.low)
+            and (self.max_bytes is None or self.size <= self.max_bytes // 4)
+        ):
             self.paused = False
             self._resumed.notify()
 
@@ -149,6 +165,7 @@ class Assembler:
                 raise TimeoutError
             self._not_empty.wait(left)
         fragment = self._fragments.popleft()
+        self.size -= len(fragment[0])
         self._maybe_resume()
         return fragment
 
@@ -176,6 +193,7 @@ class Assembler:
                 except TimeoutError:
                     # Put back what was taken: the next call gets the whole message.
                     self._fragments.extendleft(reversed([(part, False) for part in parts]))
+                    self.size += sum(map(len, parts))
                     self._maybe_pause()
                     raise TimeoutError(f"timed out in {timeout or 0:.1f}s") from None
         finally:

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import http
 import logging
+import re
 import selectors
 import socket
 import ssl as ssl_module
@@ -89,7 +90,9 @@ class ServerConnection(Connection):
         ping_timeout: float | None = defaults.PING_TIMEOUT,
         close_timeout: float | None = defaults.CLOSE_TIMEOUT,
         max_size: MaxSize = defaults.MAX_SIZE,
+        max_fragments: int | None = defaults.MAX_FRAGMENTS,
         max_queue: MaxQueue = defaults.MAX_QUEUE,
+        read_limit: int = defaults.READ_LIMIT,
         logger: LoggerLike | None = None,
     ) -> None:
         super().__init__(
@@ -98,7 +101,9 @@ class ServerConnection(Connection):
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=max_size,
+            max_fragments=max_fragments,
             max_queue=max_queue,
+            read_limit=read_limit,
             logger=logger,
         )
         self._handshake = handshake
@@ -434,7 +439,7 @@ def serve(
     unix: bool = False,
     path: str | None = None,
     # WebSocket
-    origins: Sequence[Origin | None] | None = None,
+    origins: Sequence[Origin | re.Pattern[str] | None] | None = None,
     extensions: Sequence[ServerExtensionFactory] | None = None,
     subprotocols: Sequence[Subprotocol] | None = None,
     select_subprotocol: SelectSubprotocol | None = None,
@@ -450,7 +455,9 @@ def serve(
     close_timeout: float | None = defaults.CLOSE_TIMEOUT,
     # Limits
     max_size: MaxSize = defaults.MAX_SIZE,
+    max_fragments: int | None = defaults.MAX_FRAGMENTS,
     max_queue: MaxQueue = defaults.MAX_QUEUE,
+    read_limit: int = defaults.READ_LIMIT,
     # Logging
     logger: LoggerLike | None = None,
     # Customization
@@ -471,8 +478,9 @@ def serve(
     :param sock: a listening socket; replaces ``host`` and ``port``.
     :param ssl: TLS settings: serve ``wss://``.
     :param unix: listen on the Unix socket at ``path`` (see :func:`unix_serve`).
-    :param origins: allowed values of Origin; ``None`` in the list allows
-        requests without Origin; ``None``: no check.
+    :param origins: allowed values of Origin (strings, or ``re.Pattern`` that
+        must match the whole value); ``None`` in the list allows requests
+        without Origin; ``None``: no check.
     :param extensions: extension factories, tried in order for each offer.
     :param subprotocols: subprotocols supported, by order of preference.
     :param select_subprotocol: ``select_subprotocol(connection, offered)``
@@ -496,8 +504,13 @@ def serve(
     :param close_timeout: seconds to wait for the closing handshake.
     :param max_size: the largest message received, in bytes (larger closes with
         1009), or ``(message, frame)`` limits; ``None``: no limit.
+    :param max_fragments: frames in one message received; more closes with
+        1009; ``None``: no limit.
     :param max_queue: frames received and not read yet above which reading
-        pauses, or ``(high, low)``; ``None`` disables flow control.
+        pauses, or ``(high, low)``; ``None``: no limit in frames.
+    :param read_limit: the most bytes one read from the socket takes, and the
+        bytes received and not read yet above which reading pauses too
+        (resuming at a quarter of it).
     :param logger: the server's logger (``wsharbor.server`` by default).
     :param create_connection: a :class:`ServerConnection` subclass to create.
 
@@ -523,6 +536,8 @@ def serve(
         close_timeout=close_timeout,
         max_size=max_size,
         max_queue=max_queue,
+        max_fragments=max_fragments,
+        read_limit=read_limit,
     )
 
     if sock is None:
@@ -571,7 +586,9 @@ def serve(
                 ping_timeout=ping_timeout,
                 close_timeout=close_timeout,
                 max_size=max_size,
+                max_fragments=max_fragments,
                 max_queue=max_queue,
+                read_limit=read_limit,
                 logger=logger,
             )
             if select_subprotocol is not None:
