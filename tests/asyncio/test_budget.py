@@ -128,3 +128,48 @@ async def test_a_thousand_flooding_connections_stay_under_the_budget(
 def test_max_buffered_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_buffered must be positive"):
         wsharbor.serve(handler, HOST, 0, max_buffered=0)
+
+
+class Reader:
+    """A connection as the budget sees it: it reads when not paused, and never
+    gives its bytes to an application (the worst case: a handler that doesn't
+    read)."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.held = 0
+
+    def _budget_pause(self) -> bool:
+        self.paused = True
+        return True
+
+    def _budget_resume(self) -> None:
+        self.paused = False
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_total_never_passes_the_budget_whatever_the_order(seed: int) -> None:
+    """Connections join while others flood (shares taken early are larger than
+    later ones): the total stays under ``max_buffered`` all the same."""
+    import random
+
+    from wsharbor.asyncio.budget import ReadBudget
+
+    rng = random.Random(seed)
+    budget = ReadBudget(256 * 1024)
+    readers: list[Reader] = []
+    for _ in range(20000):
+        active = [reader for reader in readers if not reader.paused]
+        if len(readers) < 300 and (not active or rng.random() < 0.05):
+            reader = Reader()  # connections keep opening, even when all wait
+            readers.append(reader)
+            budget.join(reader)  # type: ignore[arg-type]
+            continue
+        if not active:
+            break
+        reader = rng.choice(active)
+        size = budget.read_size(reader, 65536)  # type: ignore[arg-type]
+        reader.held += size if rng.random() < 0.7 else rng.randint(1, size)
+        budget.update(reader, reader.held)  # type: ignore[arg-type]
+        assert budget.total == sum(reader.held for reader in readers)
+        assert budget.total <= budget.high, (budget.total, len(readers))

@@ -17,12 +17,11 @@ application takes a message. Connections that hold nothing are not in its
 table, so idle connections cost nothing.
 
 The budget keeps two ``MIN_READ`` (1 KiB) per open connection in reserve for
-the small reads described below; what is left is ``usable``. Once the total
-passes half of it, reading pauses on the connections holding the most: those
-holding more than their share, the other half divided by the number of open
-connections. Each connection can then add at most its share, so all of them
-together stay under ``usable`` (shares shrink as connections open: if it is
-spent anyway, only connections holding less than ``MIN_READ`` go on reading). A
+the small reads described below, and at least a quarter of ``max_buffered``;
+what is left is ``usable``. Once the total passes half of it, reading pauses on
+the connections holding the most: those holding more than their share, the
+other half divided by the number of open connections. Each connection can then
+add at most its share, so all of them together stay under ``usable``. A
 connection whose handler keeps up holds a message for a moment only, well
 under its share, and keeps its round trip; the flooders stop being read and
 their clients are pushed back by TCP. When the total falls to three eighths of
@@ -31,9 +30,17 @@ their clients are pushed back by TCP. When the total falls to three eighths of
 Pausing stops growth; only the application reading makes the total fall. Near
 ``high``, reads shrink to the room left (at least ``MIN_READ``, 1 KiB), so that
 a thousand connections readable in the same event loop iteration can't each
-land a whole ``read_limit`` (64 KiB) past the budget: a connection holding
-less than ``MIN_READ`` adds at most ``MIN_READ`` before it is paused, which the
-reserve covers, so the total stays under ``max_buffered``.
+land a whole ``read_limit`` (64 KiB) past the budget.
+
+Shares are computed from the connections open at the time: connections that
+opened early, while a flood began, may have taken shares larger than today's,
+and the reserve be spent. The bound holds anyway: no read is larger than the
+room left under ``max_buffered``, and when less than ``MIN_READ`` is left every
+open connection is paused until the total falls to three eighths of
+``usable`` (a connection opening then waits). The total counts messages as the
+application gets them: with compression, one read of a paused-at-the-limit
+connection may still inflate into messages of up to ``max_size`` each, so the
+bound is ``max_buffered`` plus what one read inflates to.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ class ReadBudget:
         self.held: dict[Connection, int] = {}
         self.total = 0
         #: Open connections, holding anything or not.
-        self.members = 0
+        self.members: set[Connection] = set()
         #: Connections whose reading the budget paused.
         self.paused: set[Connection] = set()
         self.over = False
@@ -72,11 +79,14 @@ class ReadBudget:
     def usable(self) -> int:
         """``max_buffered`` less what small reads may still add: two ``MIN_READ``
         per open connection (see the module docstring)."""
-        return max(0, self.high - 2 * MIN_READ * self.members)
+        reserve = max(2 * MIN_READ * len(self.members), self.high // 4)
+        return max(0, self.high - reserve)
 
     def join(self, connection: Connection) -> None:
         """``connection`` is open (it may hold bytes from now on)."""
-        self.members += 1
+        self.members.add(connection)
+        if self.high - self.total < MIN_READ:
+            self._pause(connection)  # spent: it waits with the others
 
     def update(self, connection: Connection, held: int) -> None:
         """``connection`` now holds ``held`` bytes."""
@@ -85,12 +95,18 @@ class ReadBudget:
             self.held[connection] = held
         self.total += held - before
         usable = self.usable
-        if self.total > usable // 2:
+        if self.high - self.total < MIN_READ:
+            # Spent, whatever the shares were (see the module docstring).
+            self.over = True
+            for member in self.members:
+                if member not in self.paused:
+                    self._pause(member)
+        elif self.total > usable // 2:
             if not self.over:
                 self.over = True
                 self._pause_the_most()
             elif connection not in self.paused and (
-                held > self.share() or (self.total > usable and held > MIN_READ)
+                held > self.share() or (self.total > usable and held >= MIN_READ)
             ):
                 # Over its share; or the budget is spent (shares taken while few
                 # connections were open were larger) and it holds more than a
@@ -106,22 +122,24 @@ class ReadBudget:
         """What a connection may hold while throttling: an equal part of the half
         of the usable budget above the point where throttling starts."""
         usable = self.usable
-        return (usable - usable // 2) // max(1, self.members)
+        return (usable - usable // 2) // max(1, len(self.members))
 
     def read_size(self, connection: Connection, read_limit: int) -> int:
         """How much ``connection`` may read now: ``read_limit``, or less near the
         budget: while throttling, no more than what is left of its share; never
-        more than the room left; at least ``MIN_READ``."""
+        more than the room left; at least ``MIN_READ``, unless less is left under
+        ``max_buffered`` (then every open connection is paused: only one that
+        isn't reading data, in its handshake or closing, reads at most that)."""
         room = self.usable - self.total
         if self.over:
             room = min(room, self.share() - self.held.get(connection, 0))
         if room >= read_limit:
             return read_limit
-        return max(MIN_READ, room)
+        return max(1, min(max(MIN_READ, room), self.high - self.total))
 
     def forget(self, connection: Connection) -> None:
         """``connection`` is closed: what it held counts no more."""
-        self.members -= 1
+        self.members.discard(connection)
         self.paused.discard(connection)
         self.update(connection, 0)
 
