@@ -91,6 +91,8 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 #: Size of the per-thread scratch buffer that every connection reads into.
 _SCRATCH_SIZE = 256 * 1024
+#: The most one read into a frame's own payload buffer takes (see get_buffer).
+_DIRECT_READ_MAX = 1 << 20
 _scratch = threading.local()
 
 
@@ -1112,18 +1114,26 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        protocol = self.protocol
+        if protocol is not None:
+            # The rest of a large frame's payload: read straight into it.
+            view = protocol.receive_buffer(_DIRECT_READ_MAX)
+            if view is not None:
+                return view
         return _scratch_buffer()[: self.options.read_limit]
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _scratch_buffer()[:nbytes]
         observer = self.options.observer
         if observer is not None:
             observer.data_received(self, nbytes)
         protocol = self.protocol
         if protocol is None:
-            self.handshake_data_received(bytes(data))
+            self.handshake_data_received(bytes(_scratch_buffer()[:nbytes]))
             return
-        protocol.receive_data(data)
+        if protocol.receiving_into:
+            protocol.received_into(nbytes)
+        else:
+            protocol.receive_data(_scratch_buffer()[:nbytes])
         self._process_events()
 
     def handshake_data_received(self, data: bytes) -> None:
