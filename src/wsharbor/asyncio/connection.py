@@ -61,7 +61,7 @@ from ..protocol.connection import (
     TextMessage,
     WebSocketProtocol,
 )
-from ..protocol.frames import SEND_JOIN_BELOW, CloseCode, Frame, Opcode, serialize_frame
+from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
 from ..protocol.http11 import Request, Response
 from ..typing import Data, DataLike, LoggerLike
 from .deadlines import DeadlineQueue
@@ -111,17 +111,23 @@ def _scratch_buffer() -> memoryview:
 _joining_writelines: dict[type, bool] = {}
 
 
+#: On a transport whose ``writelines`` joins, payloads from this size on are
+#: written on their own (see :func:`_writelines`); smaller ones are joined.
+_WRITE_APART_FROM = 128 * 1024
+
+
 def _writelines(transport: asyncio.WriteTransport, buffers: list[bytes]) -> None:
     """Write ``buffers`` in order with as few calls and copies as the transport allows.
 
     Where ``writelines`` is scatter/gather (uvloop, Python 3.12's socket
     transport, TLS), one call. Where it joins everything into one new ``bytes``
-    (Python 3.11's socket transport), a large payload (a buffer of
-    ``SEND_JOIN_BELOW`` bytes or more, which the protocol sends apart from its
-    header) is written on its own, as a memoryview: joining would copy it into
-    fresh memory (page faults included: a third of the server's CPU for 1 MiB
-    messages), and a memoryview spares the copy of what the socket doesn't take
-    at once (3.11 slices ``bytes`` before buffering the rest).
+    (Python 3.11's socket transport), a payload of ``_WRITE_APART_FROM`` bytes
+    or more (the protocol sends large ones apart from their header) is written
+    on its own, as a memoryview: joining would copy it into fresh memory (page
+    faults included: a third of the server's CPU for 1 MiB messages), and a
+    memoryview spares the copy of what the socket doesn't take at once (3.11
+    slices ``bytes`` before buffering the rest). Below that size, one more
+    system call (the header in its own TCP segment) costs more than the copy.
     """
     kind = type(transport)
     joins = _joining_writelines.get(kind)
@@ -134,7 +140,7 @@ def _writelines(transport: asyncio.WriteTransport, buffers: list[bytes]) -> None
         return
     start = 0
     for index, buffer in enumerate(buffers):
-        if len(buffer) >= SEND_JOIN_BELOW:
+        if len(buffer) >= _WRITE_APART_FROM:
             if index > start:
                 small = buffers[start:index]
                 transport.write(small[0] if len(small) == 1 else b"".join(small))
@@ -532,9 +538,10 @@ class Connection(asyncio.BufferedProtocol):
                 del waiter
         if type(data) is Fragment:
             data = await self._rest_of_message(data)
+        # Not typing.cast: a function call per message.
         if decode is None:
-            return cast(Data, data)
-        return await self._convert(cast(Data, data), decode)
+            return data  # type: ignore[return-value]
+        return await self._convert(data, decode)  # type: ignore[arg-type]
 
     async def _next_item(self) -> Data | Fragment:
         """The next queued message or fragment; waits for one if none is queued."""
@@ -1169,7 +1176,11 @@ class Connection(asyncio.BufferedProtocol):
             view = protocol.receive_buffer(_DIRECT_READ_MAX)
             if view is not None:
                 return view
-        return _scratch_buffer()[: self.options.read_limit]
+        try:
+            scratch: memoryview = _scratch.view
+        except AttributeError:
+            scratch = _scratch_buffer()
+        return scratch[: self.options.read_limit]
 
     def buffer_updated(self, nbytes: int) -> None:
         observer = self.options.observer
@@ -1182,7 +1193,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol.receiving_into:
             protocol.received_into(nbytes)
         else:
-            protocol.receive_data(_scratch_buffer()[:nbytes])
+            protocol.receive_data(_scratch.view[:nbytes])
         self._process_events()
 
     def handshake_data_received(self, data: bytes) -> None:
@@ -1196,7 +1207,7 @@ class Connection(asyncio.BufferedProtocol):
         for event in protocol.events_received():
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                waiter = self._deliver(cast("TextMessage | BinaryMessage", event).data)
+                waiter = self._deliver(event.data)  # type: ignore[union-attr]
             elif kind is Fragment:
                 # A message streamed for recv_streaming(): after its last
                 # frame, messages are reassembled by the protocol again.

@@ -41,6 +41,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from .. import defaults
 from ..exceptions import (
@@ -168,6 +169,14 @@ Event = TextMessage | BinaryMessage | Fragment | PingReceived | PongReceived | C
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
+# The events of whole messages, built without their dataclass __init__ (a frozen
+# dataclass sets each field through object.__setattr__: 2.5 times the cost):
+# object.__new__, then the slot's own setter, which the frozen __setattr__
+# doesn't guard. Equal to the instances __init__ makes.
+_new_event = object.__new__
+_set_text_data = cast(Any, TextMessage).__dict__["data"].__set__
+_set_binary_data = cast(Any, BinaryMessage).__dict__["data"].__set__
+
 
 def _without_tracebacks(exc: Exception) -> Exception:
     """``exc`` with the tracebacks of it and of its causes and contexts removed."""
@@ -223,6 +232,7 @@ class WebSocketProtocol:
         "max_fragments",
         "max_frame_size",
         "max_size",
+        "receiving_into",
         "side",
         "state",
         "stream_fragments",
@@ -282,6 +292,9 @@ class WebSocketProtocol:
         #: True when the I/O layer should close the TCP connection.
         self.close_transport = False
         self._discard_input = False
+        #: True while the view from the last :meth:`receive_buffer` call is lent:
+        #: the next bytes received are in it, for :meth:`received_into`.
+        self.receiving_into = False
 
     # Public API: outputs.
 
@@ -363,19 +376,14 @@ class WebSocketProtocol:
         failure, or without the C accelerator): read into a buffer of your own
         and call :meth:`receive_data`.
         """
-        if self._discard_input:
-            return None
-        return self._parser.receive_buffer(size)
-
-    @property
-    def receiving_into(self) -> bool:
-        """Whether the view from the last :meth:`receive_buffer` call is lent: the
-        next bytes received are in it and go to :meth:`received_into`."""
-        return self._parser.lent
+        view = None if self._discard_input else self._parser.receive_buffer(size)
+        self.receiving_into = view is not None
+        return view
 
     def received_into(self, nbytes: int) -> None:
         """Process ``nbytes`` read into the view :meth:`receive_buffer` returned,
         before any other input. Never raises."""
+        self.receiving_into = False
         if self._discard_input:
             return
         try:
@@ -388,14 +396,47 @@ class WebSocketProtocol:
 
     def _parse(self) -> None:
         parser = self._parser
+        events = self._events
         try:
             while not self._discard_input:
-                frame = parser.parse()
-                if frame is None:
+                raw = parser.parse_raw()
+                if raw is None:
                     pending = parser.pending
                     if pending is not None:
                         self._receive_pending(pending)
                     break
+                b0, data = raw
+                if (
+                    (b0 == 0x82 or b0 == 0x81)
+                    and self._recv_opcode is None
+                    and not self.extensions
+                    and not self.stream_fragments
+                    and not self.debug
+                ):
+                    # Fast path: a whole message in one frame (FIN, no reserved
+                    # bit, text or binary), no extension: what _receive_frame
+                    # does, without a Frame or a call.
+                    if self.max_size is not None and len(data) > self.max_size:
+                        raise PayloadTooBig(self._too_big(len(data)))
+                    if b0 == 0x82:
+                        event: Event = _new_event(BinaryMessage)
+                        _set_binary_data(event, data)
+                    else:
+                        # If the frame arrived in pieces, they were validated
+                        # as they came; decoding validates it whole.
+                        self._recv_validator = None
+                        event = _new_event(TextMessage)
+                        _set_text_data(event, data.decode())
+                    events.append(event)
+                    continue
+                frame = Frame(
+                    Opcode(b0 & 0x0F),
+                    data,
+                    bool(b0 & 0x80),
+                    bool(b0 & 0x40),
+                    bool(b0 & 0x20),
+                    bool(b0 & 0x10),
+                )
                 if self.debug:
                     self.logger.debug("< %s", frame)
                 self._receive_frame(frame)

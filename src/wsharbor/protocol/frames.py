@@ -527,13 +527,13 @@ class PendingFrame:
                 return self.header + received
             return self.header + apply_mask(received, self._mask)
 
-    def finish(self) -> Frame:
-        """The complete frame (call once every payload byte was received)."""
+    def finish(self) -> bytes:
+        """The complete payload (call once every byte of it was received)."""
         if self.received != self.length:
             raise ValueError("the payload is incomplete")
         # With the accelerator: the bytes filled in place, no copy.
-        data = self._payload.finish() if self._view is not None else bytes(self._payload)
-        return Frame(self.opcode, data, self.fin, self.rsv1, self.rsv2, self.rsv3)
+        data: bytes = self._payload.finish() if self._view is not None else bytes(self._payload)
+        return data
 
 
 class FrameParser:
@@ -669,13 +669,31 @@ class FrameParser:
         Reserved bits are reported in the frame; the caller checks them against
         the negotiated extensions.
         """
+        raw = self.parse_raw()
+        if raw is None:
+            return None
+        b0, data = raw
+        return Frame(
+            _OPCODES[b0 & 0x0F],
+            data,
+            bool(b0 & 0x80),
+            bool(b0 & 0x40),
+            bool(b0 & 0x20),
+            bool(b0 & 0x10),
+        )
+
+    def parse_raw(self) -> tuple[int, bytes] | None:
+        """:meth:`parse` without building the :class:`Frame`: the frame's first
+        header byte (FIN, RSV1-3 and a valid opcode) and its payload. The
+        protocol's path for whole data messages, where building a ``Frame``
+        would be a third of the parsing."""
         pending = self._pending
         if pending is not None:
             if pending.received < pending.length:
                 return None
             self._pending = None
             self.taken = pending.taken
-            return pending.finish()
+            return pending.header[0], pending.finish()
         self.taken = 0
         borrowed = self._input
         buf = self._buf if borrowed is None else borrowed
@@ -781,4 +799,4 @@ class FrameParser:
             self._pos = 0
         else:
             self._pos = end
-        return Frame(opcode, data, fin, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
+        return b0, data
