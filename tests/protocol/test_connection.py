@@ -18,7 +18,7 @@ import logging
 import random
 import struct
 import tracemalloc
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given, settings
@@ -1301,6 +1301,25 @@ def test_large_payload_sent_after_its_header_without_a_copy(side: Side) -> None:
     assert feed(peer, *output) == [BinaryMessage(payload)]
     proto.send_text("x" * 100)
     assert len(proto.data_to_send()) == 1
+
+
+@pytest.mark.parametrize(
+    ("wire", "event"),
+    [
+        (frame_bytes(TEXT, "κόσμε".encode()), TextMessage("κόσμε")),
+        (frame_bytes(BINARY, b"\x00\xff"), BinaryMessage(b"\x00\xff")),
+    ],
+)
+def test_fast_path_events_are_the_dataclasses(wire: bytes, event: Event) -> None:
+    """Whole messages take a path that builds their events without __init__: they
+    are the same frozen, equal, hashable objects."""
+    (received,) = feed(make(), wire)
+    assert type(received) is type(event)
+    assert received == event
+    assert hash(received) == hash(event)
+    assert repr(received) == repr(event)
+    with pytest.raises(FrozenInstanceError):
+        received.data = b"changed"  # type: ignore[misc]
 
 
 # Buffers.

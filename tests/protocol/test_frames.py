@@ -899,6 +899,30 @@ def test_feed_twice_before_parse_keeps_both() -> None:
     assert parse_all(parser) == [Frame(Opcode.TEXT, b"one"), Frame(Opcode.TEXT, b"two")]
 
 
+def test_parse_raw_is_parse_without_the_frame() -> None:
+    frames_in = [
+        Frame(Opcode.TEXT, b"hi", fin=False, rsv1=True),
+        Frame(Opcode.CONT, b"!", rsv3=True),
+        Frame(Opcode.PING, b""),
+        Frame(Opcode.BINARY, b"x" * 70_000),
+    ]
+    wire = b"".join(serialize_frame(frame, mask=True) for frame in frames_in)
+    parser, raw_parser = FrameParser(mask=True), FrameParser(mask=True)
+    parser.feed(wire)
+    raws = []
+    for start in range(0, len(wire), 1000):  # the large one becomes pending
+        raw_parser.feed(wire[start : start + 1000])
+        while (raw := raw_parser.parse_raw()) is not None:
+            raws.append(raw)
+    assert [
+        (b0 & 0x0F, bool(b0 & 0x80), bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10), data)
+        for b0, data in raws
+    ] == [
+        (frame.opcode, frame.fin, frame.rsv1, frame.rsv2, frame.rsv3, frame.data)
+        for frame in parse_all(parser)
+    ]
+
+
 # Sending large payloads without joining them to their header.
 
 
