@@ -670,27 +670,27 @@ class WebSocketProtocol:
 
     def _receive_pending(self, pending: PendingFrame) -> None:
         """A frame's header was parsed and its payload is arriving: check what can
-        be checked already, so that a bad frame fails before it completes."""
+        be checked already, in the order :meth:`_receive_frame` checks it, so that
+        a bad frame fails before it completes, the same way."""
+        if self.extensions:
+            # Reserved bits and payloads are the extensions' to interpret first
+            # (a compressed payload can't be validated before it is inflated).
+            return
         opcode = pending.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if self._recv_opcode is not None:
-                raise ProtocolError(
-                    "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
-                )
-        elif opcode is Opcode.CONT:
+        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY and opcode is not Opcode.CONT:
+            return  # a control frame: at most 125 bytes, checked when complete
+        if pending.rsv1 or pending.rsv2 or pending.rsv3:
+            raise ProtocolError(
+                "reserved bits set without a negotiated extension (RFC 6455 section 5.2)"
+            )
+        if opcode is Opcode.CONT:
             if self._recv_opcode is None:
                 raise ProtocolError(
                     "continuation frame without a message in progress (RFC 6455 section 5.4)"
                 )
-        else:
-            return  # a control frame: at most 125 bytes, checked when complete
-        if self.extensions:
-            # Reserved bits and payloads are the extensions' to interpret (a
-            # compressed payload can't be validated before it is inflated).
-            return
-        if pending.rsv1 or pending.rsv2 or pending.rsv3:
+        elif self._recv_opcode is not None:
             raise ProtocolError(
-                "reserved bits set without a negotiated extension (RFC 6455 section 5.2)"
+                "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
             )
         validator = self._recv_validator
         if opcode is Opcode.TEXT and validator is None:
