@@ -34,6 +34,7 @@ with atheris.instrument_imports(include=["wsharbor"]):
         headers,
         http11,
         uri,
+        utf8,
     )
 
 http = types.SimpleNamespace(
@@ -52,6 +53,7 @@ __all__ = [
     "http",
     "run",
     "split",
+    "utf8",
 ]
 
 

@@ -4,7 +4,10 @@ Input: ``flags seed data...``
 
 - ``flags`` bit 0: ``mask`` (True: the server side, frames must be masked);
   bit 1: set ``max_size``, to ``MAX_SIZES[(flags >> 2) % len(MAX_SIZES)]``.
-- ``seed``: how ``data`` is cut into chunks (see ``_common.split``).
+- ``seed``: how ``data`` is cut into chunks (see ``_common.split``); the chunked
+  run reads like an I/O layer: into the buffer ``receive_buffer()`` lends when it
+  lends one (a pending payload read in place), else into a scratch buffer that is
+  overwritten once ``parse()`` returned ``None``.
 
 Checks:
 
@@ -14,7 +17,7 @@ Checks:
 - every frame returned obeys RFC 6455: a control frame is final and at most 125
   bytes, a data frame is within ``max_size``;
 - a frame serialized again (``serialize_frame``) parses back to itself;
-- the C and the Python masking functions agree.
+- the C and the Python masking functions agree, in place too, from any offset.
 """
 
 from __future__ import annotations
@@ -26,14 +29,29 @@ MAX_SIZES = (0, 1, 2, 125, 126, 127, 128, 1000, 65535, 65536, 2**20, 2**62, 2**6
 Outcome = tuple[list[frames.Frame], tuple[type[Exception], str] | None, int]
 
 
-def parse_chunks(chunks: list[bytes], mask: bool, max_size: int | None) -> Outcome:
+def parse_chunks(
+    chunks: list[bytes], mask: bool, max_size: int | None, *, io: bool = False
+) -> Outcome:
     parser = frames.FrameParser(mask=mask, max_size=max_size)
     out: list[frames.Frame] = []
+    scratch = bytearray(max(map(len, chunks), default=0))
     try:
         for chunk in chunks:
-            parser.feed(chunk)
+            view = parser.receive_buffer(len(chunk)) if io else None
+            if view is not None:
+                size = min(len(view), len(chunk))
+                view[:size] = chunk[:size]
+                parser.received_into(size)
+                if size < len(chunk):
+                    parser.feed(chunk[size:])
+            elif io:
+                scratch[: len(chunk)] = chunk
+                parser.feed(memoryview(scratch)[: len(chunk)])
+            else:
+                parser.feed(chunk)
             while (frame := parser.parse()) is not None:
                 out.append(frame)
+            scratch[:] = b"\xa5" * len(scratch)  # the next read overwrites it
     except (exceptions.ProtocolError, exceptions.PayloadTooBig) as exc:
         return out, (type(exc), str(exc)), parser.buffered
     return out, None, parser.buffered
@@ -47,7 +65,7 @@ def test_one_input(data: bytes) -> None:
     max_size = MAX_SIZES[(flags >> 2) % len(MAX_SIZES)] if flags & 2 else None
 
     whole = parse_chunks([body], mask, max_size)
-    chunked = parse_chunks(split(body, seed), mask, max_size)
+    chunked = parse_chunks(split(body, seed), mask, max_size, io=True)
     assert whole[0] == chunked[0], (whole[0], chunked[0])
     assert whole[1] == chunked[1], (whole[1], chunked[1])
     if whole[1] is None:
@@ -68,6 +86,13 @@ def test_one_input(data: bytes) -> None:
         assert frames.apply_mask(body, key) == frames.apply_mask_python(body, key)
         view = memoryview(body)[1:]
         assert frames.apply_mask(view, key) == frames.apply_mask_python(view, key)
+        offset = seed % 8
+        in_place, in_place_python = bytearray(view), bytearray(view)
+        frames.apply_mask_inplace(in_place, key, offset)
+        frames.apply_mask_inplace_python(in_place_python, key, offset)
+        assert in_place == in_place_python
+        rotated = key[offset % 4 :] + key[: offset % 4]
+        assert bytes(in_place) == frames.apply_mask(view, rotated)
 
 
 if __name__ == "__main__":

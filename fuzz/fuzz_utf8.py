@@ -12,14 +12,21 @@ Input: ``flags seed payload...``
   empty final continuation frame.
 - ``seed``: how ``payload`` is cut into fragments (``_common.split``).
 
+The serialized frames are fed cut where ``seed`` says too (a frame arriving in
+pieces is validated piece by piece), so the verdict may come in the middle of a
+frame.
+
 Checks: the message is delivered (whole, or as fragments that join to it) iff the
 payload is valid UTF-8, and then equals the decoded payload; otherwise the
 protocol closes with 1007 and what it delivered is a prefix of the valid part.
+The streaming validator (``utf8.Utf8Validator``, the C one when built) fed the
+payload in the same pieces agrees with ``bytes.decode``, and never fails later
+than the standard library's incremental decoder.
 """
 
 from __future__ import annotations
 
-from _common import connection, deflate, frames, run, split
+from _common import connection, deflate, frames, run, split, utf8
 
 Opcode = frames.Opcode
 
@@ -64,9 +71,12 @@ def test_one_input(data: bytes) -> None:
     protocol = connection.WebSocketProtocol(
         connection.Side.SERVER, extensions=extensions, max_size=None, stream_fragments=stream
     )
-    for frame in to_send:
-        protocol.receive_data(frames.serialize_frame(frame, mask=True))
+    wire = b"".join(frames.serialize_frame(frame, mask=True) for frame in to_send)
+    for chunk in split(wire, seed ^ 0x55):
+        protocol.receive_data(chunk)
     events = protocol.events_received()
+
+    check_validator(payload, split(payload, seed))
 
     if expected is None:
         sent = protocol.close_sent
@@ -90,6 +100,32 @@ def test_one_input(data: bytes) -> None:
         assert "".join(str(event.data) for event in events) == expected
     else:
         assert events == [connection.TextMessage(expected)], events
+
+
+def first_failure(validator: utf8.Utf8ValidatorLike, pieces: list[bytes]) -> int | None:
+    """Index of the piece where ``validator`` raises (len(pieces): at the end)."""
+    for index, piece in enumerate(pieces):
+        try:
+            validator.feed(piece)
+        except UnicodeDecodeError:
+            return index
+    try:
+        validator.feed(b"", True)
+    except UnicodeDecodeError:
+        return len(pieces)
+    return None
+
+
+def check_validator(payload: bytes, pieces: list[bytes]) -> None:
+    reference = first_failure(utf8.Utf8ValidatorPython(), pieces)
+    got = first_failure(utf8.Utf8Validator(), pieces)
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        assert reference is not None and got is not None, (reference, got)
+        assert got <= reference, (got, reference)
+    else:
+        assert reference is None and got is None, (reference, got)
 
 
 if __name__ == "__main__":

@@ -686,14 +686,36 @@ async def test_6_4_fail_fast_on_invalid_first_fragment(client: FuzzingClient) ->
 
 
 async def test_6_4_3_fail_fast_inside_a_frame(client: FuzzingClient) -> None:
-    # 6.4.3 / 6.4.4: the invalid sequence arrives in the middle of a frame
-    # whose end is never sent. The frame is incomplete, so a frame-level
-    # implementation can't fail before it completes: we only require the
-    # verdict once the frame is complete.
-    frame = build_frame(TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80edited")
-    client.write(frame[:-3])
+    # 6.4.3: a text frame sent in three chops, the second one holding the
+    # invalid sequence: 1007 arrives before the third chop is sent (the text is
+    # validated as it arrives, not when the frame completes: issue 13, item 7).
+    kosme = "κόσμε".encode()
+    frame = build_frame(TEXT, kosme + b"\xf4\x90\x80\x80edited")
+    header = 2 + 4
+    client.write(frame[: header + len(kosme)])
     await client.drain()
-    client.write(frame[-3:])
+    client.write(frame[header + len(kosme) : header + len(kosme) + 4])
+    await client.expect_close(1007)  # the rest of the frame is never sent
+
+
+async def test_6_4_4_fail_fast_at_the_invalid_octet(client: FuzzingClient) -> None:
+    # 6.4.4: as 6.4.3, with only the octet that makes the text invalid in the
+    # second chop (\xf4 starts a valid sequence, \x90 after it can't).
+    kosme = "κόσμε".encode()
+    frame = build_frame(TEXT, kosme + b"\xf4\x90\x80\x80edited")
+    cut = 2 + 4 + len(kosme) + 1
+    client.write(frame[:cut])
+    await client.drain()
+    client.write(frame[cut : cut + 1])
+    await client.expect_close(1007)
+
+
+async def test_6_fail_fast_in_a_large_frame(client: FuzzingClient) -> None:
+    # A 4 MiB text frame with a bad byte in its first KiB: refused after the
+    # first 64 KiB, without the server waiting for (or buffering) the rest.
+    payload = b"a" * 1000 + b"\xc0\xaf" + b"b" * (4 * MiB - 1002)
+    frame = build_frame(TEXT, payload)
+    client.write(frame[: 64 * 1024])
     await client.expect_close(1007)
 
 

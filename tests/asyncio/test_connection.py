@@ -21,6 +21,7 @@ from wsharbor import (
     ConnectionClosedOK,
     ServerConnection,
 )
+from wsharbor.asyncio.wakeup import DirectFuture
 from wsharbor.protocol.frames import Opcode
 
 from .conftest import HOST, TIMEOUT, RawClient, port_of, uri_of, wait
@@ -453,7 +454,13 @@ async def test_recv_cancelled_as_message_arrives_keeps_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The message lands in recv()'s waiter and the task is cancelled in the same
-    loop iteration: the next recv() must still return it, with the byte count right."""
+    loop iteration: the next recv() must still return it, with the byte count right.
+
+    A waiter is woken at once when the message arrives in a protocol callback
+    (DirectFuture.wake), which leaves no room for the race; it is woken in the
+    next iteration, as any future, when a task is running then. The second way
+    is forced here."""
+    monkeypatch.setattr(DirectFuture, "wake", DirectFuture._schedule)
     victims: list[asyncio.Task[Any]] = []
     original = ServerConnection.buffer_updated
 

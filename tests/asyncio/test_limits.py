@@ -8,6 +8,7 @@ server (bytes buffered), and the close code is checked on the wire.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 
 import pytest
@@ -210,3 +211,46 @@ async def test_1009_is_read_whole_while_the_client_still_sends(compression: str 
             assert close.code == 1009
             assert await client.read_to_eof() == b""  # a reset raises
             await client.close_transport()
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+async def test_headers_announcing_max_size_cost_what_is_sent_not_what_is_announced() -> None:
+    """A large frame's payload is received into a buffer of its final size, made
+    from its header: that buffer must not be resident memory before the payload
+    arrives, or a header of 10 bytes would make the server hold max_size. 200
+    connections each announce a frame of max_size (1 MiB) and send 1 KiB of it."""
+    count, sent = 200, 1024
+    connections: list[ServerConnection] = []
+    all_in = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        connections.append(ws)
+        if len(connections) == count:
+            all_in.set_result(None)
+        await ws.wait_closed()
+
+    async with wsharbor.serve(handler, HOST, 0, compression=None) as server:
+        clients = [await RawClient.connect(port_of(server)) for _ in range(count)]
+        await wait(all_in)
+        header = struct.pack("!BBQ", 0x82, 0x80 | 127, defaults.MAX_SIZE) + b"mask"
+        before = _rss_kib()
+        for client in clients:
+            client.writer.write(header + b"\x00" * sent)
+        for client in clients:
+            await wait(client.writer.drain())
+        async with asyncio.timeout(TIMEOUT):
+            while sum(ws.buffered_bytes for ws in connections) < count * sent:
+                await asyncio.sleep(0.01)  # polling the server's count, bounded
+        grown = _rss_kib() - before
+        print(f"\n{count} headers of {defaults.MAX_SIZE} bytes: RSS +{grown} KiB")
+        assert grown < count * defaults.MAX_SIZE // 1024 // 8, grown
+        for client in clients:
+            client.writer.transport.abort()

@@ -18,7 +18,7 @@ import logging
 import random
 import struct
 import tracemalloc
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given, settings
@@ -32,6 +32,7 @@ from wsharbor.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
+from wsharbor.protocol import frames
 from wsharbor.protocol.connection import (
     OK_CLOSE_CODES,
     BinaryMessage,
@@ -1102,6 +1103,223 @@ def test_long_failure_reason_is_truncated_on_the_wire() -> None:
     server.fail(1002, "x" * 500)
     close = assert_failed(server, 1002)
     assert close.reason == "x" * 120 + "..."
+
+
+# Fail fast inside a frame: a text payload is validated as it arrives (Autobahn
+# 6.4.3 and 6.4.4; issue 13, item 7), and what a header says is checked before
+# its payload is complete.
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_autobahn_6_4_3_invalid_utf8_refused_before_the_frame_ends(stream: bool) -> None:
+    """6.4.3: a text frame sent in three chops, the second one invalid: 1007 comes
+    right after the second chop, the third is never needed."""
+    server = make(stream_fragments=stream)
+    payload = KOSME + b"\xf4\x90\x80\x80" + b"edited"
+    wire = raw_frame(TEXT, payload)
+    header = 2 + 4
+    assert feed(server, wire[: header + len(KOSME)]) == []
+    assert server.data_to_send() == []
+    assert feed(server, wire[header + len(KOSME) : header + len(KOSME) + 4]) == []
+    close = assert_failed(server, 1007, UnicodeDecodeError)
+    assert "invalid" in close.reason
+    assert feed(server, wire[header + len(KOSME) + 4 :]) == []  # the rest: dropped
+    assert server.data_to_send() == []
+
+
+def test_autobahn_6_4_4_refused_at_the_invalid_byte() -> None:
+    """6.4.4: the second chop is only the octet that makes the payload invalid."""
+    server = make()
+    payload = KOSME + b"\xf4\x90\x80\x80" + b"edited"
+    wire = raw_frame(TEXT, payload)
+    header = 2 + 4
+    cut = header + len(KOSME) + 1  # \xf4 alone is a valid start
+    assert feed(server, wire[:cut]) == []
+    assert server.data_to_send() == []
+    assert feed(server, wire[cut : cut + 1]) == []  # \x90: above U+10FFFF
+    assert_failed(server, 1007, UnicodeDecodeError)
+
+
+def test_large_text_frame_with_a_bad_byte_early_fails_without_the_rest() -> None:
+    """A 1 MiB text frame whose first KiB is invalid: refused after that KiB, with
+    a megabyte never buffered."""
+    server = make()
+    payload = b"a" * 1000 + b"\xff" + b"b" * (2**20 - 1001)
+    wire = raw_frame(TEXT, payload)
+    feed(server, wire[:2000])
+    assert_failed(server, 1007, UnicodeDecodeError)
+    assert server.buffered_input == 0
+
+
+def test_invalid_utf8_inside_a_continuation_frame_fails_at_once() -> None:
+    """6.4.1/6.4.2 with the second fragment itself cut: 1007 inside it."""
+    server = make()
+    feed(server, raw_frame(TEXT, KOSME, fin=False))
+    wire = raw_frame(CONT, b"ok\xed\xa0\x80" + b"x" * 200, fin=False)
+    assert feed(server, wire[: 2 + 2 + 4 + 6]) == []  # header, then "ok", U+D800, "x"
+    assert_failed(server, 1007, UnicodeDecodeError)
+
+
+@pytest.mark.parametrize("chop", [1, 2, 3, 7])
+@pytest.mark.parametrize("stream", [False, True])
+def test_valid_text_in_pieces_split_anywhere(chop: int, stream: bool) -> None:
+    """Sequences cut between pieces of a frame and between frames stay valid."""
+    server = make(stream_fragments=stream)
+    text = "κόσμε 😀 ☃ " * 20
+    data = text.encode()
+    third = len(data) // 3 + 1  # cuts inside sequences
+    chunks = [
+        raw_frame(TEXT, data[:third], fin=False),
+        raw_frame(CONT, data[third : 2 * third], fin=False),
+        raw_frame(CONT, data[2 * third :]),
+    ]
+    events = feed(server, *chunks, chop=chop)
+    if stream:
+        assert all(isinstance(event, Fragment) for event in events)
+        assert "".join(str(event.data) for event in events) == text  # type: ignore[union-attr]
+    else:
+        assert events == [TextMessage(text)]
+    assert server.data_to_send() == []
+    assert server.failure is None
+    # And a single frame in pieces.
+    assert feed(server, raw_frame(TEXT, data), chop=chop) == (
+        [Fragment(text, True)] if stream else [TextMessage(text)]
+    )
+
+
+def test_sequence_cut_at_the_end_of_a_message_in_pieces_fails() -> None:
+    server = make()
+    wire = raw_frame(TEXT, b"abc\xe2\x98")
+    assert feed(server, wire, chop=1) == []
+    assert_failed(server, 1007, UnicodeDecodeError)
+
+
+def test_binary_payload_in_pieces_is_not_validated() -> None:
+    server = make()
+    assert feed(server, raw_frame(BINARY, b"\xff" * 1000), chop=100) == [
+        BinaryMessage(b"\xff" * 1000)
+    ]
+    feed(server, raw_frame(BINARY, b"\xff", fin=False))
+    assert feed(server, raw_frame(CONT, b"\xfe" * 300), chop=50) == [
+        BinaryMessage(b"\xff" + b"\xfe" * 300)
+    ]
+
+
+def test_compressed_text_in_pieces_is_validated_once_inflated() -> None:
+    """A compressed payload can't be validated before it is inflated: no 1007 for
+    its bytes, and its text arrives whole."""
+    server = make(extensions=[deflate()])
+    rng = random.Random(2)
+    text = "".join(rng.choice("κόσμε😀☃abc ") for _ in range(3000))
+    encoded = deflate().encode(Frame(TEXT, text.encode()))
+    wire = serialize_frame(encoded, mask=True)
+    with pytest.raises(UnicodeDecodeError):
+        encoded.data.decode()  # as it is on the wire, the payload isn't UTF-8
+    assert feed(server, wire, chop=500) == [TextMessage(text)]
+    assert server.failure is None
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "match"),
+    [
+        (raw_frame(TEXT, b"a", fin=False), raw_frame(BINARY, b"b" * 300), "continuation"),
+        (b"", raw_frame(CONT, b"c" * 300), "without a message"),
+        (b"", raw_frame(BINARY, b"d" * 300, rsv=4), "reserved bits"),
+    ],
+    ids=["new-message-while-fragmenting", "continuation-without-message", "rsv1"],
+)
+def test_header_errors_fail_before_the_payload_completes(
+    first: bytes, second: bytes, match: str
+) -> None:
+    server = make()
+    feed(server, first)
+    assert feed(server, second[:20]) == []  # header and the start of the payload
+    close = assert_failed(server, 1002, ProtocolError)
+    assert match in close.reason
+
+
+def test_receive_buffer_reads_a_large_payload_in_place() -> None:
+    """The I/O layer's path: bytes read straight into the payload's own buffer."""
+    server = make(max_size=None)
+    payload = random.Random(1).randbytes(300_000)
+    wire = raw_frame(BINARY, payload)
+    assert server.receive_buffer(1 << 20) is None  # nothing pending
+    server.receive_data(wire[:1000])
+    pos = 1000
+    while (view := server.receive_buffer(65536)) is not None:
+        assert server.receiving_into
+        size = min(len(view), len(wire) - pos)
+        view[:size] = wire[pos : pos + size]
+        server.received_into(size)
+        assert not server.receiving_into
+        pos += size
+        if pos == len(wire):
+            break
+        assert server.buffered_input == pos
+    assert pos > 1000 if frames.SPEEDUPS else pos == 1000
+    if pos < len(wire):
+        server.receive_data(wire[pos:])
+    assert server.events_received() == [BinaryMessage(payload)]
+    assert server.buffered_input == 0
+
+
+def test_receive_buffer_validates_text_read_in_place() -> None:
+    server = make()
+    payload = b"a" * 50_000 + b"\xc0" + b"a" * 50_000
+    wire = raw_frame(TEXT, payload)
+    server.receive_data(wire[:100])
+    view = server.receive_buffer(60_000)
+    if view is None:
+        assert not frames.SPEEDUPS
+        return
+    view[:] = wire[100 : 100 + len(view)]
+    server.received_into(len(view))
+    assert_failed(server, 1007, UnicodeDecodeError)
+    assert server.receive_buffer(60_000) is None  # failed: nothing more is read
+    server.received_into(10)  # ignored after a failure
+    assert server.data_to_send() == []
+
+
+def test_received_into_misuse_is_an_internal_error() -> None:
+    server = make()
+    server.received_into(10)  # nothing was lent
+    assert_failed(server, 1011, ValueError)
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_large_payload_sent_after_its_header_without_a_copy(side: Side) -> None:
+    proto = make(side)
+    payload = bytes(frames.SEND_JOIN_BELOW)
+    proto.send_binary(payload)
+    output = proto.data_to_send()
+    assert len(output) == 2
+    if side is Side.SERVER:
+        assert output[1] is payload
+    else:
+        assert output[1] != payload  # masked: a copy
+    peer = make(Side.CLIENT if side is Side.SERVER else Side.SERVER)
+    assert feed(peer, *output) == [BinaryMessage(payload)]
+    proto.send_text("x" * 100)
+    assert len(proto.data_to_send()) == 1
+
+
+@pytest.mark.parametrize(
+    ("wire", "event"),
+    [
+        (frame_bytes(TEXT, "κόσμε".encode()), TextMessage("κόσμε")),
+        (frame_bytes(BINARY, b"\x00\xff"), BinaryMessage(b"\x00\xff")),
+    ],
+)
+def test_fast_path_events_are_the_dataclasses(wire: bytes, event: Event) -> None:
+    """Whole messages take a path that builds their events without __init__: they
+    are the same frozen, equal, hashable objects."""
+    (received,) = feed(make(), wire)
+    assert type(received) is type(event)
+    assert received == event
+    assert hash(received) == hash(event)
+    assert repr(received) == repr(event)
+    with pytest.raises(FrozenInstanceError):
+        received.data = b"changed"  # type: ignore[misc]
 
 
 # Buffers.

@@ -6,6 +6,7 @@ Parsers are fed their input whole, one byte at a time, and with trailing bytes (
 from __future__ import annotations
 
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from wsharbor.protocol import frames
 from wsharbor.protocol.frames import (
     CTRL_OPCODES,
     DATA_OPCODES,
+    DIRECT_READ_MIN,
+    SEND_JOIN_BELOW,
     SPEEDUPS,
     Close,
     CloseCode,
@@ -27,9 +30,13 @@ from wsharbor.protocol.frames import (
     FrameParser,
     Opcode,
     apply_mask,
+    apply_mask_inplace,
+    apply_mask_inplace_python,
     apply_mask_python,
     serialize_data_frame,
+    serialize_data_frame_parts,
     serialize_frame,
+    serialize_frame_parts,
 )
 
 # Helpers.
@@ -642,6 +649,309 @@ def test_no_speedups_env_loads_the_fallback() -> None:
     assert result.stdout.strip() == "ok"
 
 
+# Masking in place.
+
+
+@pytest.mark.parametrize("func", [apply_mask_inplace, apply_mask_inplace_python])
+@pytest.mark.parametrize("offset", range(9))
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 15, 16, 17, 31, 100, 20_000])
+def test_apply_mask_inplace_from_any_payload_offset(func: object, offset: int, length: int) -> None:
+    """Unmasking a payload piece by piece, each piece at its offset, gives the
+    payload unmasked whole."""
+    payload = os.urandom(offset + length)
+    mask = os.urandom(4)
+    expected = reference_mask(payload, mask)
+    buf = bytearray(payload)
+    func(memoryview(buf)[:offset], mask, 0)  # type: ignore[operator]
+    func(memoryview(buf)[offset:], mask, offset)  # type: ignore[operator]
+    assert bytes(buf) == expected
+
+
+@pytest.mark.parametrize("func", [apply_mask_inplace, apply_mask_inplace_python])
+def test_apply_mask_inplace_bytearray_and_errors(func: object) -> None:
+    data = bytearray(b"Hello")
+    assert func(data, HELLO_MASK, 0) is None  # type: ignore[operator]
+    assert data == bytes.fromhex("7f9f4d5158")
+    with pytest.raises(ValueError, match="4 bytes"):
+        func(data, b"\x01\x02\x03", 0)  # type: ignore[operator]
+    with pytest.raises(ValueError, match="offset"):
+        func(data, HELLO_MASK, -1)  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        func(b"read-only", HELLO_MASK, 0)  # type: ignore[operator]
+
+
+def test_payload_buffer() -> None:
+    speedups = pytest.importorskip("wsharbor.protocol._speedups")
+    mask = os.urandom(4)
+    payload = os.urandom(100)
+    wire = reference_mask(payload, mask)
+    buf = speedups.PayloadBuffer(100)
+    assert buf.size == 100
+    buf.write(0, wire[:7], mask)  # copied and unmasked in one pass
+    view = memoryview(buf)
+    assert not view.readonly
+    view[7:50] = wire[7:50]  # a read straight into it
+    apply_mask_inplace(view[7:50], mask, 7)
+    buf.write(50, payload[50:])  # no mask: copied as it is
+    data = buf.finish()
+    assert type(data) is bytes
+    assert data == payload
+    with pytest.raises(BufferError):
+        memoryview(buf)
+    with pytest.raises(ValueError, match="finished"):
+        buf.finish()
+    with pytest.raises(ValueError, match="finished"):
+        buf.write(0, b"x")
+
+
+def test_payload_buffer_bounds() -> None:
+    speedups = pytest.importorskip("wsharbor.protocol._speedups")
+    buf = speedups.PayloadBuffer(4)
+    with pytest.raises(ValueError, match="past the end"):
+        buf.write(2, b"xyz")
+    with pytest.raises(ValueError, match="past the end"):
+        buf.write(-1, b"x")
+    with pytest.raises(ValueError, match="4 bytes"):
+        buf.write(0, b"x", b"12")
+    with pytest.raises(ValueError, match="positive"):
+        speedups.PayloadBuffer(0)
+    with pytest.raises(MemoryError):
+        speedups.PayloadBuffer(2**62)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+@pytest.mark.skipif(not SPEEDUPS, reason="the pure-Python payload grows as bytes arrive")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+def test_a_header_alone_costs_no_resident_memory() -> None:
+    """The payload buffer of a frame is allocated from its header, not initialised:
+    a peer announcing large frames and sending nothing more makes no memory
+    resident (the pure-Python fallback grows its buffer as the payload arrives)."""
+    size = 64 * 2**20
+    parsers = [FrameParser(mask=True) for _ in range(8)]
+    before = _rss_kib()
+    for parser in parsers:
+        parser.feed(raw_header(Opcode.BINARY, size, masked=True) + b"mask" + b"x" * 100)
+        assert parser.parse() is None
+        assert parser.pending is not None
+    grown = _rss_kib() - before
+    assert grown < 8 * size // 1024 // 16, f"{grown} KiB resident for 8 headers of 64 MiB"
+
+
+# Frames whose payload arrives in pieces.
+
+MASK_KEY = b"\x12\x34\x56\x78"
+
+
+def test_pending_frame_assembled_from_pieces_of_any_size() -> None:
+    payload = os.urandom(50_000)
+    wire = serialize_frame(Frame(Opcode.BINARY, payload), mask=True)
+    parser = FrameParser(mask=True)
+    pos = 0
+    for size in [1, 3, 5, 4, 7, 100, 4093, 10_000, 1]:
+        parser.feed(wire[pos : pos + size])
+        pos += size
+        assert parser.parse() is None
+        assert parser.buffered == pos
+    pending = parser.pending
+    assert pending is not None
+    assert (pending.opcode, pending.length, pending.fin) == (Opcode.BINARY, 50_000, True)
+    assert pending.received == pos - len(pending.header) == pending.received
+    assert len(pending.header) == 2 + 2 + 4
+    # What was received so far, unmasked, and nothing twice.
+    taken = bytes(pending.take())
+    assert taken == payload[: pending.received]
+    assert bytes(pending.take()) == b""
+    parser.feed(wire[pos:] + wire)  # the rest, and the next frame whole
+    assert parser.parse() == Frame(Opcode.BINARY, payload)
+    assert parser.taken == len(taken)  # taken from it while it was pending
+    assert parser.parse() == Frame(Opcode.BINARY, payload)
+    assert parser.taken == 0  # this one arrived whole
+    assert parser.parse() is None
+    assert parser.pending is None
+    assert parser.buffered == 0
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_take_buffer_gives_a_pending_frame_back_as_received(mask: bool) -> None:
+    wire = serialize_frame(Frame(Opcode.TEXT, b"x" * 300, fin=False), mask=mask)
+    parser = FrameParser(mask=mask)
+    parser.feed(wire[:100])
+    assert parser.parse() is None
+    assert parser.pending is not None
+    assert parser.buffered == 100
+    assert parser.take_buffer() == wire[:100]
+    assert parser.pending is None
+    assert parser.buffered == 0
+
+
+def test_header_checks_come_before_the_pending_payload() -> None:
+    parser = FrameParser(mask=True, max_size=1000)
+    parser.feed(raw_header(Opcode.BINARY, 1001, masked=True) + MASK_KEY)
+    with pytest.raises(PayloadTooBig):
+        parser.parse()
+    parser = FrameParser(mask=True)
+    parser.feed(raw_header(Opcode.PING, 126, masked=True) + MASK_KEY + b"x")
+    with pytest.raises(ProtocolError, match="control frame too long"):
+        parser.parse()
+
+
+def test_no_pending_frame_before_the_masking_key_is_complete() -> None:
+    parser = FrameParser(mask=True)
+    parser.feed(raw_header(Opcode.BINARY, 1000, masked=True) + MASK_KEY[:3])
+    assert parser.parse() is None
+    assert parser.pending is None
+    parser.feed(MASK_KEY[3:] + reference_mask(b"a" * 10, MASK_KEY))
+    assert parser.parse() is None
+    pending = parser.pending
+    assert pending is not None
+    assert bytes(pending.take()) == b"a" * 10
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_receive_buffer_reads_a_large_payload_in_place(mask: bool) -> None:
+    payload = os.urandom(3 * DIRECT_READ_MIN + 5)
+    wire = serialize_frame(Frame(Opcode.BINARY, payload), mask=mask)
+    parser = FrameParser(mask=mask)
+    assert parser.receive_buffer(1 << 20) is None  # between frames
+    parser.feed(wire[:1000])
+    assert parser.parse() is None
+    pos = 1000
+    while True:
+        view = parser.receive_buffer(DIRECT_READ_MIN)
+        if not SPEEDUPS:
+            assert view is None  # the fallback has no buffer to lend
+            assert not parser.lent
+            break
+        if view is None:
+            # Less than DIRECT_READ_MIN left: read elsewhere, and feed.
+            assert len(wire) - pos < DIRECT_READ_MIN
+            break
+        assert parser.lent
+        assert len(view) == min(DIRECT_READ_MIN, len(wire) - pos)
+        size = len(view) - 3  # a short read
+        view[:size] = wire[pos : pos + size]
+        parser.received_into(size)
+        assert not parser.lent
+        pos += size
+        assert parser.parse() is None
+        assert parser.buffered == pos
+    parser.feed(wire[pos:])
+    frame = parser.parse()
+    assert frame == Frame(Opcode.BINARY, payload)
+    assert parser.buffered == 0
+
+
+def test_received_into_checks_its_count() -> None:
+    parser = FrameParser(mask=False)
+    with pytest.raises(ValueError, match="no buffer"):
+        parser.received_into(1)
+    if not SPEEDUPS:
+        return
+    parser.feed(raw_header(Opcode.BINARY, 2 * DIRECT_READ_MIN) + b"ab")
+    assert parser.parse() is None
+    view = parser.receive_buffer(100)
+    assert view is not None
+    assert len(view) == 100
+    with pytest.raises(ValueError, match="101 bytes received into a buffer of 100"):
+        parser.received_into(101)
+    parser.received_into(100)
+    with pytest.raises(ValueError, match="into a buffer of 0"):
+        parser.received_into(1)  # nothing lent any more
+
+
+def test_fed_bytes_may_be_reused_once_parse_returned_none() -> None:
+    """feed() parses the bytes where they are when nothing is buffered; what is
+    left when parse() returns None is copied, so the caller may reuse its buffer."""
+    small = serialize_frame(Frame(Opcode.TEXT, b"hello"), mask=True)
+    large = serialize_frame(Frame(Opcode.BINARY, b"z" * 5000), mask=True)
+    scratch = bytearray(small + small + large[:3])  # ends inside a header
+    parser = FrameParser(mask=True)
+    parser.feed(memoryview(scratch))
+    assert parse_all(parser) == [Frame(Opcode.TEXT, b"hello")] * 2
+    scratch[:] = b"\xff" * len(scratch)  # the I/O layer reads into it again
+    scratch[:] = large[3:2000]
+    parser.feed(memoryview(scratch))  # ends inside the payload
+    assert parser.parse() is None
+    scratch[:] = b"\xff" * len(scratch)
+    parser.feed(large[2000:] + small[:1])
+    assert parse_all(parser) == [Frame(Opcode.BINARY, b"z" * 5000)]
+    parser.feed(small[1:])
+    assert parse_all(parser) == [Frame(Opcode.TEXT, b"hello")]
+    assert parser.buffered == 0
+
+
+def test_feed_twice_before_parse_keeps_both() -> None:
+    wire = serialize_frame(Frame(Opcode.TEXT, b"one"), mask=True) + serialize_frame(
+        Frame(Opcode.TEXT, b"two"), mask=True
+    )
+    parser = FrameParser(mask=True)
+    scratch = bytearray(wire[:5])
+    parser.feed(scratch)
+    parser.feed(wire[5:])
+    scratch[:] = b"\x00" * 5
+    assert parse_all(parser) == [Frame(Opcode.TEXT, b"one"), Frame(Opcode.TEXT, b"two")]
+
+
+def test_parse_raw_is_parse_without_the_frame() -> None:
+    frames_in = [
+        Frame(Opcode.TEXT, b"hi", fin=False, rsv1=True),
+        Frame(Opcode.CONT, b"!", rsv3=True),
+        Frame(Opcode.PING, b""),
+        Frame(Opcode.BINARY, b"x" * 70_000),
+    ]
+    wire = b"".join(serialize_frame(frame, mask=True) for frame in frames_in)
+    parser, raw_parser = FrameParser(mask=True), FrameParser(mask=True)
+    parser.feed(wire)
+    raws = []
+    for start in range(0, len(wire), 1000):  # the large one becomes pending
+        raw_parser.feed(wire[start : start + 1000])
+        while (raw := raw_parser.parse_raw()) is not None:
+            raws.append(raw)
+    assert [
+        (b0 & 0x0F, bool(b0 & 0x80), bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10), data)
+        for b0, data in raws
+    ] == [
+        (frame.opcode, frame.fin, frame.rsv1, frame.rsv2, frame.rsv3, frame.data)
+        for frame in parse_all(parser)
+    ]
+
+
+# Sending large payloads without joining them to their header.
+
+
+@pytest.mark.parametrize("length", [0, 125, SEND_JOIN_BELOW - 1, SEND_JOIN_BELOW, 70_000])
+@pytest.mark.parametrize("mask", [True, False])
+def test_serialize_parts(monkeypatch: pytest.MonkeyPatch, length: int, mask: bool) -> None:
+    data = random.Random(length).randbytes(length)
+    fixed_mask(monkeypatch, HELLO_MASK)
+    frame = Frame(Opcode.BINARY, data, fin=False, rsv1=True)
+    parts = serialize_frame_parts(frame, mask=mask)
+    assert b"".join(parts) == serialize_frame(frame, mask=mask)
+    data_parts = serialize_data_frame_parts(Opcode.BINARY, data, fin=False, mask=mask)
+    assert b"".join(data_parts) == serialize_data_frame(Opcode.BINARY, data, fin=False, mask=mask)
+    if length < SEND_JOIN_BELOW:
+        assert len(parts) == len(data_parts) == 1
+    else:
+        assert len(parts) == len(data_parts) == 2
+        if mask:
+            # The client masks a copy: the caller's data is left as it was.
+            assert parts[1] == data_parts[1] == reference_mask(data, HELLO_MASK)
+        else:
+            assert parts[1] is data_parts[1] is data  # the payload itself, not a copy
+
+
+def test_serialize_parts_checks_control_frames() -> None:
+    with pytest.raises(ProtocolError):
+        serialize_frame_parts(Frame(Opcode.PING, b"x" * SEND_JOIN_BELOW), mask=False)
+
+
 # Property-based tests.
 
 
@@ -674,16 +984,34 @@ def split(data: bytes, sizes: list[int]) -> list[bytes]:
     frame_list=st.lists(valid_frames(), max_size=8),
     mask=st.booleans(),
     sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=10),
+    direct=st.booleans(),
 )
 def test_property_serialized_frames_parse_back(
-    frame_list: list[Frame], mask: bool, sizes: list[int]
+    frame_list: list[Frame], mask: bool, sizes: list[int], direct: bool
 ) -> None:
+    """Whatever the cuts, and whether pending payloads are read in place (as an
+    I/O layer does through receive_buffer) or fed from a reused buffer."""
     wire = b"".join(serialize_frame(frame, mask=mask) for frame in frame_list)
     parser = FrameParser(mask=mask)
     parsed = []
-    for chunk in split(wire, sizes):
-        parser.feed(chunk)
+    pos = 0
+    scratch = bytearray(max(sizes))
+    i = 0
+    while pos < len(wire):
+        size = sizes[i % len(sizes)]
+        i += 1
+        view = parser.receive_buffer(size) if direct else None
+        if view is not None:
+            chunk = wire[pos : pos + len(view)]
+            view[: len(chunk)] = chunk
+            parser.received_into(len(chunk))
+        else:
+            chunk = wire[pos : pos + size]
+            scratch[: len(chunk)] = chunk
+            parser.feed(memoryview(scratch)[: len(chunk)])
+        pos += len(chunk)
         parsed.extend(parse_all(parser))
+        scratch[:] = b"\xee" * len(scratch)  # reused by the next read
     assert parsed == frame_list
     assert parser.buffered == 0
 
@@ -704,7 +1032,8 @@ def test_property_arbitrary_bytes(
             parser.feed(chunk)
             while (frame := parser.parse()) is not None:
                 assert isinstance(frame, Frame)
-                assert max_size is None or len(frame.data) <= max_size
+                if frame.opcode in DATA_OPCODES:  # control frames: 125 bytes, whatever max_size
+                    assert max_size is None or len(frame.data) <= max_size
                 if frame.opcode in CTRL_OPCODES:
                     assert frame.fin and len(frame.data) <= 125
     except (ProtocolError, PayloadTooBig):

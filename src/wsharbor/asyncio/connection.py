@@ -68,6 +68,7 @@ from ..typing import Data, DataLike, LoggerLike
 from .budget import ReadBudget
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
+from .wakeup import DirectFuture
 
 __all__ = [
     "Connection",
@@ -93,6 +94,8 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 #: Size of the per-thread scratch buffer that every connection reads into.
 _SCRATCH_SIZE = 256 * 1024
+#: The most one read into a frame's own payload buffer takes (see get_buffer).
+_DIRECT_READ_MAX = 1 << 20
 _scratch = threading.local()
 
 
@@ -102,6 +105,52 @@ def _scratch_buffer() -> memoryview:
     except AttributeError:
         view = _scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
     return view
+
+
+#: Transport classes whose ``writelines`` joins its buffers into one ``bytes``
+#: first (asyncio's default ``WriteTransport.writelines``, which the socket
+#: transport of Python 3.11 inherits): True or False, learnt per class.
+_joining_writelines: dict[type, bool] = {}
+
+
+#: On a transport whose ``writelines`` joins, payloads from this size on are
+#: written on their own (see :func:`_writelines`); smaller ones are joined.
+_WRITE_APART_FROM = 128 * 1024
+
+
+def _writelines(transport: asyncio.WriteTransport, buffers: list[bytes]) -> None:
+    """Write ``buffers`` in order with as few calls and copies as the transport allows.
+
+    Where ``writelines`` is scatter/gather (uvloop, Python 3.12's socket
+    transport, TLS), one call. Where it joins everything into one new ``bytes``
+    (Python 3.11's socket transport), a payload of ``_WRITE_APART_FROM`` bytes
+    or more (the protocol sends large ones apart from their header) is written
+    on its own, as a memoryview: joining would copy it into fresh memory (page
+    faults included: a third of the server's CPU for 1 MiB messages), and a
+    memoryview spares the copy of what the socket doesn't take at once (3.11
+    slices ``bytes`` before buffering the rest). Below that size, one more
+    system call (the header in its own TCP segment) costs more than the copy.
+    """
+    kind = type(transport)
+    joins = _joining_writelines.get(kind)
+    if joins is None:
+        joins = _joining_writelines[kind] = (
+            getattr(kind, "writelines", None) is asyncio.WriteTransport.writelines
+        )
+    if not joins:
+        transport.writelines(buffers)
+        return
+    start = 0
+    for index, buffer in enumerate(buffers):
+        if len(buffer) >= _WRITE_APART_FROM:
+            if index > start:
+                small = buffers[start:index]
+                transport.write(small[0] if len(small) == 1 else b"".join(small))
+            transport.write(memoryview(buffer))
+            start = index + 1
+    if start < len(buffers):
+        rest = buffers[start:]
+        transport.write(rest[0] if len(rest) == 1 else b"".join(rest))
 
 
 class ConnectionOptions:
@@ -354,7 +403,7 @@ class Connection(asyncio.BufferedProtocol):
         # protocol streamed for recv_streaming().
         self._messages: collections.deque[Data | Fragment] | None = None
         self._queued_bytes = 0
-        self._recv_waiter: asyncio.Future[Data | Fragment] | None = None
+        self._recv_waiter: DirectFuture[Data | Fragment] | None = None
         self._receiving = False  # recv_streaming() (or recv() of a streamed message) runs
         self._reading_paused = False
         self._write_paused = False
@@ -481,7 +530,7 @@ class Connection(asyncio.BufferedProtocol):
             protocol = self._open_protocol()
             if protocol.state is State.CLOSED:
                 raise protocol.close_exc
-            waiter: asyncio.Future[Data | Fragment] = self.loop.create_future()
+            waiter: DirectFuture[Data | Fragment] = DirectFuture(loop=self.loop)
             self._recv_waiter = waiter
             try:
                 data = await waiter
@@ -497,9 +546,10 @@ class Connection(asyncio.BufferedProtocol):
                 del waiter
         if type(data) is Fragment:
             data = await self._rest_of_message(data)
+        # Not typing.cast: a function call per message.
         if decode is None:
-            return cast(Data, data)
-        return await self._convert(cast(Data, data), decode)
+            return data  # type: ignore[return-value]
+        return await self._convert(data, decode)  # type: ignore[arg-type]
 
     async def _next_item(self) -> Data | Fragment:
         """The next queued message or fragment; waits for one if none is queued."""
@@ -516,7 +566,7 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self._open_protocol()
         if protocol.state is State.CLOSED or self._lingering:
             raise protocol.close_exc
-        waiter: asyncio.Future[Data | Fragment] = self.loop.create_future()
+        waiter: DirectFuture[Data | Fragment] = DirectFuture(loop=self.loop)
         self._recv_waiter = waiter
         try:
             return await waiter
@@ -652,25 +702,33 @@ class Connection(asyncio.BufferedProtocol):
             self._messages = collections.deque()
         return self._messages
 
-    def _deliver(self, data: Data | Fragment) -> None:
+    def _deliver(self, data: Data | Fragment) -> DirectFuture[Data | Fragment] | None:
+        """Give ``data`` to the coroutine waiting in :meth:`recv`, or queue it.
+
+        Returns the waiter completed, if any: the caller wakes it
+        (:meth:`DirectFuture.wake`) once every message of the read is queued,
+        so that the receiver runs at once, in this callback, and takes the
+        messages after the first one from the queue without waiting again.
+        """
         observer = self.options.observer
         if observer is not None and (type(data) is not Fragment or data.final):
             observer.message_received(self)
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done() and not self._messages:
             self._recv_waiter = None
-            waiter.set_result(data)
-            return
+            waiter.complete(data)
+            return waiter
         is_open = self.protocol is not None and self.protocol.state is State.OPEN
         if not is_open and self._queue_full():
             # We sent a close frame: reading goes on so that the peer's close
             # frame arrives, and data past the limits is dropped, since the
             # application asked to close (RFC 6455 section 5.5.1).
-            return
+            return None
         self._queue().append(data)
         self._queued_bytes += len(data)
         if is_open and not self._reading_paused and self._queue_full():
             self._pause_reading()
+        return None
 
     def _queue_full(self) -> bool:
         """Whether ``max_queue`` messages or ``read_limit`` bytes wait for the application."""
@@ -865,7 +923,7 @@ class Connection(asyncio.BufferedProtocol):
                 if len(data) == 1:
                     transport.write(data[0])
                 else:
-                    transport.writelines(data)
+                    _writelines(transport, data)
             else:
                 batch.extend(data)
                 self._batch_size += sum(map(len, data))
@@ -920,7 +978,7 @@ class Connection(asyncio.BufferedProtocol):
             observer = self.options.observer
             if observer is not None:
                 observer.data_sent(self, self._batch_size)
-            self.transport.writelines(batch)
+            _writelines(self.transport, batch)
             self._batch = []
             self._batch_size = 0
 
@@ -1155,24 +1213,37 @@ class Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         options = self.options
+        size = options.read_limit
         budget = options.budget
         if budget is not None:
             # Near the server-wide budget, reads shrink to the room left (at
             # least MIN_READ): a thousand connections readable at once can't
             # each land a whole read_limit past it.
-            return _scratch_buffer()[: budget.read_size(self, options.read_limit)]
-        return _scratch_buffer()[: options.read_limit]
+            size = budget.read_size(self, size)
+        protocol = self.protocol
+        if protocol is not None:
+            # The rest of a large frame's payload: read straight into it.
+            view = protocol.receive_buffer(_DIRECT_READ_MAX)
+            if view is not None:
+                return view if budget is None else view[:size]
+        try:
+            scratch: memoryview = _scratch.view
+        except AttributeError:
+            scratch = _scratch_buffer()
+        return scratch[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _scratch_buffer()[:nbytes]
         observer = self.options.observer
         if observer is not None:
             observer.data_received(self, nbytes)
         protocol = self.protocol
         if protocol is None:
-            self.handshake_data_received(bytes(data))
+            self.handshake_data_received(bytes(_scratch_buffer()[:nbytes]))
             return
-        protocol.receive_data(data)
+        if protocol.receiving_into:
+            protocol.received_into(nbytes)
+        else:
+            protocol.receive_data(_scratch.view[:nbytes])
         self._process_events()
         budget = self.options.budget
         if budget is not None:
@@ -1185,21 +1256,33 @@ class Connection(asyncio.BufferedProtocol):
     def _process_events(self) -> None:
         protocol = self.protocol
         assert protocol is not None
+        woken: DirectFuture[Data | Fragment] | None = None
         for event in protocol.events_received():
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                self._deliver(cast("TextMessage | BinaryMessage", event).data)
+                waiter = self._deliver(event.data)  # type: ignore[union-attr]
             elif kind is Fragment:
                 # A message streamed for recv_streaming(): after its last
                 # frame, messages are reassembled by the protocol again.
                 if cast(Fragment, event).final:
                     protocol.stream_fragments = False
-                self._deliver(cast(Fragment, event))
-            elif kind is PongReceived:
-                self._pong_received(cast(PongReceived, event).data)
+                waiter = self._deliver(cast(Fragment, event))
+            else:
+                if kind is PongReceived:
+                    self._pong_received(cast(PongReceived, event).data)
+                continue
+            if waiter is not None:
+                woken = waiter
         if self._messages and self._batch is None:
             self._start_batch()  # a burst arrived: answers to it go out together
         self._flush()
+        if woken is not None:
+            # The receiver runs now, not in the next loop iteration: it gets
+            # the first message, takes the others from the queue, and what it
+            # sends meanwhile goes out at once, or with the burst's batch.
+            woken.wake()
+            if self._batch:
+                self._write_batch()
         if protocol.failure is not None and self.options.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("%r: failed: %s", self, protocol.failure)
 

@@ -1,10 +1,32 @@
-/* C accelerator for wsharbor.protocol.frames: WebSocket masking.
+/* C accelerator for wsharbor.protocol: masking, payload buffers, UTF-8 validation.
  *
  * apply_mask(data, mask) -> bytes
+ *     XORs a bytes-like object with a 4-byte mask repeated (RFC 6455 section
+ *     5.3) into a new bytes object.
  *
- * XORs a bytes-like object with a 4-byte mask repeated (RFC 6455 section 5.3).
- * Works 8 bytes at a time (16 with SSE2), which is memory-bound on any
- * modern CPU; the GIL is released for large inputs.
+ * apply_mask_inplace(data, mask, offset=0) -> None
+ *     The same, in place, on a writable buffer whose first byte is byte
+ *     ``offset`` of the payload (the mask repeats from the payload's start).
+ *
+ * PayloadBuffer(size)
+ *     The payload of one frame, assembled where it will stay: a bytes object
+ *     of ``size`` bytes, not initialised (no page is touched before data
+ *     arrives, so a header announcing a large frame costs no resident memory
+ *     by itself), exposed as a writable buffer while it is filled (socket
+ *     reads go straight into it) and handed out by ``finish()`` without a
+ *     copy. ``write(offset, data, mask=None)`` copies (and unmasks) received
+ *     bytes into it in one pass.
+ *
+ * Utf8Validator()
+ *     A streaming UTF-8 validator (Unicode 15, table 3-7: no overlong forms,
+ *     no surrogates, nothing above U+10FFFF) that keeps its state across
+ *     ``feed(data, final=False)`` calls and raises UnicodeDecodeError as soon
+ *     as a byte makes the text invalid, or at ``final`` when a sequence is
+ *     cut short. It produces no output: the text is decoded once, at the end.
+ *
+ * Masking works 8 bytes at a time (16 with SSE2), which is memory-bound on
+ * any modern CPU; the GIL is released for large inputs only (releasing it
+ * costs more than masking a small frame).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -15,6 +37,59 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+/* Inputs at least this large are processed without holding the GIL. */
+#define RELEASE_GIL_FROM 16384
+
+/* out[i] = in[i] ^ m[i % 4] for i in [0, len); in and out may be the same. */
+static void
+xor_mask(const unsigned char *in, unsigned char *out, Py_ssize_t len, const unsigned char m[4])
+{
+    Py_ssize_t i = 0;
+    uint32_t mask32;
+    uint64_t mask64;
+    memcpy(&mask32, m, 4);
+    mask64 = ((uint64_t)mask32 << 32) | mask32;
+#if defined(__SSE2__)
+    {
+        __m128i mask128 = _mm_set1_epi32((int)mask32);
+        for (; i + 16 <= len; i += 16) {
+            __m128i chunk = _mm_loadu_si128((const __m128i *)(in + i));
+            _mm_storeu_si128((__m128i *)(out + i), _mm_xor_si128(chunk, mask128));
+        }
+    }
+#endif
+    for (; i + 8 <= len; i += 8) {
+        uint64_t chunk;
+        memcpy(&chunk, in + i, 8);
+        chunk ^= mask64;
+        memcpy(out + i, &chunk, 8);
+    }
+    /* i is a multiple of 4 here, so the mask phase is still aligned. */
+    for (; i < len; i++) {
+        out[i] = in[i] ^ m[i & 3];
+    }
+}
+
+/* xor_mask with the mask rotated to start at payload offset ``offset``. */
+static void
+xor_mask_at(const unsigned char *in, unsigned char *out, Py_ssize_t len,
+            const unsigned char *mask, Py_ssize_t offset)
+{
+    unsigned char m[4];
+    int k;
+    for (k = 0; k < 4; k++) {
+        m[k] = mask[(offset + k) & 3];
+    }
+    if (len >= RELEASE_GIL_FROM) {
+        Py_BEGIN_ALLOW_THREADS
+        xor_mask(in, out, len, m);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        xor_mask(in, out, len, m);
+    }
+}
 
 static PyObject *
 apply_mask(PyObject *self, PyObject *args, PyObject *kwds)
@@ -34,40 +109,8 @@ apply_mask(PyObject *self, PyObject *args, PyObject *kwds)
     if (result == NULL) {
         goto exit;
     }
-
-    {
-        const unsigned char *in = (const unsigned char *)data.buf;
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-        const unsigned char *m = (const unsigned char *)mask.buf;
-        Py_ssize_t len = data.len;
-        Py_ssize_t i = 0;
-        uint32_t mask32;
-        uint64_t mask64;
-        memcpy(&mask32, m, 4);
-        mask64 = ((uint64_t)mask32 << 32) | mask32;
-
-        Py_BEGIN_ALLOW_THREADS
-#if defined(__SSE2__)
-        {
-            __m128i mask128 = _mm_set1_epi32((int)mask32);
-            for (; i + 16 <= len; i += 16) {
-                __m128i chunk = _mm_loadu_si128((const __m128i *)(in + i));
-                _mm_storeu_si128((__m128i *)(out + i), _mm_xor_si128(chunk, mask128));
-            }
-        }
-#endif
-        for (; i + 8 <= len; i += 8) {
-            uint64_t chunk;
-            memcpy(&chunk, in + i, 8);
-            chunk ^= mask64;
-            memcpy(out + i, &chunk, 8);
-        }
-        /* i is a multiple of 4 here, so the mask phase is still aligned. */
-        for (; i < len; i++) {
-            out[i] = in[i] ^ m[i & 3];
-        }
-        Py_END_ALLOW_THREADS
-    }
+    xor_mask_at((const unsigned char *)data.buf, (unsigned char *)PyBytes_AS_STRING(result),
+                data.len, (const unsigned char *)mask.buf, 0);
 
 exit:
     PyBuffer_Release(&data);
@@ -75,16 +118,378 @@ exit:
     return result;
 }
 
+static PyObject *
+apply_mask_inplace(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "mask", "offset", NULL};
+    Py_buffer data, mask;
+    Py_ssize_t offset = 0;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "w*y*|n:apply_mask_inplace", kwlist, &data,
+                                     &mask, &offset)) {
+        return NULL;
+    }
+    if (mask.len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
+        goto exit;
+    }
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
+        goto exit;
+    }
+    xor_mask_at((const unsigned char *)data.buf, (unsigned char *)data.buf, data.len,
+                (const unsigned char *)mask.buf, offset);
+    result = Py_NewRef(Py_None);
+
+exit:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&mask);
+    return result;
+}
+
+/* PayloadBuffer */
+
+typedef struct {
+    PyObject_HEAD
+    /* The payload: a bytes object nobody else sees until finish(). Kept until
+     * this object dies, since a memoryview made before finish() may still
+     * point into it. */
+    PyObject *bytes;
+    int finished;
+} PayloadBufferObject;
+
+static PyObject *
+PayloadBuffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"size", NULL};
+    Py_ssize_t size;
+    PayloadBufferObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:PayloadBuffer", kwlist, &size)) {
+        return NULL;
+    }
+    if (size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be positive");
+        return NULL;
+    }
+    self = (PayloadBufferObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* Not initialised: malloc'd pages are only made resident when written. */
+    self->bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (self->bytes == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->finished = 0;
+    return (PyObject *)self;
+}
+
+static void
+PayloadBuffer_dealloc(PayloadBufferObject *self)
+{
+    Py_XDECREF(self->bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+PayloadBuffer_getbuffer(PayloadBufferObject *self, Py_buffer *view, int flags)
+{
+    if (self->finished) {
+        PyErr_SetString(PyExc_BufferError, "the payload was finished");
+        view->obj = NULL;
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->bytes),
+                             PyBytes_GET_SIZE(self->bytes), 0, flags);
+}
+
+static PyBufferProcs PayloadBuffer_as_buffer = {
+    (getbufferproc)PayloadBuffer_getbuffer,
+    NULL,
+};
+
+static PyObject *
+PayloadBuffer_write(PayloadBufferObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"offset", "data", "mask", NULL};
+    Py_ssize_t offset;
+    Py_buffer data;
+    PyObject *mask_obj = Py_None;
+    Py_buffer mask;
+    int have_mask = 0;
+    PyObject *result = NULL;
+    unsigned char *dest;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ny*|O:write", kwlist, &offset, &data,
+                                     &mask_obj)) {
+        return NULL;
+    }
+    if (mask_obj != Py_None) {
+        if (PyObject_GetBuffer(mask_obj, &mask, PyBUF_SIMPLE) < 0) {
+            goto exit;
+        }
+        have_mask = 1;
+        if (mask.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask must contain 4 bytes");
+            goto exit;
+        }
+    }
+    if (self->finished) {
+        PyErr_SetString(PyExc_ValueError, "the payload was finished");
+        goto exit;
+    }
+    if (offset < 0 || data.len > PyBytes_GET_SIZE(self->bytes) - offset) {
+        PyErr_SetString(PyExc_ValueError, "write past the end of the payload");
+        goto exit;
+    }
+    dest = (unsigned char *)PyBytes_AS_STRING(self->bytes) + offset;
+    if (have_mask) {
+        xor_mask_at((const unsigned char *)data.buf, dest, data.len,
+                    (const unsigned char *)mask.buf, offset);
+    }
+    else {
+        memcpy(dest, data.buf, data.len);
+    }
+    result = Py_NewRef(Py_None);
+
+exit:
+    PyBuffer_Release(&data);
+    if (have_mask) {
+        PyBuffer_Release(&mask);
+    }
+    return result;
+}
+
+static PyObject *
+PayloadBuffer_finish(PayloadBufferObject *self, PyObject *Py_UNUSED(ignored))
+{
+    /* The caller has filled every byte (the frame parser counts them). */
+    if (self->finished) {
+        PyErr_SetString(PyExc_ValueError, "the payload was finished");
+        return NULL;
+    }
+    self->finished = 1;
+    return Py_NewRef(self->bytes);
+}
+
+static PyObject *
+PayloadBuffer_len(PayloadBufferObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(PyBytes_GET_SIZE(self->bytes));
+}
+
+static PyMethodDef PayloadBuffer_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))PayloadBuffer_write, METH_VARARGS | METH_KEYWORDS,
+     "write(offset, data, mask=None)\n\nCopy data to the payload at offset, unmasking it "
+     "with mask (the mask phase of that offset) when given."},
+    {"finish", (PyCFunction)PayloadBuffer_finish, METH_NOARGS,
+     "finish() -> bytes\n\nThe payload, without a copy; no new buffer is exported after."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef PayloadBuffer_getset[] = {
+    {"size", (getter)PayloadBuffer_len, NULL, "size of the payload in bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PayloadBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wsharbor.protocol._speedups.PayloadBuffer",
+    .tp_basicsize = sizeof(PayloadBufferObject),
+    .tp_dealloc = (destructor)PayloadBuffer_dealloc,
+    .tp_as_buffer = &PayloadBuffer_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "PayloadBuffer(size)\n\nA frame's payload filled in place, then finished as "
+              "bytes without a copy.",
+    .tp_methods = PayloadBuffer_methods,
+    .tp_getset = PayloadBuffer_getset,
+    .tp_new = PayloadBuffer_new,
+};
+
+/* Utf8Validator
+ *
+ * State: ``need``, the continuation bytes still expected in the current
+ * sequence (0 between characters); ``lo`` and ``hi``, the range of the next
+ * continuation byte (narrower than 80..BF right after E0, ED, F0 and F4);
+ * ``seen``, the bytes of the current sequence already accepted (to report
+ * where it started).
+ */
+
+typedef struct {
+    PyObject_HEAD
+    int need;
+    int seen;
+    unsigned char lo;
+    unsigned char hi;
+} Utf8ValidatorObject;
+
+static PyObject *
+Utf8Validator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Utf8ValidatorObject *self;
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Utf8Validator() takes no arguments");
+        return NULL;
+    }
+    self = (Utf8ValidatorObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->need = 0;
+        self->seen = 0;
+        self->lo = 0x80;
+        self->hi = 0xBF;
+    }
+    return (PyObject *)self;
+}
+
+static void
+utf8_error(Py_buffer *data, Py_ssize_t start, Py_ssize_t end, const char *reason)
+{
+    PyObject *exc;
+    /* A sequence that began in an earlier piece is reported from this piece's start. */
+    if (start < 0) {
+        start = 0;
+    }
+    if (end <= start) {
+        end = start + 1;
+    }
+    if (end > data->len) {
+        end = data->len;
+    }
+    exc = PyUnicodeDecodeError_Create("utf-8", (const char *)data->buf, data->len, start, end,
+                                      reason);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_UnicodeDecodeError, exc);
+        Py_DECREF(exc);
+    }
+}
+
+static PyObject *
+Utf8Validator_feed(Utf8ValidatorObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "final", NULL};
+    Py_buffer data;
+    int final = 0;
+    const unsigned char *s;
+    Py_ssize_t len, i = 0;
+    int need, seen;
+    unsigned char lo, hi;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|p:feed", kwlist, &data, &final)) {
+        return NULL;
+    }
+    s = (const unsigned char *)data.buf;
+    len = data.len;
+    need = self->need;
+    seen = self->seen;
+    lo = self->lo;
+    hi = self->hi;
+
+    while (i < len) {
+        unsigned char c;
+        if (need == 0) {
+            /* ASCII runs, 8 bytes at a time. */
+            while (i + 8 <= len) {
+                uint64_t chunk;
+                memcpy(&chunk, s + i, 8);
+                if (chunk & UINT64_C(0x8080808080808080)) {
+                    break;
+                }
+                i += 8;
+            }
+            while (i < len && s[i] < 0x80) {
+                i++;
+            }
+            if (i == len) {
+                break;
+            }
+            c = s[i];
+            if (c >= 0xC2 && c <= 0xDF) {
+                need = 1;
+                lo = 0x80;
+                hi = 0xBF;
+            }
+            else if (c >= 0xE0 && c <= 0xEF) {
+                need = 2;
+                lo = c == 0xE0 ? 0xA0 : 0x80;
+                hi = c == 0xED ? 0x9F : 0xBF;
+            }
+            else if (c >= 0xF0 && c <= 0xF4) {
+                need = 3;
+                lo = c == 0xF0 ? 0x90 : 0x80;
+                hi = c == 0xF4 ? 0x8F : 0xBF;
+            }
+            else {
+                utf8_error(&data, i, i + 1, "invalid start byte");
+                goto error;
+            }
+            seen = 1;
+            i++;
+            continue;
+        }
+        c = s[i];
+        if (c < lo || c > hi) {
+            utf8_error(&data, i - seen, i, "invalid continuation byte");
+            goto error;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+        need--;
+        seen++;
+        i++;
+    }
+    if (need == 0) {
+        seen = 0;
+    }
+    else if (final) {
+        utf8_error(&data, len - seen, len, "unexpected end of data");
+        goto error;
+    }
+    self->need = need;
+    self->seen = seen;
+    self->lo = lo;
+    self->hi = hi;
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+
+error:
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
+static PyMethodDef Utf8Validator_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))Utf8Validator_feed, METH_VARARGS | METH_KEYWORDS,
+     "feed(data, final=False)\n\nValidate the next bytes; raise UnicodeDecodeError when the "
+     "text is invalid, or at final when it ends inside a sequence."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Utf8Validator_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wsharbor.protocol._speedups.Utf8Validator",
+    .tp_basicsize = sizeof(Utf8ValidatorObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Utf8Validator()\n\nStreaming UTF-8 validation, without output.",
+    .tp_methods = Utf8Validator_methods,
+    .tp_new = Utf8Validator_new,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      "apply_mask(data, mask) -> bytes\n\nXOR data with the 4-byte mask repeated."},
+    {"apply_mask_inplace", (PyCFunction)(void (*)(void))apply_mask_inplace,
+     METH_VARARGS | METH_KEYWORDS,
+     "apply_mask_inplace(data, mask, offset=0)\n\nXOR the writable buffer data in place with "
+     "the 4-byte mask repeated from payload offset offset."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsharbor.protocol._speedups",
-    "C accelerator for WebSocket masking.",
+    "C accelerator for WebSocket masking, payload buffers and UTF-8 validation.",
     -1,
     speedups_methods,
 };
@@ -92,5 +497,18 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&speedups_module);
+    PyObject *module;
+    if (PyType_Ready(&PayloadBuffer_Type) < 0 || PyType_Ready(&Utf8Validator_Type) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "PayloadBuffer", (PyObject *)&PayloadBuffer_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Utf8Validator", (PyObject *)&Utf8Validator_Type) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -41,6 +41,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from .. import defaults
 from ..exceptions import (
@@ -55,14 +56,19 @@ from ..exceptions import (
 from ..typing import LoggerLike
 from .extensions import Extension
 from .frames import (
+    SEND_JOIN_BELOW,
     Close,
     CloseCode,
     Frame,
     FrameParser,
     Opcode,
+    PendingFrame,
     serialize_data_frame,
+    serialize_data_frame_parts,
     serialize_frame,
+    serialize_frame_parts,
 )
+from .utf8 import Utf8Validator, Utf8ValidatorLike
 
 __all__ = [
     "OK_CLOSE_CODES",
@@ -163,6 +169,14 @@ Event = TextMessage | BinaryMessage | Fragment | PingReceived | PongReceived | C
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
+# The events of whole messages, built without their dataclass __init__ (a frozen
+# dataclass sets each field through object.__setattr__: 2.5 times the cost):
+# object.__new__, then the slot's own setter, which the frozen __setattr__
+# doesn't guard. Equal to the instances __init__ makes.
+_new_event = object.__new__
+_set_text_data = cast(Any, TextMessage).__dict__["data"].__set__
+_set_binary_data = cast(Any, BinaryMessage).__dict__["data"].__set__
+
 
 def _without_tracebacks(exc: Exception) -> Exception:
     """``exc`` with the tracebacks of it and of its causes and contexts removed."""
@@ -205,6 +219,7 @@ class WebSocketProtocol:
         "_recv_fragments",
         "_recv_opcode",
         "_recv_size",
+        "_recv_validator",
         "_send_opcode",
         "close_rcvd",
         "close_rcvd_then_sent",
@@ -217,6 +232,7 @@ class WebSocketProtocol:
         "max_fragments",
         "max_frame_size",
         "max_size",
+        "receiving_into",
         "side",
         "state",
         "stream_fragments",
@@ -254,11 +270,14 @@ class WebSocketProtocol:
         # Message being received, when fragmented: its opcode, size and number
         # of frames so far, its payload (created for the first fragmented
         # message only, to keep idle connections small; a fragment costs its
-        # bytes and nothing more) and, for text, the UTF-8 validator.
+        # bytes and nothing more), for text the UTF-8 validator (also for a
+        # text frame whose payload arrives in pieces) and, for a text message
+        # streamed as fragments, the decoder that makes their text.
         self._recv_opcode: Opcode | None = None
         self._recv_size = 0
         self._recv_fragments = 0
         self._recv_buffer: bytearray | None = None
+        self._recv_validator: Utf8ValidatorLike | None = None
         self._recv_decoder: codecs.IncrementalDecoder | None = None
 
         # Message being sent, when fragmented.
@@ -273,6 +292,9 @@ class WebSocketProtocol:
         #: True when the I/O layer should close the TCP connection.
         self.close_transport = False
         self._discard_input = False
+        #: True while the view from the last :meth:`receive_buffer` call is lent:
+        #: the next bytes received are in it, for :meth:`received_into`.
+        self.receiving_into = False
 
     # Public API: outputs.
 
@@ -282,7 +304,12 @@ class WebSocketProtocol:
         return events
 
     def data_to_send(self) -> list[bytes]:
-        """Return the bytes to write since the last call, and forget them."""
+        """Return the bytes to write since the last call, and forget them.
+
+        The buffers are to be written in order; a frame with a large payload is
+        two of them, its header and its payload (see
+        :data:`~wsharbor.protocol.frames.SEND_JOIN_BELOW`), for a transport's
+        ``writelines``."""
         output, self._output = self._output, []
         return output
 
@@ -334,13 +361,82 @@ class WebSocketProtocol:
         """Process bytes received from the network. Never raises."""
         if self._discard_input or self.state is State.CLOSED:
             return
+        self._parser.feed(data)
+        self._parse()
+
+    def receive_buffer(self, size: int) -> memoryview | None:
+        """Where the next bytes from the network may be read straight into.
+
+        Once a frame's header said how large its payload is, the payload is
+        assembled in a buffer of that size (after the ``max_size`` check). While
+        a large part of it is still to come, this returns a writable view of the
+        next at most ``size`` bytes of that buffer: an I/O layer reads the socket
+        into it and calls :meth:`received_into`, and the payload is never
+        copied. ``None`` otherwise (a small frame, between frames, after a
+        failure, or without the C accelerator): read into a buffer of your own
+        and call :meth:`receive_data`.
+        """
+        view = None if self._discard_input else self._parser.receive_buffer(size)
+        self.receiving_into = view is not None
+        return view
+
+    def received_into(self, nbytes: int) -> None:
+        """Process ``nbytes`` read into the view :meth:`receive_buffer` returned,
+        before any other input. Never raises."""
+        self.receiving_into = False
+        if self._discard_input:
+            return
+        try:
+            self._parser.received_into(nbytes)
+        except ValueError as exc:  # the I/O layer misused the view: a bug
+            self.logger.error("unexpected error while receiving", exc_info=True)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error", exc)
+            return
+        self._parse()
+
+    def _parse(self) -> None:
         parser = self._parser
-        parser.feed(data)
+        events = self._events
         try:
             while not self._discard_input:
-                frame = parser.parse()
-                if frame is None:
+                raw = parser.parse_raw()
+                if raw is None:
+                    pending = parser.pending
+                    if pending is not None:
+                        self._receive_pending(pending)
                     break
+                b0, data = raw
+                if (
+                    (b0 == 0x82 or b0 == 0x81)
+                    and self._recv_opcode is None
+                    and not self.extensions
+                    and not self.stream_fragments
+                    and not self.debug
+                ):
+                    # Fast path: a whole message in one frame (FIN, no reserved
+                    # bit, text or binary), no extension: what _receive_frame
+                    # does, without a Frame or a call.
+                    if self.max_size is not None and len(data) > self.max_size:
+                        raise PayloadTooBig(self._too_big(len(data)))
+                    if b0 == 0x82:
+                        event: Event = _new_event(BinaryMessage)
+                        _set_binary_data(event, data)
+                    else:
+                        # If the frame arrived in pieces, they were validated
+                        # as they came; decoding validates it whole.
+                        self._recv_validator = None
+                        event = _new_event(TextMessage)
+                        _set_text_data(event, data.decode())
+                    events.append(event)
+                    continue
+                frame = Frame(
+                    Opcode(b0 & 0x0F),
+                    data,
+                    bool(b0 & 0x80),
+                    bool(b0 & 0x40),
+                    bool(b0 & 0x20),
+                    bool(b0 & 0x10),
+                )
                 if self.debug:
                     self.logger.debug("< %s", frame)
                 self._receive_frame(frame)
@@ -470,6 +566,9 @@ class WebSocketProtocol:
                 if self.max_size is not None and len(data) > self.max_size:
                     raise PayloadTooBig(self._too_big(len(data)))
                 if opcode is Opcode.TEXT:
+                    # If the frame arrived in pieces, their validation made it
+                    # fail early if it could; decoding validates it whole.
+                    self._recv_validator = None
                     self._events.append(TextMessage(data.decode()))
                 else:
                     self._events.append(BinaryMessage(data))
@@ -477,7 +576,11 @@ class WebSocketProtocol:
             self._recv_opcode = opcode
             self._recv_size = 0
             self._recv_fragments = 0
-            self._recv_decoder = _utf8_decoder() if opcode is Opcode.TEXT else None
+            if opcode is Opcode.TEXT:
+                if self._recv_validator is None:
+                    self._recv_validator = Utf8Validator()
+                if self.stream_fragments:
+                    self._recv_decoder = _utf8_decoder()
             self._receive_fragment(data, frame.fin)
 
         elif opcode is Opcode.CONT:
@@ -535,30 +638,67 @@ class WebSocketProtocol:
             # Empty or tiny fragments add little toward max_size but cost a
             # frame's work each: bound them too.
             raise TooManyFragments(f"message of more than {self.max_fragments} fragments")
-        decoder = self._recv_decoder
-        if self.stream_fragments:
+        validator = self._recv_validator
+        if validator is not None and (self.stream_fragments or not fin):
             # Validate UTF-8 as each fragment arrives (RFC 6455 section 8.1:
             # fail as soon as the payload is known to be invalid, even
-            # mid-message).
+            # mid-message). What was taken from the frame while it was
+            # pending was validated already. The last fragment of a
+            # reassembled message is validated by decoding the whole.
+            taken = self._parser.taken
+            validator.feed(memoryview(data)[taken:] if taken else data, fin)
+        if self.stream_fragments:
+            decoder = self._recv_decoder
             part: str | bytes = data if decoder is None else decoder.decode(data, fin)
             self._events.append(Fragment(part, fin))
         else:
-            if decoder is not None:
-                decoder.decode(data, fin)  # validate now (section 8.1); decode once, at the end
             buffer = self._recv_buffer
             if buffer is None:
                 buffer = self._recv_buffer = bytearray()
             buffer += data
             if fin:
-                if decoder is not None:
+                if self._recv_opcode is Opcode.TEXT:
                     self._events.append(TextMessage(buffer.decode()))
                 else:
                     self._events.append(BinaryMessage(bytes(buffer)))
                 buffer.clear()
         if fin:
             self._recv_opcode = None
+            self._recv_validator = None
             self._recv_decoder = None
             self._recv_size = 0
+
+    def _receive_pending(self, pending: PendingFrame) -> None:
+        """A frame's header was parsed and its payload is arriving: check what can
+        be checked already, in the order :meth:`_receive_frame` checks it, so that
+        a bad frame fails before it completes, the same way."""
+        if self.extensions:
+            # Reserved bits and payloads are the extensions' to interpret first
+            # (a compressed payload can't be validated before it is inflated).
+            return
+        opcode = pending.opcode
+        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY and opcode is not Opcode.CONT:
+            return  # a control frame: at most 125 bytes, checked when complete
+        if pending.rsv1 or pending.rsv2 or pending.rsv3:
+            raise ProtocolError(
+                "reserved bits set without a negotiated extension (RFC 6455 section 5.2)"
+            )
+        if opcode is Opcode.CONT:
+            if self._recv_opcode is None:
+                raise ProtocolError(
+                    "continuation frame without a message in progress (RFC 6455 section 5.4)"
+                )
+        elif self._recv_opcode is not None:
+            raise ProtocolError(
+                "expected a continuation frame; a message is in progress (RFC 6455 section 5.4)"
+            )
+        validator = self._recv_validator
+        if opcode is Opcode.TEXT and validator is None:
+            validator = self._recv_validator = Utf8Validator()
+        if validator is not None and pending.received > pending.taken:
+            # RFC 6455 section 8.1: invalid UTF-8 fails the connection as soon
+            # as it arrives, even in the middle of a frame (Autobahn 6.4.3).
+            validator.feed(pending.take())
 
     def _receive_close(self, frame: Frame) -> None:
         # Raises ProtocolError (bad code, 1 byte) or UnicodeDecodeError (reason).
@@ -594,9 +734,13 @@ class WebSocketProtocol:
             self._check_can_send_data()
         if self.extensions or self.debug:
             self._send_frame(Frame(opcode, data, fin))
-        else:
+        elif len(data) < SEND_JOIN_BELOW:
             # No extension to apply and no frame to log: encode it directly.
             self._output.append(serialize_data_frame(opcode, data, fin=fin, mask=self._mask))
+        else:
+            # A large payload goes out as it is, after its header: not copied
+            # into one buffer with it (masking on the client side copies it).
+            self._output += serialize_data_frame_parts(opcode, data, fin=fin, mask=self._mask)
         self._send_opcode = None if fin else (self._send_opcode or opcode)
 
     def _send_frame(self, frame: Frame) -> None:
@@ -604,7 +748,10 @@ class WebSocketProtocol:
             frame = extension.encode(frame)
         if self.debug:
             self.logger.debug("> %s", frame)
-        self._output.append(serialize_frame(frame, mask=self._mask))
+        if len(frame.data) < SEND_JOIN_BELOW:
+            self._output.append(serialize_frame(frame, mask=self._mask))
+        else:
+            self._output += serialize_frame_parts(frame, mask=self._mask)
 
     def _send_close(self, close: Close) -> None:
         self._send_frame(Frame(Opcode.CLOSE, close.serialize()))

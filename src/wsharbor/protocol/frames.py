@@ -26,8 +26,25 @@ are needed. It never copies the buffer to look at a header and never creates a
 coroutine or generator per frame, so a batch of frames read in one
 ``data_received`` call is parsed in one tight loop.
 
-Masking uses the C accelerator ``_speedups.apply_mask`` when it was built, and a
-pure-Python fallback otherwise. ``SPEEDUPS`` tells which one is in use.
+A frame whose header is complete but whose payload is not becomes a
+:class:`PendingFrame`: its payload is assembled in a buffer of its final size,
+allocated once the header said how big it is (after the ``max_size`` check),
+and unmasked in place as it arrives. Bytes fed later go straight to it, and an
+I/O layer can have the socket read the rest of a large payload into it
+(:meth:`FrameParser.receive_buffer` and :meth:`FrameParser.received_into`): a
+large payload is then never copied in user space, since the finished buffer *is*
+the frame's ``bytes``. ``FrameParser._buf`` only ever holds complete frames and
+at most one partial header, a read's worth. The protocol looks at the pending
+frame to check its header and validate the UTF-8 of text payloads as each piece
+arrives (RFC 6455 section 8.1: fail fast).
+
+Masking uses the C accelerator (``_speedups.apply_mask`` and
+``apply_mask_inplace``) when it was built, and a pure-Python fallback otherwise.
+``SPEEDUPS`` tells which one is in use. With the accelerator, a payload buffer
+is a ``bytes`` object filled in place (``_speedups.PayloadBuffer``, not
+initialised, so that a header announcing a large frame costs no resident memory
+by itself); without it, a ``bytearray`` that grows as the payload arrives, copied
+to ``bytes`` at the end, and no direct reads.
 """
 
 from __future__ import annotations
@@ -37,22 +54,30 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..exceptions import PayloadTooBig, ProtocolError
 
 __all__ = [
     "CTRL_OPCODES",
     "DATA_OPCODES",
+    "DIRECT_READ_MIN",
+    "SEND_JOIN_BELOW",
     "SPEEDUPS",
     "Close",
     "CloseCode",
     "Frame",
     "FrameParser",
     "Opcode",
+    "PendingFrame",
     "apply_mask",
+    "apply_mask_inplace",
+    "apply_mask_inplace_python",
     "apply_mask_python",
     "serialize_data_frame",
+    "serialize_data_frame_parts",
     "serialize_frame",
+    "serialize_frame_parts",
 ]
 
 
@@ -216,7 +241,9 @@ class Frame:
 # Masking.
 
 
-def apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+def apply_mask_python(
+    data: bytes | bytearray | memoryview, mask: bytes | bytearray | memoryview
+) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3)."""
     if len(mask) != 4:
         raise ValueError("mask must contain 4 bytes")
@@ -224,21 +251,43 @@ def apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes | bytear
     if length == 0:
         return b""
     data_int = int.from_bytes(data, "little")
-    mask_int = int.from_bytes(mask * (length // 4 + 1), "little") & ((1 << (8 * length)) - 1)
+    mask_int = int.from_bytes(bytes(mask) * (length // 4 + 1), "little") & ((1 << (8 * length)) - 1)
     return (data_int ^ mask_int).to_bytes(length, "little")
 
 
-apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
+def apply_mask_inplace_python(
+    data: bytearray | memoryview, mask: bytes | bytearray, offset: int = 0
+) -> None:
+    """XOR the writable buffer ``data`` in place with the 4-byte ``mask``
+    repeated, ``data[0]`` being byte ``offset`` of the payload (so the mask
+    phase is ``offset % 4``): unmasking a payload piece by piece as it arrives."""
+    if len(mask) != 4:
+        raise ValueError("mask must contain 4 bytes")
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    phase = offset & 3
+    if phase:
+        mask = mask[phase:] + mask[:phase]
+    if len(data):
+        data[:] = apply_mask_python(data, mask)
+
+
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray | memoryview], bytes]
+apply_mask_inplace: Callable[[bytearray | memoryview, bytes | bytearray, int], None]
 SPEEDUPS: bool
 try:
     if os.environ.get("WSHARBOR_NO_SPEEDUPS") == "1":
         raise ImportError("disabled by WSHARBOR_NO_SPEEDUPS")
+    from ._speedups import PayloadBuffer as _PayloadBuffer
     from ._speedups import apply_mask as _apply_mask_c
+    from ._speedups import apply_mask_inplace as _apply_mask_inplace_c
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = apply_mask_python
+    apply_mask_inplace = apply_mask_inplace_python
     SPEEDUPS = False
 else:
     apply_mask = _apply_mask_c
+    apply_mask_inplace = _apply_mask_inplace_c
     SPEEDUPS = True
 
 
@@ -270,6 +319,42 @@ def serialize_data_frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask:
     return _encode((0x80 if fin else 0) | opcode, data, mask)
 
 
+#: Payloads from this size on are sent as a header and the payload itself, two
+#: buffers for the transport's ``writelines`` (scatter/gather where the transport
+#: has it), instead of one ``bytes`` joined here: joining copies the payload,
+#: which costs more than a second buffer from about this size.
+SEND_JOIN_BELOW = 16384
+
+
+def serialize_frame_parts(frame: Frame, *, mask: bool) -> tuple[bytes, ...]:
+    """:func:`serialize_frame` as the buffers to write in order: one for a
+    payload under :data:`SEND_JOIN_BELOW` bytes, else the header and the payload
+    (unmasked: the frame's data itself; masked, on the client side: a masked
+    copy, since the caller's data must not change)."""
+    if len(frame.data) < SEND_JOIN_BELOW:
+        return (serialize_frame(frame, mask=mask),)
+    frame.check()
+    first = (
+        (0x80 if frame.fin else 0)
+        | (0x40 if frame.rsv1 else 0)
+        | (0x20 if frame.rsv2 else 0)
+        | (0x10 if frame.rsv3 else 0)
+        | frame.opcode
+    )
+    return _encode_parts(first, frame.data, mask)
+
+
+def serialize_data_frame_parts(
+    opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool
+) -> tuple[bytes, ...]:
+    """:func:`serialize_data_frame` as the buffers to write in order (see
+    :func:`serialize_frame_parts`)."""
+    first = (0x80 if fin else 0) | opcode
+    if len(data) < SEND_JOIN_BELOW:
+        return (_encode(first, data, mask),)
+    return _encode_parts(first, data, mask)
+
+
 def _encode(first: int, data: bytes, mask: bool) -> bytes:
     length = len(data)
     mask_bit = 0x80 if mask else 0
@@ -285,12 +370,170 @@ def _encode(first: int, data: bytes, mask: bool) -> bytes:
     return header + data
 
 
+def _encode_parts(first: int, data: bytes, mask: bool) -> tuple[bytes, bytes]:
+    length = len(data)
+    if mask:
+        header = (
+            _pack_bbh(first, 0xFE, length) if length < 65536 else _pack_bbq(first, 0xFF, length)
+        )
+        mask_key = os.urandom(4)
+        return header + mask_key, apply_mask(data, mask_key)
+    header = _pack_bbh(first, 126, length) if length < 65536 else _pack_bbq(first, 127, length)
+    return header, data
+
+
 # Parsing.
 
 #: Masked payloads up to this size are unmasked from a slice of the buffer (a copy,
 #: cheaper than a memoryview for small frames: 0.18 against 0.41 µs for 64 bytes);
 #: larger ones from a memoryview, without the copy.
 _SLICE_BELOW = 2048
+
+#: A pending payload lends its buffer to the socket (:meth:`FrameParser.receive_buffer`)
+#: when at least this many of its bytes are still to come. Below, a read into
+#: the I/O layer's own buffer, which may also hold the next frames, and a copy
+#: cost less than one more read.
+DIRECT_READ_MIN = 16384
+
+
+class PendingFrame:
+    """A frame whose header was parsed and whose payload is still arriving.
+
+    Its payload is assembled in a buffer of its final size, unmasked as each
+    piece arrives. The protocol reads the header fields (``opcode``, ``fin``,
+    ``rsv1``, ``rsv2``, ``rsv3``, ``length``) to check them before the payload is
+    complete, and takes the bytes received so far (:meth:`take`) to validate
+    them: a text frame with invalid UTF-8 early on fails at once, not when its
+    last byte arrives.
+    """
+
+    __slots__ = (
+        "_mask",
+        "_payload",
+        "_view",
+        "fin",
+        "header",
+        "length",
+        "lent",
+        "opcode",
+        "received",
+        "rsv1",
+        "rsv2",
+        "rsv3",
+        "taken",
+    )
+
+    def __init__(
+        self,
+        header: bytes,
+        opcode: Opcode,
+        length: int,
+        mask: bytes | None,
+        fin: bool = True,
+        rsv1: bool = False,
+        rsv2: bool = False,
+        rsv3: bool = False,
+    ) -> None:
+        #: The frame's header as received (masking key included).
+        self.header = header
+        self.opcode = opcode
+        self.length = length
+        self.fin = fin
+        self.rsv1 = rsv1
+        self.rsv2 = rsv2
+        self.rsv3 = rsv3
+        #: Payload bytes received so far.
+        self.received = 0
+        #: Payload bytes returned by :meth:`take` so far.
+        self.taken = 0
+        #: Size of the view last returned by :meth:`receive_buffer`, until
+        #: :meth:`received_into` says how much of it was filled.
+        self.lent = 0
+        self._mask = mask
+        self._payload: Any
+        self._view: memoryview | None
+        if SPEEDUPS:
+            try:
+                self._payload = _PayloadBuffer(length)
+            except (MemoryError, OverflowError):
+                raise PayloadTooBig(
+                    f"frame of {length} bytes: not enough memory to receive it"
+                ) from None
+            self._view = memoryview(self._payload)
+        else:
+            # Grows as the payload arrives: a bytearray of the full size would
+            # be zero-filled, resident memory for a header alone.
+            self._payload = bytearray()
+            self._view = None
+
+    def fill(self, data: bytes | bytearray | memoryview) -> int:
+        """Append the start of ``data`` to the payload, up to its end; return how
+        many bytes were taken."""
+        start = self.received
+        size = self.length - start
+        if len(data) > size:
+            data = memoryview(data)[:size]
+        else:
+            size = len(data)
+        payload = self._payload
+        if self._view is not None:
+            payload.write(start, data, self._mask)  # copied and unmasked in one pass
+        else:
+            payload += data
+            if self._mask is not None:
+                with memoryview(payload) as view:
+                    apply_mask_inplace(view[start:], self._mask, start)
+        self.received = start + size
+        return size
+
+    def receive_buffer(self, size: int) -> memoryview | None:
+        """A writable view of the next at most ``size`` payload bytes, for the
+        socket to read into; ``None`` without the C accelerator."""
+        view = self._view
+        if view is None:
+            return None
+        start = self.received
+        end = min(self.length, start + size)
+        self.lent = end - start
+        return view[start:end]
+
+    def received_into(self, nbytes: int) -> None:
+        """``nbytes`` were read into the view from :meth:`receive_buffer`."""
+        if not 0 < nbytes <= self.lent:
+            raise ValueError(f"{nbytes} bytes received into a buffer of {self.lent}")
+        self.lent = 0
+        start = self.received
+        if self._mask is not None:
+            assert self._view is not None
+            apply_mask_inplace(self._view[start : start + nbytes], self._mask, start)
+        self.received = start + nbytes
+
+    def take(self) -> bytes | memoryview:
+        """The payload bytes received since the last call, unmasked."""
+        start = self.taken
+        end = self.taken = self.received
+        if self._view is not None:
+            return self._view[start:end]
+        return bytes(self._payload[start:end])
+
+    def wire_bytes(self) -> bytes:
+        """The bytes of this frame received so far, as they were on the wire."""
+        if self._view is not None:
+            received = self._view[: self.received]
+        else:
+            received = memoryview(self._payload)[: self.received]
+        with received:
+            if self._mask is None:
+                return self.header + received
+            return self.header + apply_mask(received, self._mask)
+
+    def finish(self) -> bytes:
+        """The complete payload (call once every byte of it was received)."""
+        if self.received != self.length:
+            raise ValueError("the payload is incomplete")
+        # With the accelerator: the bytes filled in place, no copy.
+        data: bytes = self._payload.finish() if self._view is not None else bytes(self._payload)
+        return data
 
 
 class FrameParser:
@@ -301,40 +544,121 @@ class FrameParser:
     payload of a single frame (``None`` for no limit); a larger frame raises
     :class:`PayloadTooBig` as soon as its header is read, before its payload is
     buffered.
+
+    When nothing is buffered, :meth:`feed` keeps a reference to ``data`` and
+    :meth:`parse` reads the frames straight from it: what is left of it when
+    :meth:`parse` returns ``None`` is copied then (at most a partial header, or
+    the start of a payload into its :class:`PendingFrame`). So call :meth:`parse`
+    until it returns ``None`` (or :meth:`discard`) before reusing the memory of
+    ``data``, as :meth:`WebSocketProtocol.receive_data
+    <wsharbor.protocol.connection.WebSocketProtocol.receive_data>` does.
+
+    A frame whose payload is incomplete is :attr:`pending` until it completes;
+    ``taken`` tells, for the frame :meth:`parse` returned last, how many of its
+    payload bytes were taken from it while it was pending (``0`` for a frame that
+    arrived whole).
     """
 
-    __slots__ = ("_buf", "_pos", "mask", "max_size")
+    __slots__ = ("_buf", "_input", "_pending", "_pos", "mask", "max_size", "taken")
 
     def __init__(self, *, mask: bool, max_size: int | None = None) -> None:
         self._buf = bytearray()
+        # Bytes fed while nothing was buffered, parsed where they are; _pos is
+        # the read offset in them when they are set, else in _buf.
+        self._input: bytes | bytearray | memoryview | None = None
         self._pos = 0
+        self._pending: PendingFrame | None = None
         self.mask = mask
         self.max_size = max_size
+        self.taken = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes received from the network."""
-        if self._pos and self._pos == len(self._buf):
-            # Everything was consumed: start over instead of growing.
-            self._buf.clear()
-            self._pos = 0
+        """Add bytes received from the network (see the class for when ``data``
+        may be reused)."""
+        pending = self._pending
+        if pending is not None and pending.received < pending.length:
+            size = pending.fill(data)
+            if size == len(data):
+                return
+            data = memoryview(data)[size:]
+        if self._input is not None:
+            self._keep_input()  # fed again before parse() returned None
+        elif self._pos == len(self._buf):
+            if self._pos:
+                self._buf.clear()
+                self._pos = 0
+            self._input = data
+            return
         self._buf += data
+
+    def _keep_input(self) -> None:
+        """Copy what is left of the borrowed input to the parser's own buffer."""
+        data = self._input
+        assert data is not None
+        if self._pos < len(data):
+            with memoryview(data) as view:
+                self._buf += view[self._pos :]
+        self._input = None
+        self._pos = 0
+
+    @property
+    def pending(self) -> PendingFrame | None:
+        """The frame whose header was parsed and whose payload is still arriving."""
+        pending = self._pending
+        if pending is not None and pending.received < pending.length:
+            return pending
+        return None
+
+    def receive_buffer(self, size: int) -> memoryview | None:
+        """Where the socket may read the next bytes straight into: the rest of a
+        pending payload (at most ``size`` bytes) when at least
+        :data:`DIRECT_READ_MIN` bytes of it are to come (and the C accelerator
+        is built), else ``None``. Report the bytes read with
+        :meth:`received_into` before anything else is fed."""
+        pending = self._pending
+        if pending is None or pending.length - pending.received < DIRECT_READ_MIN:
+            return None
+        return pending.receive_buffer(size)
+
+    @property
+    def lent(self) -> bool:
+        """Whether a view from :meth:`receive_buffer` waits for :meth:`received_into`."""
+        pending = self._pending
+        return pending is not None and pending.lent > 0
+
+    def received_into(self, nbytes: int) -> None:
+        """``nbytes`` were read into the view from :meth:`receive_buffer`."""
+        pending = self._pending
+        if pending is None:
+            raise ValueError("no buffer was lent")
+        pending.received_into(nbytes)
 
     @property
     def buffered(self) -> int:
-        """How many received bytes wait to be parsed."""
-        return len(self._buf) - self._pos
+        """How many received bytes wait to be parsed (a pending frame included)."""
+        data = self._buf if self._input is None else self._input
+        buffered = len(data) - self._pos
+        pending = self._pending
+        if pending is not None:
+            buffered += len(pending.header) + pending.received
+        return buffered
 
     def take_buffer(self) -> bytes:
-        """Remove and return the bytes not parsed yet."""
-        with memoryview(self._buf) as view:
+        """Remove and return the bytes not parsed yet, as they were received."""
+        with memoryview(self._buf if self._input is None else self._input) as view:
             data = bytes(view[self._pos :])  # one copy, not a slice and a copy
+        pending = self._pending
+        if pending is not None and pending.received < pending.length:
+            data = pending.wire_bytes() + data
         self.discard()
         return data
 
     def discard(self) -> None:
         """Forget the bytes not parsed yet (without copying them)."""
         self._buf.clear()
+        self._input = None
         self._pos = 0
+        self._pending = None
 
     def parse(self) -> Frame | None:
         """Return the next complete frame, or ``None`` if more bytes are needed.
@@ -345,10 +669,39 @@ class FrameParser:
         Reserved bits are reported in the frame; the caller checks them against
         the negotiated extensions.
         """
-        buf = self._buf
+        raw = self.parse_raw()
+        if raw is None:
+            return None
+        b0, data = raw
+        return Frame(
+            _OPCODES[b0 & 0x0F],
+            data,
+            bool(b0 & 0x80),
+            bool(b0 & 0x40),
+            bool(b0 & 0x20),
+            bool(b0 & 0x10),
+        )
+
+    def parse_raw(self) -> tuple[int, bytes] | None:
+        """:meth:`parse` without building the :class:`Frame`: the frame's first
+        header byte (FIN, RSV1-3 and a valid opcode) and its payload. The
+        protocol's path for whole data messages, where building a ``Frame``
+        would be a third of the parsing."""
+        pending = self._pending
+        if pending is not None:
+            if pending.received < pending.length:
+                return None
+            self._pending = None
+            self.taken = pending.taken
+            return pending.header[0], pending.finish()
+        self.taken = 0
+        borrowed = self._input
+        buf = self._buf if borrowed is None else borrowed
         pos = self._pos
         available = len(buf) - pos
         if available < 2:
+            if borrowed is not None:
+                self._keep_input()
             return None
         b0 = buf[pos]
         b1 = buf[pos + 1]
@@ -368,11 +721,15 @@ class FrameParser:
         header_size = 2
         if length == 126:
             if available < 4:
+                if borrowed is not None:
+                    self._keep_input()
                 return None
             length = (buf[pos + 2] << 8) | buf[pos + 3]
             header_size = 4
         elif length == 127:
             if available < 10:
+                if borrowed is not None:
+                    self._keep_input()
                 return None
             (length,) = struct.unpack_from("!Q", buf, pos + 2)
             if length >> 63:
@@ -393,6 +750,31 @@ class FrameParser:
             header_size += 4
         end = pos + header_size + length
         if len(buf) < end:
+            if available < header_size:
+                if borrowed is not None:
+                    self._keep_input()
+                return None
+            # The payload is incomplete: assemble it in place from here on.
+            start = pos + header_size
+            pending = PendingFrame(
+                bytes(buf[pos:start]),
+                opcode,
+                length,
+                bytes(buf[start - 4 : start]) if masked else None,
+                fin,
+                bool(b0 & 0x40),
+                bool(b0 & 0x20),
+                bool(b0 & 0x10),
+            )
+            if start < len(buf):
+                with memoryview(buf) as view:
+                    pending.fill(view[start:])
+            if borrowed is None:
+                self._buf.clear()
+            else:
+                self._input = None
+            self._pos = 0
+            self._pending = pending
             return None
         if masked:
             start = pos + header_size
@@ -404,12 +786,17 @@ class FrameParser:
         else:
             data = bytes(buf[pos + header_size : end])
         if end == len(buf):
-            buf.clear()
+            if borrowed is None:
+                self._buf.clear()
+            else:
+                self._input = None
             self._pos = 0
+        elif borrowed is not None:
+            self._pos = end
         elif end > 65536 and end > len(buf) // 2:
             # Compact when the consumed prefix dominates the buffer.
-            del buf[:end]
+            del self._buf[:end]
             self._pos = 0
         else:
             self._pos = end
-        return Frame(opcode, data, fin, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
+        return b0, data
