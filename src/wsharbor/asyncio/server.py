@@ -661,7 +661,11 @@ class Server:
                     shutdown_timeout=self.ssl_shutdown_timeout,
                 )
                 await self.loop.connect_accepted_socket(lambda: tls, sock)
-                await waiter
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    tls.abort()  # the server is closing: drop the handshake
+                    raise
             else:
                 await self.loop.connect_accepted_socket(
                     lambda: connection,

@@ -240,7 +240,15 @@ class TLSTransport(asyncio.BufferedProtocol, asyncio.Transport):
         return _cipher_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._receive(_cipher_buffer()[:nbytes])
+        data = _cipher_buffer()[:nbytes]
+        pending = self._pending
+        if pending is not None:
+            # Reading resumed and the loop read more before _resume() ran (uvloop
+            # may): what was kept goes to OpenSSL first.
+            self._pending = None
+            self._receive(memoryview(pending + data))
+        else:
+            self._receive(data)
 
     def eof_received(self) -> bool | None:
         self._eof = True
