@@ -1,16 +1,25 @@
 """Echo server on wsharbor (``wsharbor.serve``), the library this benchmark is for.
 
 Compression off, ``max_size`` from the flags, everything else at the library's defaults.
+``--tls-transport loop`` serves wss:// with the event loop's own TLS instead of wsharbor's.
 Exits with status 3 and a one-line reason on stderr when ``wsharbor.serve`` is not
 available yet, which the harness reports as "not available".
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
-from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+from benchmarks.servers._common import (
+    ServerArgs,
+    announce,
+    parse_args,
+    run,
+    ssl_context,
+    wait_for_signal,
+)
 
 NOT_AVAILABLE = 3
 
@@ -20,12 +29,27 @@ async def echo(ws: Any) -> None:
         await ws.send(message)
 
 
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-transport",
+        choices=["wsharbor", "loop"],
+        help="who does TLS for wss:// (default: the library's default, wsharbor)",
+    )
+
+
 async def main(args: ServerArgs) -> None:
     import wsharbor
 
     serve: Any = wsharbor.serve  # type: ignore[attr-defined,unused-ignore]
+    options: dict[str, Any] = {}
+    context = ssl_context(args)
+    if context is not None:
+        options["ssl"] = context
+        tls_transport = getattr(args, "tls_transport", None)
+        if tls_transport is not None:
+            options["tls_transport"] = tls_transport
     async with serve(
-        echo, args.host, args.port, compression=None, max_size=args.max_size
+        echo, args.host, args.port, compression=None, max_size=args.max_size, **options
     ) as server:
         announce(server.sockets[0].getsockname()[1])
         await wait_for_signal()
@@ -37,4 +61,4 @@ if __name__ == "__main__":
     except ImportError as exc:
         print(f"wsharbor.serve is not available: {exc}", file=sys.stderr)
         sys.exit(NOT_AVAILABLE)
-    sys.exit(run(main, parse_args(__doc__ or "")))
+    sys.exit(run(main, parse_args(__doc__ or "", configure=add_flags)))
