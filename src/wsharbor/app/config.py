@@ -639,7 +639,7 @@ def check(config: Config) -> None:
             import uvloop  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[uvloop]')"
+                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[fast]')"
             ) from None
     if sys.platform == "win32":  # pragma: no cover - the app server is Unix-only
         raise ConfigError("wsharbor run needs a Unix system (signals, fd passing)")
