@@ -408,7 +408,9 @@ class TLSTransport(asyncio.BufferedProtocol, asyncio.Transport):
             self._flush()  # OpenSSL's alert tells the peer why
             self._handshake_failed(exc)
             return
-        self._flush()  # the last flight, and TLS 1.3 session tickets
+        # The last flight (a client's Finished, a server's session tickets) goes
+        # out with what the application writes first, or at the end of
+        # _decrypt(): one send instead of two.
         self._state = _OPEN
         if self._handshake_deadlines is not None:
             self._handshake_deadlines.discard(self)
@@ -423,6 +425,8 @@ class TLSTransport(asyncio.BufferedProtocol, asyncio.Transport):
             self.writelines(early)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._outgoing.pending and not self._incoming.pending:
+            self._flush()  # nothing more to decrypt now: don't wait
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if self._handshake_deadlines is not None:
