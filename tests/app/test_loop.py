@@ -1,5 +1,6 @@
 """``wsharbor run --loop``: ``auto`` (the default) serves on uvloop when it can be
-imported and on asyncio's loop otherwise; ``uvloop`` requires it. wss:// on both."""
+imported and on asyncio's loop otherwise; ``uvloop`` requires it. wss:// on both, with
+wsharbor's TLS transport or (``--tls-transport loop``) the loop's."""
 
 from __future__ import annotations
 
@@ -119,3 +120,42 @@ def test_run_loop_uvloop_without_uvloop_is_a_clear_error(tmp_path: Path) -> None
     assert result.returncode == 2, result.stderr
     assert "--loop uvloop: uvloop is not installed (pip install 'wsharbor[fast]')" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_run_tls_transport_loop(
+    servers: list[ServerProcess], tmp_path: Path, certificates: ssl.SSLContext, loop: str
+) -> None:
+    """--tls-transport loop: the event loop's own TLS, the way back."""
+    write_app(tmp_path)
+    server = ServerProcess(
+        [
+            "testapp:handler",
+            "--port",
+            "0",
+            "--ssl-certfile",
+            "server.pem",
+            "--tls-transport",
+            "loop",
+            "--loop",
+            loop,
+        ],
+        tmp_path,
+    )
+    servers.append(server)
+    port = server.wait_listening()
+    assert await wss_echo(port, certificates) == "secure"
+
+
+def test_tls_transport_needs_a_certificate(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsharbor", "run", "testapp:handler", "--tls-transport", "loop"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--tls-transport needs --ssl-certfile" in result.stderr

@@ -335,6 +335,7 @@ class AppServer:
             self._handle,
             sock=self.sock,
             ssl=self.ssl,
+            tls_transport="loop" if config.tls_transport == "loop" else "wsharbor",
             start_serving=False,
             backlog=config.backlog,
             origins=origins,
