@@ -535,6 +535,9 @@ async def run_handshake(args: Args) -> JSON:
         if len(errors) >= 10 or count == 0:
             raise BenchError(f"{len(errors)} failed handshakes, first: {errors[0]}")
     result["handshakes_per_s"] = count / result["seconds"]
+    if "server_cpu" in result and count:
+        # What capacity planning needs, whichever side was the bottleneck.
+        result["server_us_per_handshake"] = result["server_cpu"] * result["seconds"] / count * 1e6
     return result
 
 

@@ -205,7 +205,10 @@ WORKLOADS: dict[str, Workload] = {
             "wss-handshake",
             "TLS + WebSocket handshakes, {concurrency} concurrent",
             "handshake",
-            metrics=(Metric("handshakes_per_s", "handshakes/s"),),
+            metrics=(
+                Metric("handshakes_per_s", "handshakes/s"),
+                Metric("server_us_per_handshake", "server CPU per handshake (µs)", False),
+            ),
             tls=True,
         ),
         Workload(

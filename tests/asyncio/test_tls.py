@@ -929,8 +929,9 @@ class EchoThenClose(asyncio.Protocol):
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_tls_transport_with_a_plain_protocol(certs: Certificates, loop: str) -> None:
+    early = [b"written before the handshake completes ", b"(kept until it does)"]
     chunks = [b"a" * 10, os.urandom(100_000), b"b" * 3, os.urandom(16 * 1024), b""]
-    total = sum(map(len, chunks))
+    total = sum(map(len, early + chunks))
 
     async def main() -> None:
         running = asyncio.get_running_loop()
@@ -949,8 +950,11 @@ def test_tls_transport_with_a_plain_protocol(certs: Certificates, loop: str) -> 
                 HOST,
                 port,
             )
-            await wait(waiter)
             assert isinstance(tls, TLSTransport)
+            # Most likely before the handshake completes (it needs a round trip).
+            tls.write(early[0])
+            tls.writelines(early[1:])
+            await wait(waiter)
             assert recorder.transport is tls
             assert tls.get_protocol() is recorder
             assert not tls.can_write_eof()
@@ -969,7 +973,7 @@ def test_tls_transport_with_a_plain_protocol(certs: Certificates, loop: str) -> 
             assert len(recorder.data) == paused_at < total
             tls.resume_reading()
             await wait(recorder.eof)  # the server closed: close_notify
-            assert bytes(recorder.data) == b"".join(chunks)
+            assert bytes(recorder.data) == b"".join(early + chunks)
             assert await wait(recorder.lost) is None
             assert tls.is_closing()
             assert tcp.is_closing()
