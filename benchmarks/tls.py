@@ -118,8 +118,10 @@ async def _serve(args: argparse.Namespace) -> None:
     if variant == "websockets":
         from websockets.asyncio.server import serve as ws_serve
 
+        # No keepalive: the load generator's client doesn't answer pings, and a
+        # run under tracemalloc outlasts ping_interval + ping_timeout.
         server: Any = await ws_serve(
-            echo, "127.0.0.1", 0, ssl=context, compression=None, max_size=None
+            echo, "127.0.0.1", 0, ssl=context, compression=None, max_size=None, ping_interval=None
         )
     else:
         import wsharbor
@@ -130,7 +132,7 @@ async def _serve(args: argparse.Namespace) -> None:
         if variant in ("wsharbor-loop", "sslproto-shared"):
             options["tls_transport"] = "loop"
         server = await wsharbor.serve(
-            echo, "127.0.0.1", 0, compression=None, max_size=None, **options
+            echo, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None, **options
         )
     loop = asyncio.get_running_loop()
     print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
