@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/
 # What `make run` needs: the package and uvloop (`--loop auto` serves on it when
 # it is installed), not the test tools of .installed.
 $(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
-	$(BIN)/python -m pip install -q -e '.[uvloop]'
+	$(BIN)/python -m pip install -q -e '.[fast]'
 	touch $@
 
 # The demo application: echo (/echo), a chat room (/chat) and its page (/),

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[str] = list(dict.fromkeys(args.servers))
     workloads = [WORKLOADS[name] for name in args.workloads]
     soft, hard = harness.nofile
-    if "memory" in args.workloads and soft < config.connections + 256:
+    if {"memory", "wss-memory"} & set(args.workloads) and soft < config.connections + 256:
         harness.say(
             f"warning: RLIMIT_NOFILE is {soft} (hard {hard}); {config.connections} "
             "connections need that many fds in the server and in the load generator"

@@ -89,6 +89,8 @@ class Harness:
     def __init__(self, config: Config, log: IO[str] = sys.stderr) -> None:
         self.config = config
         self.log = log
+        self._tls_files: tuple[str, str] | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
         if len(cpus) < 2 or not {config.server_cpu, config.loadgen_cpu} <= cpus:
             config.pin = False
@@ -99,9 +101,28 @@ class Harness:
 
     # servers
 
+    def tls_files(self) -> tuple[str, str]:
+        """A certificate for 127.0.0.1 and its key (PEM files), made once per run with
+        trustme (a throwaway CA: the load generator doesn't check certificates)."""
+        if self._tls_files is None:
+            try:
+                import trustme
+            except ImportError:
+                raise ServerUnavailable(
+                    "wss workloads need trustme: pip install -r benchmarks/requirements.txt"
+                ) from None
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="wsharbor-bench-")
+            cert = trustme.CA().issue_cert("127.0.0.1")
+            cert_path = os.path.join(self._tls_dir.name, "cert.pem")
+            key_path = os.path.join(self._tls_dir.name, "key.pem")
+            cert.cert_chain_pems[0].write_to_path(cert_path)
+            cert.private_key_pem.write_to_path(key_path)
+            self._tls_files = (cert_path, key_path)
+        return self._tls_files
+
     @contextlib.contextmanager
-    def server(self, spec: ServerSpec, uvloop: bool) -> Iterator[RunningServer]:
-        """Start ``spec``; stop it (SIGTERM, then SIGKILL) on exit."""
+    def server(self, spec: ServerSpec, uvloop: bool, tls: bool = False) -> Iterator[RunningServer]:
+        """Start ``spec`` (serving wss:// if ``tls``); stop it (SIGTERM, then SIGKILL) on exit."""
         if uvloop and not spec.supports_uvloop:
             raise ServerUnavailable("does not support --uvloop")
         for directory in spec.pythonpath:
@@ -109,13 +130,16 @@ class Harness:
                 raise ServerUnavailable(f"no wsharbor package in {directory}")
         if spec.script and not os.path.exists(spec.script[0]):
             raise ServerUnavailable(f"{os.path.relpath(spec.script[0], REPO_ROOT)} not found")
+        if tls and not spec.module:
+            raise ServerUnavailable("does not serve TLS")
+        tls_files = self.tls_files() if tls else None
         port = 0 if spec.module else free_port()
         path = os.pathsep.join(
             filter(None, [*spec.pythonpath, str(REPO_ROOT), os.environ.get("PYTHONPATH")])
         )
         with tempfile.TemporaryFile() as stderr:
             proc = subprocess.Popen(
-                spec.command(uvloop, port),
+                spec.command(uvloop, port, tls_files),
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -205,6 +229,8 @@ class Harness:
         elif workload.kind == "memory":
             args += ["--connections", str(c.connections), "--settle", str(c.settle)]
             args += ["--concurrency", str(c.connect_concurrency)]
+        if workload.tls:
+            args.append("--tls")
         return args
 
     def label(self, workload: Workload) -> str:
@@ -243,12 +269,13 @@ class Harness:
     def _run_once(self, spec: ServerSpec, uvloop: bool, workload: Workload) -> JSON:
         c = self.config
         try:
-            with self.server(spec, uvloop) as server:
+            with self.server(spec, uvloop, workload.tls) as server:
                 cmd = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(server.port)]
                 cmd += ["--server-pid", str(server.pid), *self.loadgen_args(workload)]
                 if c.pin:
                     cmd += ["--cpu", str(c.loadgen_cpu)]
-                timeout = c.warmup + c.duration + 60 + c.connections / 100
+                # TLS handshakes cost about 1 ms of server CPU each.
+                timeout = c.warmup + c.duration + 60 + c.connections / (20 if workload.tls else 100)
                 try:
                     done = subprocess.run(
                         cmd, cwd=REPO_ROOT, capture_output=True, timeout=timeout, check=False

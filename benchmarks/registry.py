@@ -54,10 +54,13 @@ class ServerSpec:
     def runs(self, workload: str) -> bool:
         return self.workloads is None or workload in self.workloads
 
-    def command(self, uvloop: bool, port: int = 0) -> list[str]:
+    def command(self, uvloop: bool, port: int = 0, tls: tuple[str, str] | None = None) -> list[str]:
+        """The server's command line; ``tls``: (certificate, key) PEM files for wss://."""
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", "0"]
             cmd += self.args
+            if tls is not None:
+                cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
             return [*cmd, "--uvloop"] if uvloop else cmd
         return [
             sys.executable,
@@ -103,6 +106,14 @@ SERVERS: dict[str, ServerSpec] = {
             workloads=frozenset({"echo-64-1", "echo-64-100", "echo-64k", "echo-1m"}),
         ),
         ServerSpec(
+            "wsharbor-loop-tls",
+            "wsharbor.serve with tls_transport='loop': the event loop's own TLS "
+            "(asyncio's SSLProtocol or uvloop's) instead of wsharbor's; wss workloads only",
+            module="benchmarks.servers.wsharbor_server",
+            args=("--tls-transport", "loop"),
+            workloads=frozenset({"wss-handshake", "wss-memory"}),
+        ),
+        ServerSpec(
             "wsharbor-before",
             "wsharbor.serve from the checkout in $WSHARBOR_BEFORE (its src/ with the C "
             "accelerator built): a before/after comparison in one run",
@@ -125,6 +136,9 @@ SERVERS: dict[str, ServerSpec] = {
                 "WARNING",
             ),
             supports_uvloop=False,
+            workloads=frozenset(
+                {"echo-64-1", "echo-64-100", "echo-64k", "echo-1m", "handshake", "memory"}
+            ),
         ),
     )
 }
@@ -154,6 +168,8 @@ class Workload:
     size: int = 0
     inflight: int = 0
     metrics: tuple[Metric, ...] = ()
+    #: Over wss:// (the harness gives the server a certificate, the load generator --tls).
+    tls: bool = False
 
 
 MSG_PER_S = Metric("msg_per_s", "msg/s")
@@ -192,6 +208,23 @@ WORKLOADS: dict[str, Workload] = {
             "{connections} idle connections",
             "memory",
             metrics=(Metric("kib_per_conn", "server RSS per connection (KiB)", False),),
+        ),
+        Workload(
+            "wss-handshake",
+            "TLS + WebSocket handshakes, {concurrency} concurrent",
+            "handshake",
+            metrics=(
+                Metric("handshakes_per_s", "handshakes/s"),
+                Metric("server_us_per_handshake", "server CPU per handshake (µs)", False),
+            ),
+            tls=True,
+        ),
+        Workload(
+            "wss-memory",
+            "{connections} idle wss connections",
+            "memory",
+            metrics=(Metric("kib_per_conn", "server RSS per connection (KiB)", False),),
+            tls=True,
         ),
     )
 }

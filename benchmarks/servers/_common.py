@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import resource
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,7 @@ __all__ = [
     "parse_args",
     "raise_nofile_limit",
     "run",
+    "ssl_context",
     "wait_for_signal",
 ]
 
@@ -29,10 +31,19 @@ class ServerArgs(argparse.Namespace):
     port: int
     uvloop: bool
     max_size: int
+    tls_cert: str | None
+    tls_key: str | None
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> ServerArgs:
+def parse_args(
+    description: str,
+    argv: list[str] | None = None,
+    configure: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> ServerArgs:
+    """The flags every server takes; ``configure`` adds a server's own."""
     parser = argparse.ArgumentParser(description=description)
+    if configure is not None:
+        configure(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 lets the kernel pick")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio")
@@ -42,7 +53,27 @@ def parse_args(description: str, argv: list[str] | None = None) -> ServerArgs:
         default=DEFAULT_MAX_SIZE,
         help=f"largest accepted message in bytes (default {DEFAULT_MAX_SIZE})",
     )
-    return parser.parse_args(argv, namespace=ServerArgs())
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", help="serve wss:// with this certificate (and --tls-key)"
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    args = parser.parse_args(argv, namespace=ServerArgs())
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def ssl_context(args: ServerArgs) -> ssl.SSLContext | None:
+    """The server's TLS context for ``--tls-cert``/``--tls-key``, or None (plain ws://).
+
+    Python's defaults for a server (``ssl.create_default_context(Purpose.CLIENT_AUTH)``):
+    the same for every server of the benchmark, so that TLS costs them the same.
+    """
+    if args.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
 
 
 def raise_nofile_limit() -> int:

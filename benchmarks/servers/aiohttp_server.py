@@ -10,7 +10,14 @@ import sys
 
 from aiohttp import WSMsgType, web
 
-from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+from benchmarks.servers._common import (
+    ServerArgs,
+    announce,
+    parse_args,
+    run,
+    ssl_context,
+    wait_for_signal,
+)
 
 
 def make_app(max_size: int) -> web.Application:
@@ -32,7 +39,7 @@ def make_app(max_size: int) -> web.Application:
 async def main(args: ServerArgs) -> None:
     runner = web.AppRunner(make_app(args.max_size), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context(args))
     await site.start()
     try:
         announce(runner.addresses[0][1])

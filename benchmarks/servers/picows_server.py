@@ -13,7 +13,14 @@ import sys
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
-from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+from benchmarks.servers._common import (
+    ServerArgs,
+    announce,
+    parse_args,
+    run,
+    ssl_context,
+    wait_for_signal,
+)
 
 
 class EchoListener(WSListener):
@@ -32,7 +39,11 @@ def listener_factory(_request: object) -> EchoListener:
 
 async def main(args: ServerArgs) -> None:
     server = await ws_create_server(
-        listener_factory, args.host, args.port, max_frame_size=args.max_size
+        listener_factory,
+        args.host,
+        args.port,
+        max_frame_size=args.max_size,
+        ssl=ssl_context(args),
     )
     async with server:
         announce(server.sockets[0].getsockname()[1])

@@ -10,7 +10,14 @@ import sys
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+from benchmarks.servers._common import (
+    ServerArgs,
+    announce,
+    parse_args,
+    run,
+    ssl_context,
+    wait_for_signal,
+)
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -20,7 +27,12 @@ async def echo(ws: ServerConnection) -> None:
 
 async def main(args: ServerArgs) -> None:
     async with serve(
-        echo, args.host, args.port, compression=None, max_size=args.max_size
+        echo,
+        args.host,
+        args.port,
+        compression=None,
+        max_size=args.max_size,
+        ssl=ssl_context(args),
     ) as server:
         announce(server.sockets[0].getsockname()[1])
         await wait_for_signal()

@@ -3,6 +3,7 @@
 Compression off, ``max_size`` from the flags, everything else at the library's defaults,
 but ``--max-queue`` and ``--write-limit`` when given (to measure other values of these
 defaults: the ``wsharbor-limits-32-64k`` server passes the earlier 32 and 64 KiB).
+``--tls-transport loop`` serves wss:// with the event loop's own TLS instead of wsharbor's.
 Exits with status 3 and a one-line reason on stderr when ``wsharbor.serve`` is not
 available yet, which the harness reports as "not available".
 """
@@ -13,7 +14,14 @@ import argparse
 import sys
 from typing import Any
 
-from benchmarks.servers._common import ServerArgs, announce, parse_args, run, wait_for_signal
+from benchmarks.servers._common import (
+    ServerArgs,
+    announce,
+    parse_args,
+    run,
+    ssl_context,
+    wait_for_signal,
+)
 
 NOT_AVAILABLE = 3
 
@@ -23,25 +31,33 @@ async def echo(ws: Any) -> None:
         await ws.send(message)
 
 
-def parse_limits(argv: list[str]) -> tuple[dict[str, int], list[str]]:
-    """``--max-queue N`` and ``--write-limit N`` as options for serve(); the other flags."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--max-queue", type=int)
-    parser.add_argument("--write-limit", type=int)
-    known, rest = parser.parse_known_args(argv)
-    options = {k: v for k, v in vars(known).items() if v is not None}
-    return options, rest
-
-
-LIMITS: dict[str, int] = {}
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-transport",
+        choices=["wsharbor", "loop"],
+        help="who does TLS for wss:// (default: the library's default, wsharbor)",
+    )
+    parser.add_argument("--max-queue", type=int, help="serve(max_queue=N)")
+    parser.add_argument("--write-limit", type=int, help="serve(write_limit=N)")
 
 
 async def main(args: ServerArgs) -> None:
     import wsharbor
 
     serve: Any = wsharbor.serve  # type: ignore[attr-defined,unused-ignore]
+    options: dict[str, Any] = {}
+    for name in ("max_queue", "write_limit"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    context = ssl_context(args)
+    if context is not None:
+        options["ssl"] = context
+        tls_transport = getattr(args, "tls_transport", None)
+        if tls_transport is not None:
+            options["tls_transport"] = tls_transport
     async with serve(
-        echo, args.host, args.port, compression=None, max_size=args.max_size, **LIMITS
+        echo, args.host, args.port, compression=None, max_size=args.max_size, **options
     ) as server:
         announce(server.sockets[0].getsockname()[1])
         await wait_for_signal()
@@ -53,5 +69,4 @@ if __name__ == "__main__":
     except ImportError as exc:
         print(f"wsharbor.serve is not available: {exc}", file=sys.stderr)
         sys.exit(NOT_AVAILABLE)
-    LIMITS, rest = parse_limits(sys.argv[1:])
-    sys.exit(run(main, parse_args(__doc__ or "", rest)))
+    sys.exit(run(main, parse_args(__doc__ or "", configure=add_flags)))

@@ -304,6 +304,7 @@ def test_run_defaults_are_the_librarys() -> None:
         "ping_timeout",
         "open_timeout",
         "close_timeout",
+        "tls_transport",
     ]
     for name in shared:
         assert getattr(config, name) == serve_defaults[name] == table[name], name

@@ -198,6 +198,14 @@ OPTIONS: tuple[Option, ...] = (
         "MODE",
         group="socket",
     ),
+    Option(
+        "tls_transport",
+        _choice("wsharbor", "loop"),
+        "wsharbor",
+        "who does TLS: wsharbor (small per connection) or the event loop's own",
+        "NAME",
+        group="socket",
+    ),
     # Processes.
     Option("workers", _int(1), 1, "worker processes (1: no supervisor)", "N", group="process"),
     Option(
@@ -400,6 +408,7 @@ class Config:
     ssl_keyfile_password: str | None = None
     ssl_ca_certs: str | None = None
     ssl_cert_reqs: str = "none"
+    tls_transport: str = "wsharbor"
     workers: int = 1
     graceful_timeout: float = 10.0
     max_connections: int | None = None
@@ -612,6 +621,8 @@ def check(config: Config) -> None:
                 raise ConfigError(f"--{name.replace('_', '-')} needs --ssl-certfile")
         if config.ssl_cert_reqs != "none":
             raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
+        if "tls_transport" in config.explicit:
+            raise ConfigError("--tls-transport needs --ssl-certfile")
     if config.ssl_cert_reqs != "none" and config.ssl_ca_certs is None:
         raise ConfigError(
             f"--ssl-cert-reqs {config.ssl_cert_reqs} needs --ssl-ca-certs: "
@@ -647,7 +658,7 @@ def check(config: Config) -> None:
             import uvloop  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[uvloop]')"
+                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[fast]')"
             ) from None
     if sys.platform == "win32":  # pragma: no cover - the app server is Unix-only
         raise ConfigError("wsharbor run needs a Unix system (signals, fd passing)")

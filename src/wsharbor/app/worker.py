@@ -76,6 +76,7 @@ __all__ = [
     "Meter",
     "RoutedAppConnection",
     "loop_factory",
+    "loop_name",
     "make_ssl_context",
     "run_server",
     "spawned_main",
@@ -233,17 +234,28 @@ def make_ssl_context(config: Config) -> ssl_module.SSLContext | None:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop for ``--loop``: None means asyncio's default."""
+    """The event loop for ``--loop``: None means asyncio's default.
+
+    ``auto`` (the default) is uvloop when it can be imported (``pip install
+    'wsharbor[fast]'``), asyncio's otherwise; ``uvloop`` requires it.
+    """
     if name == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
         if name == "uvloop":
-            raise ConfigError("--loop uvloop: uvloop is not installed") from None
+            raise ConfigError(
+                "--loop uvloop: uvloop is not installed (pip install 'wsharbor[fast]')"
+            ) from None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: the event loop a server runs on, for its logs."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 class AppServer:
@@ -323,6 +335,7 @@ class AppServer:
             self._handle,
             sock=self.sock,
             ssl=self.ssl,
+            tls_transport="loop" if config.tls_transport == "loop" else "wsharbor",
             start_serving=False,
             backlog=config.backlog,
             origins=origins,
@@ -522,9 +535,9 @@ class AppServer:
                 os.write(self.ready_fd, b"R")
                 os.close(self.ready_fd)
             self.ready_fd = None
-            logger.info("worker ready")
+            logger.info("worker ready (%s)", loop_name(asyncio.get_running_loop()))
         else:
-            logger.info("listening on %s", where)
+            logger.info("listening on %s (%s)", where, loop_name(asyncio.get_running_loop()))
             sdnotify.notify(f"READY=1\nSTATUS=serving on {where}")
 
     async def _tick(self) -> None:

@@ -40,6 +40,7 @@ from ..protocol.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
 from .connection import Connection, ConnectionOptions, MaxQueue, MaxSize, WriteLimit
 from .observer import ConnectionObserver
+from .tls import TLS_TRANSPORTS, TLSTransport, TLSTransportName
 
 __all__ = ["ClientConnection", "backoff", "connect", "process_exception", "unix_connect"]
 
@@ -176,6 +177,10 @@ class connect:  # used like a function, as in websockets
     :param create_connection: a :class:`ClientConnection` subclass to create,
         called as ``create_connection(options, handshake)``.
 
+    ``wss://`` is done by :class:`~wsharbor.asyncio.tls.TLSTransport`, small per
+    connection, on asyncio and uvloop; ``tls_transport="loop"`` uses the event
+    loop's own TLS instead.
+
     ``ssl``, ``server_hostname``, ``host``, ``port``, ``sock``, ``family``,
     ``proto``, ``flags``, ``local_addr``, ``ssl_handshake_timeout``,
     ``ssl_shutdown_timeout``, ``happy_eyeballs_delay`` and ``interleave`` go to
@@ -234,6 +239,7 @@ class connect:  # used like a function, as in websockets
         interleave: int | None = None,
         proxy_ssl: ssl_module.SSLContext | Literal[True] | None = None,
         proxy_server_hostname: str | None = None,
+        tls_transport: TLSTransportName = "wsharbor",
         # unix_connect()
         unix: bool = False,
         path: str | None = None,
@@ -242,6 +248,11 @@ class connect:  # used like a function, as in websockets
         self.ws_uri = parse_uri(uri)
         if ssl is not None and not self.ws_uri.secure:
             raise ValueError("ssl argument is incompatible with a ws:// URI")
+        if tls_transport not in TLS_TRANSPORTS:
+            raise ValueError(
+                f"tls_transport must be one of {', '.join(TLS_TRANSPORTS)}, got {tls_transport!r}"
+            )
+        self._tls_transport = tls_transport
         if logger is None:
             logger = logging.getLogger("wsharbor.client")
         self._origin = origin
@@ -314,6 +325,12 @@ class connect:  # used like a function, as in websockets
             )
             if value is not None
         }
+        # Our TLS transport: the handshake is bounded by open_timeout (the
+        # whole of connect() is), the shutdown by close_timeout.
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = (
+            close_timeout if ssl_shutdown_timeout is None else ssl_shutdown_timeout
+        )
         self.logger = logger
         self._handshake()  # a bad header or subprotocol fails here, not when connecting
         self.connection: ClientConnection | None = None
@@ -337,7 +354,7 @@ class connect:  # used like a function, as in websockets
 
     async def _open_connection(self) -> ClientConnection:
         """Open the TCP (or Unix) connection, through a proxy if there is one,
-        and start the opening handshake on it."""
+        do the TLS handshake for ``wss://``, and start the opening handshake."""
         loop = asyncio.get_running_loop()
         handshake = self._handshake()
 
@@ -345,50 +362,79 @@ class connect:  # used like a function, as in websockets
             return self.create_connection(self._options, handshake)
 
         ssl = self._ssl_context()
-        tls: dict[str, Any] = {}
-        if ssl is not None:
+        tls: dict[str, Any] = {}  # for the loop's TLS
+        protocol_factory: Callable[[], asyncio.BaseProtocol] = factory
+        waiter: asyncio.Future[None] | None = None
+        if ssl is not None and self._tls_transport == "wsharbor":
+            # Our TLS transport between a plain transport and the connection;
+            # the connection's connection_made() once the TLS handshake is done.
+            context = ssl
+            waiter = loop.create_future()
+            ssl = None
+
+            def protocol_factory() -> TLSTransport:
+                return TLSTransport(
+                    factory(),
+                    context,
+                    server_side=False,
+                    server_hostname=self._server_hostname or self.ws_uri.host,
+                    waiter=waiter,
+                    handshake_timeout=self._ssl_handshake_timeout,
+                    shutdown_timeout=self._ssl_shutdown_timeout,
+                )
+
+        elif ssl is not None:
             tls = {"server_hostname": self._server_hostname or self.ws_uri.host}
             tls.update(self._tls_options)
+        transport: asyncio.BaseTransport
+        protocol: asyncio.BaseProtocol
         if self._unix:
-            _, connection = await loop.create_unix_connection(
-                factory, self._path, sock=self._sock, ssl=ssl, **tls
+            transport, protocol = await loop.create_unix_connection(
+                protocol_factory, self._path, sock=self._sock, ssl=ssl, **tls
             )
-            return connection
-        if self._sock is not None:
-            _, connection = await loop.create_connection(factory, sock=self._sock, ssl=ssl, **tls)
-            return connection
-        proxy = get_proxy(self.ws_uri) if self.proxy is True else self.proxy
-        if proxy is None:
-            _, connection = await loop.create_connection(
-                factory,
+        elif self._sock is not None:
+            transport, protocol = await loop.create_connection(
+                protocol_factory, sock=self._sock, ssl=ssl, **tls
+            )
+        elif (proxy := get_proxy(self.ws_uri) if self.proxy is True else self.proxy) is None:
+            transport, protocol = await loop.create_connection(
+                protocol_factory,
                 self._host or self.ws_uri.host,
                 self._port or self.ws_uri.port,
                 ssl=ssl,
                 **tls,
                 **self._tcp_options,
             )
-            return connection
-        parsed = parse_proxy(proxy)
-        if parsed.scheme.startswith("socks"):
+        elif (parsed := parse_proxy(proxy)).scheme.startswith("socks"):
             sock = await _connect_socks_proxy(
                 parsed, self.ws_uri, local_addr=self._tcp_options.get("local_addr")
             )
-            _, connection = await loop.create_connection(factory, sock=sock, ssl=ssl, **tls)
-            return connection
-        user_agent = handshake.request.headers.get("User-Agent")
-        transport = await self._connect_http_proxy(parsed, user_agent)
-        connection = factory()
-        transport.set_protocol(connection)
-        if ssl is not None:
-            try:
-                tls_transport = await loop.start_tls(transport, connection, ssl, **tls)
-            except BaseException:
-                transport.abort()
-                raise
-            assert tls_transport is not None
-            transport = tls_transport
-        connection.connection_made(transport)
-        return connection
+            transport, protocol = await loop.create_connection(
+                protocol_factory, sock=sock, ssl=ssl, **tls
+            )
+        else:
+            user_agent = handshake.request.headers.get("User-Agent")
+            tunnel = await self._connect_http_proxy(parsed, user_agent)
+            protocol = protocol_factory()
+            tunnel.set_protocol(protocol)
+            transport = tunnel
+            if ssl is not None:
+                try:
+                    tls_transport = await loop.start_tls(tunnel, protocol, ssl, **tls)
+                except BaseException:
+                    tunnel.abort()
+                    raise
+                assert tls_transport is not None
+                transport = tls_transport
+            protocol.connection_made(transport)
+        if waiter is None:
+            return cast(ClientConnection, protocol)
+        try:
+            await waiter  # the TLS handshake
+        except BaseException:
+            transport.abort()
+            raise
+        return cast(ClientConnection, cast(TLSTransport, protocol).get_protocol())
 
     async def _connect_http_proxy(self, proxy: Proxy, user_agent: str | None) -> asyncio.Transport:
         """A transport tunnelled to the server through an HTTP(S) proxy (RFC 9110

@@ -79,6 +79,7 @@ from .connection import (
 )
 from .eager import start_eagerly
 from .observer import ConnectionObserver
+from .tls import TLS_TRANSPORTS, TLSTransport, TLSTransportName
 
 __all__ = [
     "Server",
@@ -406,6 +407,7 @@ class Server:
         select_subprotocol: SelectSubprotocol | None = None,
         create_connection: Callable[[Server], ServerConnection] | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        tls_transport: TLSTransportName = "wsharbor",
         logger: LoggerLike,
     ) -> None:
         self.handler = handler_callable(handler)
@@ -420,6 +422,9 @@ class Server:
             ServerConnection if create_connection is None else create_connection
         )
         self.ssl = ssl
+        #: Who does TLS: ``"wsharbor"`` (:class:`~.tls.TLSTransport`, small) or
+        #: ``"loop"`` (the event loop's own, asyncio's ``SSLProtocol`` or uvloop's).
+        self.tls_transport = tls_transport
         #: Bound on the TLS handshake (``open_timeout`` unless ``serve()`` set it).
         self.ssl_handshake_timeout = options.open_timeout
         #: Bound on the TLS shutdown (``close_timeout`` unless ``serve()`` set it).
@@ -647,13 +652,32 @@ class Server:
     async def _connect(self, connection: ServerConnection, sock: socket.socket) -> None:
         """Make the accepted socket a transport (and do the TLS handshake)."""
         try:
-            await self.loop.connect_accepted_socket(
-                lambda: connection,
-                sock,
-                ssl=self.ssl,
-                ssl_handshake_timeout=None if self.ssl is None else self.ssl_handshake_timeout,
-                ssl_shutdown_timeout=None if self.ssl is None else self.ssl_shutdown_timeout,
-            )
+            if self.ssl is not None and self.tls_transport == "wsharbor":
+                # TLS with a small footprint (.tls); connection_made() once the
+                # handshake is complete, as with the loop's TLS.
+                waiter: asyncio.Future[None] = self.loop.create_future()
+                tls = TLSTransport(
+                    connection,
+                    self.ssl,
+                    server_side=True,
+                    waiter=waiter,
+                    handshake_timeout=self.ssl_handshake_timeout,
+                    shutdown_timeout=self.ssl_shutdown_timeout,
+                )
+                await self.loop.connect_accepted_socket(lambda: tls, sock)
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    tls.abort()  # the server is closing: drop the handshake
+                    raise
+            else:
+                await self.loop.connect_accepted_socket(
+                    lambda: connection,
+                    sock,
+                    ssl=self.ssl,
+                    ssl_handshake_timeout=None if self.ssl is None else self.ssl_handshake_timeout,
+                    ssl_shutdown_timeout=None if self.ssl is None else self.ssl_shutdown_timeout,
+                )
         except (OSError, ssl_module.SSLError, TimeoutError) as exc:
             # A TLS handshake that failed or timed out, a client that left.
             # (asyncio closed the socket.)
@@ -858,6 +882,13 @@ class serve:
     ``create_connection`` makes the :class:`ServerConnection` of each accepted
     connection (a subclass, say), and ``start_serving=False`` returns a server
     that accepts nothing until :meth:`Server.start_serving`.
+
+    ``ssl`` (an :class:`ssl.SSLContext`) serves ``wss://``. TLS is done by
+    :class:`~wsharbor.asyncio.tls.TLSTransport`, which keeps an idle connection
+    small (no 256 KiB read buffer per connection, as asyncio's has), on asyncio
+    and on uvloop; ``tls_transport="loop"`` uses the event loop's own TLS
+    instead. The TLS handshake is bounded by ``ssl_handshake_timeout``, which
+    defaults to ``open_timeout``.
     """
 
     def __init__(
@@ -901,8 +932,14 @@ class serve:
         reuse_port: bool | None = None,
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
+        tls_transport: TLSTransportName = "wsharbor",
     ) -> None:
         self._handler = handler_callable(handler)
+        if tls_transport not in TLS_TRANSPORTS:
+            raise ValueError(
+                f"tls_transport must be one of {', '.join(TLS_TRANSPORTS)}, got {tls_transport!r}"
+            )
+        self._tls_transport = tls_transport
         if logger is None:
             logger = logging.getLogger("wsharbor.server")
         if (host is not None or port is not None) and sock is not None:
@@ -975,6 +1012,7 @@ class serve:
             select_subprotocol=self._select_subprotocol,
             create_connection=self._create_connection,
             ssl=self._ssl,
+            tls_transport=self._tls_transport,
             logger=self._logger,
         )
         if self._ssl_handshake_timeout is not None:
