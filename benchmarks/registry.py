@@ -50,14 +50,19 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     #: Directories put first on the server's PYTHONPATH (another wsharbor checkout).
     pythonpath: tuple[str, ...] = ()
+    #: What the server can do beyond echoing: ``deflate`` (``--compression``: the library's
+    #: permessage-deflate), ``fanout`` (``--fanout``: every message to every connection).
+    features: frozenset[str] = frozenset({"deflate", "fanout"})
 
     def runs(self, workload: str) -> bool:
-        return self.workloads is None or workload in self.workloads
+        if self.workloads is not None:
+            return workload in self.workloads
+        return WORKLOADS[workload].needs <= self.features
 
-    def command(self, uvloop: bool, port: int = 0) -> list[str]:
+    def command(self, uvloop: bool, port: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", "0"]
-            cmd += self.args
+            cmd += [*self.args, *extra]
             return [*cmd, "--uvloop"] if uvloop else cmd
         return [
             sys.executable,
@@ -78,8 +83,9 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec(
             "picows",
-            "picows ws_create_server + WSListener",
+            "picows ws_create_server + WSListener (no permessage-deflate: not run compressed)",
             module="benchmarks.servers.picows_server",
+            features=frozenset({"fanout"}),
         ),
         ServerSpec("wsharbor", "wsharbor.serve", module="benchmarks.servers.wsharbor_server"),
         ServerSpec(
@@ -117,6 +123,7 @@ SERVERS: dict[str, ServerSpec] = {
                 "WARNING",
             ),
             supports_uvloop=False,
+            features=frozenset(),
         ),
     )
 }
@@ -146,10 +153,18 @@ class Workload:
     size: int = 0
     inflight: int = 0
     metrics: tuple[Metric, ...] = ()
+    #: Flags for the server (``--compression``, ``--fanout``) and the load generator.
+    server_args: tuple[str, ...] = ()
+    loadgen_args: tuple[str, ...] = ()
+    #: Server features this workload needs (:attr:`ServerSpec.features`).
+    needs: frozenset[str] = frozenset()
 
 
 MSG_PER_S = Metric("msg_per_s", "msg/s")
 MB_PER_S = Metric("mb_per_s", "MB/s")
+DELIVERIES = Metric("deliveries_per_s", "deliveries/s (connections / time to the last)")
+LAST_MS = Metric("last_ms", "ms until the last client has it", higher_is_better=False)
+DEFLATE = frozenset({"deflate"})
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -184,6 +199,49 @@ WORKLOADS: dict[str, Workload] = {
             "{connections} idle connections",
             "memory",
             metrics=(Metric("kib_per_conn", "server RSS per connection (KiB)", False),),
+        ),
+        # Realistic JSON text (benchmarks.loadgen.json_messages), permessage-deflate with
+        # each library's default settings, offered as a browser offers it.
+        Workload(
+            "deflate-200",
+            "200 B JSON echo, compressed, {inflight} in flight",
+            "echo",
+            200,
+            100,
+            (MSG_PER_S,),
+            server_args=("--compression",),
+            loadgen_args=("--compression",),
+            needs=DEFLATE,
+        ),
+        Workload(
+            "deflate-16k",
+            "16 KiB JSON echo, compressed, {inflight} in flight",
+            "echo",
+            16 * 1024,
+            4,
+            (MSG_PER_S, MB_PER_S),
+            server_args=("--compression",),
+            loadgen_args=("--compression",),
+            needs=DEFLATE,
+        ),
+        Workload(
+            "fanout",
+            "fan-out: 100 B to {connections} connections",
+            "fanout",
+            100,
+            metrics=(DELIVERIES, LAST_MS),
+            server_args=("--fanout",),
+            needs=frozenset({"fanout"}),
+        ),
+        Workload(
+            "fanout-deflate",
+            "fan-out, compressed: 100 B to {connections} connections",
+            "fanout",
+            100,
+            metrics=(DELIVERIES, LAST_MS),
+            server_args=("--fanout", "--compression"),
+            loadgen_args=("--compression",),
+            needs=frozenset({"fanout", "deflate"}),
         ),
     )
 }

@@ -29,6 +29,8 @@ class ServerArgs(argparse.Namespace):
     port: int
     uvloop: bool
     max_size: int
+    compression: bool
+    fanout: bool
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> ServerArgs:
@@ -41,6 +43,17 @@ def parse_args(description: str, argv: list[str] | None = None) -> ServerArgs:
         type=int,
         default=DEFAULT_MAX_SIZE,
         help=f"largest accepted message in bytes (default {DEFAULT_MAX_SIZE})",
+    )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="negotiate permessage-deflate with the library's default settings (default: off)",
+    )
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="instead of echoing, send every message received to every open connection "
+        "(the sender included), the way the library's documentation does it",
     )
     return parser.parse_args(argv, namespace=ServerArgs())
 

@@ -1,8 +1,10 @@
 """Echo server on wsharbor (``wsharbor.serve``), the library this benchmark is for.
 
-Compression off, ``max_size`` from the flags, everything else at the library's defaults.
-Exits with status 3 and a one-line reason on stderr when ``wsharbor.serve`` is not
-available yet, which the harness reports as "not available".
+Compression off unless ``--compression`` (then ``compression="deflate"``, wsharbor's
+default settings), ``max_size`` from the flags, everything else at the library's
+defaults. ``--fanout`` sends each message received to every open connection with
+``wsharbor.broadcast``. Exits with status 3 and a one-line reason on stderr when
+``wsharbor.serve`` is not available yet, which the harness reports as "not available".
 """
 
 from __future__ import annotations
@@ -20,12 +22,31 @@ async def echo(ws: Any) -> None:
         await ws.send(message)
 
 
+CONNECTIONS: set[Any] = set()
+
+
+async def fanout(ws: Any) -> None:
+    import wsharbor
+
+    broadcast: Any = wsharbor.broadcast  # type: ignore[attr-defined,unused-ignore]
+    CONNECTIONS.add(ws)
+    try:
+        async for message in ws:
+            broadcast(CONNECTIONS, message)
+    finally:
+        CONNECTIONS.discard(ws)
+
+
 async def main(args: ServerArgs) -> None:
     import wsharbor
 
     serve: Any = wsharbor.serve  # type: ignore[attr-defined,unused-ignore]
     async with serve(
-        echo, args.host, args.port, compression=None, max_size=args.max_size
+        fanout if args.fanout else echo,
+        args.host,
+        args.port,
+        compression="deflate" if args.compression else None,
+        max_size=args.max_size,
     ) as server:
         announce(server.sockets[0].getsockname()[1])
         await wait_for_signal()
