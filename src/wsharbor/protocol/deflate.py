@@ -365,11 +365,12 @@ SERVER_CONTEXT_TAKEOVER = DeflateSettings(
 #: Client defaults: a client holds few connections, so it keeps zlib's full
 #: 32 KiB window for the best compression ratio and offers
 #: ``client_max_window_bits`` without a value, so that a server may lower it
-#: (ours asks for 12 when it keeps the context, and tells the client to keep
-#: none by default, see :data:`SERVER_DEFAULTS`). Memory level 5 compresses the sample corpus as well as
-#: 8 (+0.3%) and as fast, for 112 KiB less; 4 would save 8 KiB more but is
-#: about 6% slower with a 32 KiB window. It doesn't restrict the server's
-#: window: some servers decline offers with ``server_max_window_bits``.
+#: (ours asks for 12 when it keeps the context, and by default tells the
+#: client to keep none, see :data:`SERVER_DEFAULTS`). Memory level 5
+#: compresses the sample corpus as well as 8 (+0.3%) and as fast, for 112 KiB
+#: less; 4 would save 8 KiB more but is about 6% slower with a 32 KiB window.
+#: It doesn't restrict the server's window: some servers decline offers with
+#: ``server_max_window_bits``.
 CLIENT_DEFAULTS = DeflateSettings(
     window_bits=15,
     memory_level=5,
