@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeAlias, cast, overload
 
@@ -61,7 +61,7 @@ from ..protocol.connection import (
     TextMessage,
     WebSocketProtocol,
 )
-from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
+from ..protocol.frames import CloseCode, Opcode
 from ..protocol.http11 import Request, Response
 from ..typing import Data, DataLike, LoggerLike
 from .deadlines import DeadlineQueue
@@ -1229,11 +1229,13 @@ def fanout(
     """Send ``message`` to every open connection without waiting; return those skipped.
 
     The message is encoded once and the same bytes are written to every
-    connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). A connection is
-    skipped, and returned in the list, when it is not open, when it is in the
-    middle of sending a fragmented message, or when its write buffer is already
-    over ``write_limit``: so one slow reader can't grow the server's memory.
+    connection that has no extension in effect, and compressed once for all the
+    connections that compress without context takeover with the same settings
+    (the server's default); a connection that keeps a compression context
+    compresses it itself. A connection is skipped, and returned in the list,
+    when it is not open, when it is in the middle of sending a fragmented
+    message, or when its write buffer is already over ``write_limit``: so one
+    slow reader can't grow the server's memory.
     The list keeps the order of ``connections``; it is empty when every
     connection got the message.
 
@@ -1252,7 +1254,9 @@ def fanout(
         opcode = Opcode.BINARY
     else:
         raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
-    frame: bytes | None = None
+    # Encoded frames by WebSocketProtocol.preencode_key(): () for connections
+    # without extensions, a settings tuple for compression without context.
+    frames: dict[Hashable, bytes] = {}
     skipped: list[Connection] = []
     for connection in connections:
         protocol = connection.protocol
@@ -1266,14 +1270,19 @@ def fanout(
         ):
             skipped.append(connection)
             continue
-        if protocol.extensions or protocol.side is not Side.SERVER:
+        if not protocol.extensions and protocol.side is Side.SERVER:
+            key: Hashable | None = ()
+        else:
+            key = protocol.preencode_key()
+        if key is None:
             if opcode is Opcode.TEXT:
                 protocol.send_text(payload)
             else:
                 protocol.send_binary(payload)
         else:
+            frame = frames.get(key)
             if frame is None:
-                frame = serialize_frame(Frame(opcode, payload), mask=False)
+                frame = frames[key] = protocol.preencode(opcode, payload)
             protocol.send_preencoded(frame)
         connection._flush()
         observer = connection.options.observer
@@ -1291,11 +1300,13 @@ def broadcast(
     """Send ``message`` to every open connection without waiting; return how many were skipped.
 
     The message is encoded once and the same bytes are written to every
-    connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). A connection whose
-    write buffer is already over ``write_limit`` is skipped, so one slow reader
-    can't grow the server's memory; so is a connection that is not open or is in
-    the middle of sending a fragmented message. Skipped connections are counted
+    connection that has no extension in effect; it is compressed once for the
+    connections that compress without context takeover with the same settings
+    (the server's default), and by each connection that keeps a compression
+    context. A connection whose write buffer is already over ``write_limit`` is
+    skipped, so one slow reader can't grow the server's memory; so is a
+    connection that is not open or is in the middle of sending a fragmented
+    message. Skipped connections are counted
     and logged at debug level; :func:`fanout` returns them instead.
 
     Not thread-safe: call it from the event loop's thread (see

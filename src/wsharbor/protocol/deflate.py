@@ -470,6 +470,27 @@ class PerMessageDeflate:
             f"threshold={self.threshold})"
         )
 
+    @property
+    def shared_encoding(self) -> tuple[object, ...] | None:
+        """Equal for codecs that compress a whole message to the same bytes, or None.
+
+        Without context takeover on our side a message refers to nothing sent
+        before, so its compressed bytes depend only on these settings (and the
+        threshold decides the same way): :func:`wsharbor.broadcast` compresses
+        a message once for all the connections with the same key. None with
+        context takeover, or in the middle of a fragmented message.
+        """
+        if not self.local_no_context_takeover or self._in_message:
+            return None
+        return (
+            "permessage-deflate",
+            self._zlib.__name__,
+            self.level,
+            self.local_max_window_bits,
+            self.memory_level,
+            self.threshold,
+        )
+
     # Receiving.
 
     def _new_decoder(self, zdict: bytes = b"", transient: bool = False) -> _Decompressor:
