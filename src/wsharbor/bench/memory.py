@@ -25,7 +25,10 @@ allocator overhead and isn't inflated by tracemalloc's own bookkeeping).
 Both libraries run with their own defaults, on the default asyncio event loop.
 Settings: ``disabled``, ``default`` (each library's and each side's default
 compression: wsharbor's server keeps no context between messages), ``takeover``
-(wsharbor's server with ``SERVER_CONTEXT_TAKEOVER``; websockets' default) and
+(wsharbor's server with ``SERVER_CONTEXT_TAKEOVER``; websockets' default),
+``nct`` and ``nct-server`` (the server asks for no context takeover on both
+sides, or on its own side only; websockets with its default window and memory
+level; the clients at their defaults) and
 ``W/M`` rows (both sides compress with window bits ``W`` and memory level ``M``,
 with context takeover, and ask the peer to use window bits ``W``). Every process is
 bounded in time and stops by itself; the parent kills a process that doesn't.
@@ -34,6 +37,7 @@ bounded in time and stops by itself; the parent kills a process that doesn't.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -184,14 +188,16 @@ def zlib_memory(window_bits: int, memory_level: int, messages: Sequence[str]) ->
 
 
 def _wsharbor_compression(setting: str, side: str) -> Any:
-    from ..protocol.deflate import SERVER_CONTEXT_TAKEOVER, DeflateSettings
+    from ..protocol.deflate import SERVER_CONTEXT_TAKEOVER, SERVER_DEFAULTS, DeflateSettings
 
     if setting == "disabled":
         return None
-    if setting == "default":
+    if setting in ("default", "nct") or (side == "client" and setting == "nct-server"):
         return "deflate"
     if setting == "takeover":
         return SERVER_CONTEXT_TAKEOVER if side == "server" else "deflate"
+    if setting == "nct-server":
+        return dataclasses.replace(SERVER_DEFAULTS, peer_context_takeover=True)
     bits, level = _parse_setting(setting)
     return DeflateSettings(window_bits=bits, memory_level=level, peer_window_bits=bits)
 
@@ -199,12 +205,24 @@ def _wsharbor_compression(setting: str, side: str) -> Any:
 def _websockets_compression(setting: str, side: str) -> dict[str, Any]:
     if setting == "disabled":
         return {"compression": None}
-    if setting in ("default", "takeover"):
+    if setting in ("default", "takeover") or (side == "client" and setting.startswith("nct")):
         return {"compression": "deflate"}
     from websockets.extensions.permessage_deflate import (
         ClientPerMessageDeflateFactory,
         ServerPerMessageDeflateFactory,
     )
+
+    if setting.startswith("nct"):
+        # websockets' server defaults, without context takeover on its side
+        # (nct-server) or on both (nct).
+        server = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=setting == "nct",
+            server_max_window_bits=12,
+            client_max_window_bits=12,
+            compress_settings={"memLevel": 5},
+        )
+        return {"compression": None, "extensions": [server]}
 
     bits, level = _parse_setting(setting)
     factory: Any = (
@@ -587,7 +605,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--settings",
         default=",".join(DEFAULT_SETTINGS),
-        help="comma-separated: disabled, default, takeover, W/M (default: %(default)s)",
+        help="comma-separated: disabled, default, takeover, nct, nct-server, W/M "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--messages",
@@ -611,12 +630,13 @@ def main(argv: Sequence[str]) -> int:
         raise UsageError(f"--connections must be between 1 and {maximum}")
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for setting in settings:
-        if setting in ("disabled", "default", "takeover"):
+        if setting in ("disabled", "default", "takeover", "nct", "nct-server"):
             continue
         bits, sep, level = setting.partition("/")
         if not (sep and bits.isdigit() and level.isdigit()):
             raise UsageError(
-                f"invalid setting {setting!r}: expected disabled, default, takeover or W/M"
+                f"invalid setting {setting!r}: expected disabled, default, takeover, nct, "
+                "nct-server or W/M"
             )
         if not (9 <= int(bits) <= 15 and 1 <= int(level) <= 9):
             raise UsageError(f"invalid setting {setting!r}: W is 9-15, M is 1-9")
