@@ -212,7 +212,8 @@ class _Client:
                 received = self.received
                 # The common case: exactly one whole unmasked small data frame, FIN set.
                 if (
-                    data[1] < 126
+                    len(data) > 1
+                    and data[1] < 126
                     and len(data) == 2 + data[1]
                     and data[0] & 0x8F in (0x81, 0x82)
                     and not conn.checked

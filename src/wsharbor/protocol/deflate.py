@@ -35,8 +35,12 @@ and ``2 ** window_bits`` plus about 7 KiB for a decompressor. So:
 
 - no compressor exists until the first message that is actually compressed,
   and no decompressor until the first compressed frame arrives;
-- with no context takeover, the compressor (or decompressor) is freed after
-  each message instead of being reset and kept.
+- without context takeover on our side (the server's default), a message is
+  compressed by a compressor shared by every connection of the process and
+  reset after each message (see ``_SHARED``), so the connection holds none;
+  without context takeover on the peer's side, the decompressor is freed after
+  each message. broadcast() then compresses a message once for all such
+  connections (:attr:`PerMessageDeflate.shared_encoding`).
 
 Window bits = 8
 ---------------
@@ -146,9 +150,9 @@ def _load_backends() -> dict[str, ModuleType]:
 #: is installed, and ``"zlib"`` (the standard library) always.
 #:
 #: Measured with our settings (docs/memory.md, "zlib-ng"): on 16 KiB JSON
-#: documents zlib-ng compresses and decompresses about 1.5 times as fast as
-#: zlib at the same level, for output 2-3% larger; on 200-byte messages they
-#: are within noise. Both produce raw DEFLATE that the other (and every peer)
+#: documents zlib-ng compresses and decompresses about 1.4-1.5 times as fast
+#: as zlib at the same level, for output within about 1% of zlib's; on
+#: 200-byte messages they are within noise. Both produce raw DEFLATE that the other (and every peer)
 #: decompresses, and both support everything the codec needs (window bits
 #: 9-15, sync and full flushes, ``max_length``, ``unused_data``, ``zdict``).
 #: But zlib-ng allocates much more per object whatever the settings (a
@@ -320,11 +324,12 @@ class DeflateSettings:
 #: uncompressed one does, and broadcast() compresses a message once for all of
 #: them. Measured (docs/memory.md, "Choosing the defaults"): an idle connection
 #: after one compressed message each way holds 0.6 KiB more than without
-#: compression, against 40 KiB with context takeover at window bits 12 and
-#: 49 KiB for websockets; the price is the ratio on small messages, which
-#: can't refer to earlier ones: the sample corpus (JSON messages of 75-366
-#: bytes) compresses to 77% of its size instead of 30% (window bits 12 with
-#: context takeover) or 24% (15); 16 KiB JSON documents to 24% instead of 21%.
+#: compression (6.9 KiB traced: 0.11x websockets' 64.4 KiB), against 42 KiB
+#: more with context takeover at window bits 12; the price is the ratio on
+#: small messages, which can't refer to earlier ones: the sample corpus (JSON
+#: messages of 75-366 bytes) compresses to 81% of its size instead of 30%
+#: (window bits 12 with context takeover) or 24% (15); 16 KiB JSON documents
+#: to 23% instead of 21% (or 17%).
 #: To keep the context (smaller messages, 40 KiB per connection), use
 #: :data:`SERVER_CONTEXT_TAKEOVER`.
 #:
