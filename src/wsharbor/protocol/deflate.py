@@ -213,7 +213,10 @@ def set_backend(name: str | None = None) -> str:
 # compressor goes back to the pool. Taking and giving back are single list
 # operations, so a pool is safe to share between threads (the sync API's).
 # A fragmented message keeps its compressor until its last frame.
-_SHARED: dict[tuple[ModuleType, int, int, int], list[_Compressor]] = {}
+_SHARED: dict[tuple[ModuleType, int, int, int, int], list[_Compressor]] = {}
+# The keys of _SHARED, one tuple per setting, shared by all the codecs that
+# have it (a codec keeps a reference, not a tuple of its own).
+_KEYS: dict[tuple[ModuleType, int, int, int, int], tuple[ModuleType, int, int, int, int]] = {}
 #: Compressors kept per setting; more only exist while that many fragmented
 #: messages are being sent at once.
 _SHARED_KEPT = 4
@@ -223,18 +226,18 @@ _SHARED_KEPT = 4
 _FAST_DECODE = 4096
 
 
-def _take_compressor(key: tuple[ModuleType, int, int, int]) -> _Compressor:
+def _take_compressor(key: tuple[ModuleType, int, int, int, int]) -> _Compressor:
     try:
         return _SHARED[key].pop()
     except (KeyError, IndexError):
-        module, level, window_bits, memory_level = key
+        module, level, window_bits, memory_level, _ = key
         compressor: _Compressor = module.compressobj(
             level, module.DEFLATED, -window_bits, memory_level
         )
         return compressor
 
 
-def _give_back(key: tuple[ModuleType, int, int, int], compressor: _Compressor) -> None:
+def _give_back(key: tuple[ModuleType, int, int, int, int], compressor: _Compressor) -> None:
     pool = _SHARED.setdefault(key, [])
     if len(pool) < _SHARED_KEPT:
         pool.append(compressor)
@@ -416,6 +419,7 @@ class PerMessageDeflate:
         "_encoder",
         "_encoding",
         "_in_message",
+        "_shared",
         "_zlib",
         "level",
         "local_max_window_bits",
@@ -463,6 +467,12 @@ class PerMessageDeflate:
         # The implementation of the shared compressors and of the decompressors
         # of one-frame messages without context takeover (see BACKENDS).
         self._zlib = _zlib
+        # Without context takeover on our side: the key of the shared
+        # compressors (and of shared_encoding), the same tuple for every codec.
+        self._shared: tuple[ModuleType, int, int, int, int] | None = None
+        if local_no_context_takeover:
+            key = (_zlib, level, local_max_window_bits, memory_level, threshold)
+            self._shared = _KEYS.setdefault(key, key)
         # A compressed message is being received / sent.
         self._decoding = False
         self._encoding = False
@@ -480,7 +490,7 @@ class PerMessageDeflate:
         )
 
     @property
-    def shared_encoding(self) -> tuple[object, ...] | None:
+    def shared_encoding(self) -> tuple[ModuleType, int, int, int, int] | None:
         """Equal for codecs that compress a whole message to the same bytes, or None.
 
         Without context takeover on our side a message refers to nothing sent
@@ -489,16 +499,7 @@ class PerMessageDeflate:
         a message once for all the connections with the same key. None with
         context takeover, or in the middle of a fragmented message.
         """
-        if not self.local_no_context_takeover or self._in_message:
-            return None
-        return (
-            "permessage-deflate",
-            self._zlib.__name__,
-            self.level,
-            self.local_max_window_bits,
-            self.memory_level,
-            self.threshold,
-        )
+        return None if self._in_message else self._shared
 
     # Receiving.
 
@@ -653,11 +654,11 @@ class PerMessageDeflate:
 
     def _compress(self, data: bytes, fin: bool) -> bytes:
         encoder = self._encoder
-        if self.local_no_context_takeover:
+        key = self._shared
+        if key is not None:
             # A compressor from the shared pool, reset by Z_FULL_FLUSH at the
             # end of the message (see _SHARED).
-            fast = self._zlib
-            key = (fast, self.level, self.local_max_window_bits, self.memory_level)
+            fast = key[0]
             if encoder is None:
                 encoder = _take_compressor(key)
             if fin:
