@@ -10,9 +10,9 @@ sending side, one for the receiving side, with or without context takeover
   once the whole corpus went through them, measured with :mod:`tracemalloc`
   (zlib allocates through Python's raw allocator, which tracemalloc traces): the
   traced memory freed when each codec object is deleted. Not a formula. Without
-  context takeover it is 0: the decompressor is freed after each message and
-  the compressor is one shared by all connections (one per process and
-  setting, not counted);
+  context takeover it is the codec objects alone (about 0.2 KiB): the
+  decompressor is freed after each message and the compressor is one shared
+  by all connections (one per process and setting, not counted);
 - ``size``: the compressed payload bytes of the corpus (messages under the
   threshold count at their uncompressed size), and ``size_vs_default``: the
   relative difference from zlib's defaults (window bits 15, memory level 8);
