@@ -423,6 +423,8 @@ async def run_fanout(args: Args) -> JSON:
         # /proc counts in clock ticks (10 ms): rough for one round, fine over all.
         busy = busy_ns / 1e9
         result["server_cpu"] = server_cpu / busy
+        # Server CPU time per delivery (clock ticks of 10 ms over all the rounds).
+        result["server_us_per_msg"] = server_cpu / (args.rounds * args.connections) * 1e6
         others = machine_cpu - server_cpu - clients_cpu_ns / 1e9
         result["background_cpu"] = max(0.0, others / busy)
     return result

@@ -165,6 +165,7 @@ MB_PER_S = Metric("mb_per_s", "MB/s")
 DELIVERIES = Metric("deliveries_per_s", "deliveries/s (connections / time to the last)")
 LAST_MS = Metric("last_ms", "ms until the last client has it", higher_is_better=False)
 DEFLATE = frozenset({"deflate"})
+SERVER_US = Metric("server_us_per_msg", "server CPU per message (µs)", higher_is_better=False)
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -208,7 +209,7 @@ WORKLOADS: dict[str, Workload] = {
             "echo",
             200,
             100,
-            (MSG_PER_S,),
+            (MSG_PER_S, SERVER_US),
             server_args=("--compression",),
             loadgen_args=("--compression",),
             needs=DEFLATE,
@@ -219,7 +220,7 @@ WORKLOADS: dict[str, Workload] = {
             "echo",
             16 * 1024,
             4,
-            (MSG_PER_S, MB_PER_S),
+            (MSG_PER_S, MB_PER_S, SERVER_US),
             server_args=("--compression",),
             loadgen_args=("--compression",),
             needs=DEFLATE,
@@ -229,7 +230,7 @@ WORKLOADS: dict[str, Workload] = {
             "fan-out: 100 B to {connections} connections",
             "fanout",
             100,
-            metrics=(DELIVERIES, LAST_MS),
+            metrics=(DELIVERIES, LAST_MS, SERVER_US),
             server_args=("--fanout",),
             needs=frozenset({"fanout"}),
         ),
@@ -238,7 +239,7 @@ WORKLOADS: dict[str, Workload] = {
             "fan-out, compressed: 100 B to {connections} connections",
             "fanout",
             100,
-            metrics=(DELIVERIES, LAST_MS),
+            metrics=(DELIVERIES, LAST_MS, SERVER_US),
             server_args=("--fanout", "--compression"),
             loadgen_args=("--compression",),
             needs=frozenset({"fanout", "deflate"}),
