@@ -104,65 +104,6 @@ class _Conn:
         self.decompressor = zlib.decompressobj(-15) if checked and compression else None
 
 
-def _open(
-    host: str, port: int, count: int, source: str | None, request: bytes, timeout: float
-) -> list[tuple[socket.socket, bytes, bytes]]:
-    """Open and upgrade ``count`` connections; return (socket, response, bytes after it)."""
-    poller = select.epoll()
-    pending: dict[int, list[Any]] = {}
-    opened: list[tuple[socket.socket, bytes, bytes]] = []
-    started = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while len(opened) < count:
-            while started < count and len(pending) < CONCURRENCY:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                if source:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                    sock.bind((source, 0))
-                code = sock.connect_ex((host, port))
-                if code not in (0, errno.EINPROGRESS):
-                    reason = os.strerror(code)
-                    raise BenchError(f"connect: {reason} after {len(opened)} connections")
-                poller.register(sock.fileno(), select.EPOLLOUT)
-                pending[sock.fileno()] = [sock, b"", False]
-                started += 1
-            if time.monotonic() > deadline:
-                raise BenchError(f"opened {len(opened)} of {count} connections in {timeout:.0f} s")
-            for fd, _ in poller.poll(1.0):
-                state = pending[fd]
-                sock = state[0]
-                if not state[2]:
-                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if code:
-                        raise BenchError(
-                            f"connect: {os.strerror(code)} after {len(opened)} connections"
-                        )
-                    sock.send(request)
-                    state[2] = True
-                    poller.modify(fd, select.EPOLLIN)
-                    continue
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise BenchError(f"the server closed a connection after {len(opened)}")
-                state[1] += chunk
-                end = state[1].find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                response = state[1][: end + 4]
-                if not response.startswith(b"HTTP/1.1 101") or ACCEPT not in response:
-                    first = response.split(b"\r\n", 1)[0].decode("latin-1")
-                    raise BenchError(f"upgrade refused or invalid: {first!r}")
-                poller.unregister(fd)
-                del pending[fd]
-                opened.append((sock, response, state[1][end + 4 :]))
-    finally:
-        poller.close()
-    return opened
-
-
 class _Client:
     """The receiving side: counts whole data messages, answers pings, checks a few."""
 
@@ -179,23 +120,12 @@ class _Client:
         sys.stdout.flush()
 
     def run(self) -> None:
-        args = self.args
-        extensions = DEFLATE_OFFER if args.compression else ""
-        request = upgrade_request(args.host, args.port, extensions=extensions)
-        timeout = 60 + args.connections / 100
-        opened = _open(args.host, args.port, args.connections, args.source, request, timeout)
         poller = select.epoll()
-        for i, (sock, response, rest) in enumerate(opened):
-            if args.compression and negotiated_deflate(response) is None:
-                raise BenchError("the server did not accept permessage-deflate")
-            conn = _Conn(sock, i < CHECKED, args.compression)
-            conn.buffer = rest
-            self.conns[sock.fileno()] = conn
-            poller.register(sock.fileno(), select.EPOLLIN)
+        self._open(poller)
         stdin = sys.stdin.fileno()
         poller.register(stdin, select.EPOLLIN)
-        self.say(f"READY {len(opened)} {time.process_time_ns()}")
-        total = len(opened)
+        self.say(f"READY {len(self.conns)} {time.process_time_ns()}")
+        total = len(self.conns)
         conns = self.conns
         read = os.read
         while True:
@@ -230,6 +160,74 @@ class _Client:
                     self.say(f"ROUND {self.round} {self.first_ns} {now} {time.process_time_ns()}")
                     self.round += 1
                     self.first_ns = 0
+
+    def _open(self, poller: select.epoll) -> None:
+        """Open and upgrade the connections, at most CONCURRENCY handshakes at once.
+
+        Connections already open are read meanwhile, so that pings are answered
+        (websockets closes a connection whose pong is 20 s late, and opening
+        10,000 can take longer than that on a busy machine).
+        """
+        args = self.args
+        extensions = DEFLATE_OFFER if args.compression else ""
+        request = upgrade_request(args.host, args.port, extensions=extensions)
+        count = args.connections
+        deadline = time.monotonic() + 60 + count / 100
+        pending: dict[int, list[Any]] = {}  # fd: [socket, bytes received, request sent]
+        started = 0
+        while len(self.conns) < count:
+            while started < count and len(pending) < CONCURRENCY:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                if args.source:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                    sock.bind((args.source, 0))
+                code = sock.connect_ex((args.host, args.port))
+                if code not in (0, errno.EINPROGRESS):
+                    reason = os.strerror(code)
+                    raise BenchError(f"connect: {reason} after {len(self.conns)} connections")
+                poller.register(sock.fileno(), select.EPOLLOUT)
+                pending[sock.fileno()] = [sock, b"", False]
+                started += 1
+            if time.monotonic() > deadline:
+                raise BenchError(f"opened {len(self.conns)} of {count} connections in time")
+            for fd, _ in poller.poll(1.0):
+                conn = self.conns.get(fd)
+                if conn is not None:  # open already: pings, most likely
+                    data = os.read(fd, 65536)
+                    if not data:
+                        raise BenchError("the server closed a connection while others opened")
+                    self._parse(conn, conn.buffer + data)
+                    continue
+                state = pending[fd]
+                sock = state[0]
+                if not state[2]:
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code:
+                        reason = os.strerror(code)
+                        raise BenchError(f"connect: {reason} after {len(self.conns)} connections")
+                    sock.send(request)
+                    state[2] = True
+                    poller.modify(fd, select.EPOLLIN)
+                    continue
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise BenchError(f"the server closed a connection after {len(self.conns)}")
+                state[1] += chunk
+                end = state[1].find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                response = state[1][: end + 4]
+                if not response.startswith(b"HTTP/1.1 101") or ACCEPT not in response:
+                    first = response.split(b"\r\n", 1)[0].decode("latin-1")
+                    raise BenchError(f"upgrade refused or invalid: {first!r}")
+                if args.compression and negotiated_deflate(response) is None:
+                    raise BenchError("the server did not accept permessage-deflate")
+                del pending[fd]
+                conn = self.conns[fd] = _Conn(sock, len(self.conns) < CHECKED, args.compression)
+                if len(state[1]) > end + 4:
+                    self._parse(conn, state[1][end + 4 :])
 
     def _parse(self, conn: _Conn, data: bytes) -> None:
         pos = 0
