@@ -77,7 +77,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (2)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before (0.5)")
     parser.add_argument(
-        "--connections", type=int, default=10_000, help="memory: idle connections (10000)"
+        "--connections",
+        type=int,
+        default=10_000,
+        help="memory: idle connections; fanout: receiving connections (10000)",
+    )
+    parser.add_argument(
+        "--fanout-rounds", type=int, default=10, help="fanout: measured messages, median (10)"
+    )
+    parser.add_argument(
+        "--fanout-processes",
+        type=int,
+        default=1,
+        help="fanout: client processes sharing the connections, each from its own "
+        "127.0.0.x address (1)",
     )
     parser.add_argument(
         "--connect-concurrency",
@@ -116,7 +129,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs, args.duration, args.warmup = 1, 0.5, 0.2
         args.connections, args.settle = min(args.connections, 1000), 0.3
         args.quiet_timeout = 0.0
-    for name in ("runs", "connections", "connect_concurrency", "handshake_concurrency"):
+        args.fanout_rounds = min(args.fanout_rounds, 3)
+    for name in (
+        "runs",
+        "connections",
+        "connect_concurrency",
+        "handshake_concurrency",
+        "fanout_rounds",
+        "fanout_processes",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.duration <= 0 or args.warmup < 0:
@@ -246,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         settle=args.settle,
         quiet_timeout=args.quiet_timeout,
         pin=not args.no_pin,
+        fanout_rounds=args.fanout_rounds,
+        fanout_processes=args.fanout_processes,
     )
     loops = list(args.loops)
     try:
@@ -256,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[str] = list(dict.fromkeys(args.servers))
     workloads = [WORKLOADS[name] for name in args.workloads]
     soft, hard = harness.nofile
-    if {"memory", "wss-memory"} & set(args.workloads) and soft < config.connections + 256:
+    if {"memory", "wss-memory", "fanout", "fanout-deflate"} & set(args.workloads) and (
+        soft < config.connections + 256
+    ):
         harness.say(
             f"warning: RLIMIT_NOFILE is {soft} (hard {hard}); {config.connections} "
             "connections need that many fds in the server and in the load generator"

@@ -50,6 +50,8 @@ class Config:
     pin: bool = True
     server_cpu: int = 0
     loadgen_cpu: int = 1
+    fanout_rounds: int = 10
+    fanout_processes: int = 1
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -121,8 +123,11 @@ class Harness:
         return self._tls_files
 
     @contextlib.contextmanager
-    def server(self, spec: ServerSpec, uvloop: bool, tls: bool = False) -> Iterator[RunningServer]:
-        """Start ``spec`` (serving wss:// if ``tls``); stop it (SIGTERM, then SIGKILL) on exit."""
+    def server(
+        self, spec: ServerSpec, uvloop: bool, tls: bool = False, extra: tuple[str, ...] = ()
+    ) -> Iterator[RunningServer]:
+        """Start ``spec`` (serving wss:// if ``tls``, with the ``extra`` flags of a
+        workload); stop it (SIGTERM, then SIGKILL) on exit."""
         if uvloop and not spec.supports_uvloop:
             raise ServerUnavailable("does not support --uvloop")
         for directory in spec.pythonpath:
@@ -139,7 +144,7 @@ class Harness:
         )
         with tempfile.TemporaryFile() as stderr:
             proc = subprocess.Popen(
-                spec.command(uvloop, port, tls_files),
+                spec.command(uvloop, port, tls_files, extra),
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -229,9 +234,12 @@ class Harness:
         elif workload.kind == "memory":
             args += ["--connections", str(c.connections), "--settle", str(c.settle)]
             args += ["--concurrency", str(c.connect_concurrency)]
+        elif workload.kind == "fanout":
+            args += ["--connections", str(c.connections), "--size", str(workload.size)]
+            args += ["--rounds", str(c.fanout_rounds), "--processes", str(c.fanout_processes)]
         if workload.tls:
             args.append("--tls")
-        return args
+        return [*args, *workload.loadgen_args]
 
     def label(self, workload: Workload) -> str:
         c = self.config
@@ -269,7 +277,7 @@ class Harness:
     def _run_once(self, spec: ServerSpec, uvloop: bool, workload: Workload) -> JSON:
         c = self.config
         try:
-            with self.server(spec, uvloop, workload.tls) as server:
+            with self.server(spec, uvloop, workload.tls, workload.server_args) as server:
                 cmd = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(server.port)]
                 cmd += ["--server-pid", str(server.pid), *self.loadgen_args(workload)]
                 if c.pin:

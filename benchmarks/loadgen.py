@@ -15,13 +15,20 @@ Workloads:
 ``echo``
     one connection, ``--inflight`` messages of ``--size`` bytes kept in flight (each echo
     received sends the next one); reports msg/s, MB/s and, with one in flight, round-trip
-    percentiles.
+    percentiles. With ``--compression``: text messages of realistic JSON of about
+    ``--size`` bytes (:func:`json_messages`, built from the bundled sample corpus, all
+    different), permessage-deflate offered as a browser offers it, each message compressed
+    once before the run (see :func:`run_echo`).
 ``handshake``
     ``--concurrency`` workers each loop: connect, upgrade, send a close frame, wait for the
     server's close frame and its end of the TCP connection. Reports handshakes/s.
 ``memory``
     opens ``--connections`` idle connections and reads the server's resident set size
     (``/proc/PID/status`` VmRSS) before and after; reports KiB per connection.
+``fanout``
+    ``--connections`` connections held by client processes (:mod:`benchmarks.fanout`), and
+    one more that sends a ``--size``-byte message the server sends to all of them; reports
+    the time until the last client has it.
 
 ``--tls`` runs any workload over wss:// (uvloop's TLS client, TLS 1.3 with Python's
 defaults, full handshakes: no session is resumed). The load generator doesn't check the
@@ -45,8 +52,10 @@ import resource
 import ssl
 import sys
 import time
+import zlib
 from array import array
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 __all__ = ["main"]
@@ -57,6 +66,7 @@ KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = base64.b64encode(hashlib.sha1(KEY + GUID).digest())
 MASK = b"\x5a\xc3\x17\x8e"
 
+OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
 OP_CLOSE = 0x8
@@ -67,8 +77,16 @@ SMALL_BUFFER = 4 * 1024  # read buffer of handshake-only connections (10,000 of 
 
 JSON = dict[str, Any]
 
+#: The offer Chromium and Firefox send: permessage-deflate, any window the server chooses
+#: for the client, context takeover both ways unless the server says otherwise.
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 
-def upgrade_request(host: str, port: int, path: str = "/") -> bytes:
+#: The bundled corpus the JSON messages are made of (``scripts/generate_corpus.py``).
+CORPUS = Path(__file__).resolve().parent.parent / "src/wsharbor/bench/data/sample.jsonl"
+
+
+def upgrade_request(host: str, port: int, path: str = "/", extensions: str = "") -> bytes:
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
     return (
         f"GET {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
@@ -76,8 +94,73 @@ def upgrade_request(host: str, port: int, path: str = "/") -> bytes:
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {KEY.decode()}\r\n"
         "Sec-WebSocket-Version: 13\r\n"
+        f"{offer}"
         "\r\n"
     ).encode()
+
+
+def negotiated_deflate(response: bytes) -> dict[str, str | None] | None:
+    """The permessage-deflate parameters of a 101 response, or None if not accepted."""
+    for line in response.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"sec-websocket-extensions":
+            continue
+        for extension in value.decode("latin-1").split(","):
+            name, *params = (part.strip() for part in extension.split(";"))
+            if name == "permessage-deflate":
+                parsed: dict[str, str | None] = {}
+                for param in params:
+                    key, eq, val = param.partition("=")
+                    parsed[key.strip()] = val.strip().strip('"') if eq else None
+                return parsed
+    return None
+
+
+def json_messages(size: int, count: int = 64) -> list[bytes]:
+    """Different realistic JSON text messages of about ``size`` bytes, from the corpus.
+
+    Up to 400 bytes: the corpus's own messages (chat, presence, ticker, game deltas)
+    within 10% of ``size`` (for 200: the 242 messages of 180 to 220 bytes). Larger:
+    ``count`` snapshot documents ``{"type":"snapshot","seq":N,"items":[...]}`` made of
+    consecutive corpus messages, each starting elsewhere in the corpus, as large as fits
+    in ``size`` bytes.
+    """
+    corpus = [line for line in CORPUS.read_bytes().split(b"\n") if line.strip()]
+    if size <= 400:
+        return [m for m in corpus if abs(len(m) - size) <= size // 10]
+    messages = []
+    for seq in range(count):
+        start = seq * 97 % len(corpus)
+        head = b'{"type":"snapshot","seq":%d,"items":[' % seq
+        items: list[bytes] = []
+        length = len(head) + 2
+        i = start
+        while length + len(corpus[i % len(corpus)]) + 1 <= size:
+            items.append(corpus[i % len(corpus)])
+            length += len(items[-1]) + 1
+            i += 1
+        messages.append(head + b",".join(items) + b"]}")
+    return messages
+
+
+def deflate_frames(
+    messages: list[bytes], params: dict[str, str | None], opcode: int = OP_TEXT
+) -> list[bytes]:
+    """Masked client frames, RSV1 set, each message compressed on its own.
+
+    With the window the server allows us (``client_max_window_bits``, 15 if absent),
+    level 6, each message from a fresh compressor: valid whatever the context takeover
+    parameters (a message that refers to no earlier one is always decodable), and the same
+    bytes every time a message is sent again, so they can be built once before the run.
+    """
+    bits = int(params.get("client_max_window_bits") or 15)
+    frames = []
+    for message in messages:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -bits, 8)
+        data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        # RFC 7692 section 7.2.1: drop the 00 00 ff ff of the sync flush.
+        frames.append(client_frame(opcode, data[:-4], rsv1=True))
+    return frames
 
 
 def mask_payload(payload: bytes, mask: bytes = MASK) -> bytes:
@@ -89,10 +172,10 @@ def mask_payload(payload: bytes, mask: bytes = MASK) -> bytes:
     return masked.to_bytes(len(payload), "big")
 
 
-def client_frame(opcode: int, payload: bytes, mask: bytes = MASK) -> bytes:
+def client_frame(opcode: int, payload: bytes, mask: bytes = MASK, rsv1: bool = False) -> bytes:
     """A complete masked client frame with FIN set (RFC 6455 section 5.2)."""
     length = len(payload)
-    head = bytearray([0x80 | opcode])
+    head = bytearray([0x80 | (0x40 if rsv1 else 0) | opcode])
     if length < 126:
         head.append(0x80 | length)
     elif length < 1 << 16:
@@ -138,6 +221,8 @@ class Client(asyncio.BufferedProtocol):
         self._view = memoryview(self._buf)
         self._keep = 0  # bytes at the start of _buf kept from the previous read
         self._is_open = False
+        self.response = b""  # the server's 101 response
+        self.compressed = 0  # data messages received with RSV1 set (permessage-deflate)
         self._skip = 0  # payload bytes of the current frame still to come
         self._pending_b0 = 0  # first header byte of the frame being skipped
         # Fast path for a stream of identical small frames: their header bytes.
@@ -197,6 +282,7 @@ class Client(asyncio.BufferedProtocol):
             self._fail(BenchError(f"upgrade refused or invalid: {first!r}"))
             return
         self._is_open = True
+        self.response = response
         self.upgraded.set_result(None)
         rest = n - (end + 4)
         if rest:
@@ -225,6 +311,7 @@ class Client(asyncio.BufferedProtocol):
             b0 = self._pending_b0
             if b0 & 0x0F < 8:
                 messages += b0 >> 7
+                self.compressed += (b0 >> 6) & 1
             else:
                 self._control(b0 & 0x0F)
         flen = self._fast_len
@@ -265,6 +352,7 @@ class Client(asyncio.BufferedProtocol):
             pos = end
             if b0 & 0x0F < 8:
                 messages += b0 >> 7
+                self.compressed += (b0 >> 6) & 1
             else:
                 self._control(b0 & 0x0F)
         if pos < n:  # a frame header cut by the read: move it to the front
@@ -317,13 +405,37 @@ class EchoClient(Client):
         self.rtts_ns = array("q")
         self.sent_at = 0
         self.drained: asyncio.Future[None] | None = None
+        # Different messages (use_frames): all frames, then the first ``inflight`` again,
+        # so that any ``k`` consecutive frames are one slice; ``_offsets[i]`` is where
+        # frame ``i`` starts.
+        self._ring = b""
+        self._offsets: list[int] = []
+        self._count = 0
+        self._next = 0
+
+    def use_frames(self, frames: list[bytes]) -> None:
+        """Send these frames in turn instead of one frame again and again."""
+        self._fast_len = 0
+        cycle = frames * (self.inflight // len(frames) + 2)
+        self._offsets = [0]
+        for frame in cycle:
+            self._offsets.append(self._offsets[-1] + len(frame))
+        self._ring = b"".join(cycle)
+        self._count = len(frames)
+
+    def _frames(self, k: int) -> bytes:
+        if not self._count:
+            return self.batches[k]
+        start = self._next
+        self._next = (start + k) % self._count
+        return self._ring[self._offsets[start] : self._offsets[start + k]]
 
     def start(self) -> None:
         assert self.transport is not None
         self.sending = True
         self.outstanding = self.inflight
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(self.batches[self.inflight])
+        self.transport.write(self._frames(self.inflight))
 
     def on_messages(self, count: int) -> None:
         self.received += count
@@ -336,7 +448,7 @@ class EchoClient(Client):
             if missing >= self.refill:
                 assert self.transport is not None
                 self.sent_at = time.perf_counter_ns()
-                self.transport.write(self.batches[missing])
+                self.transport.write(self._frames(missing))
                 self.outstanding = self.inflight
         elif self.outstanding <= 0 and self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
@@ -444,10 +556,68 @@ async def connect(
     return transport, protocol
 
 
+async def read_message(reader: asyncio.StreamReader) -> tuple[bool, bytes]:
+    """One whole message from a server: (compressed, payload as sent on the wire)."""
+    payload = b""
+    rsv1 = None
+    while True:
+        b0, b1 = await reader.readexactly(2)
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        if b1 & 0x80:
+            raise BenchError("the server sent a masked frame (RFC 6455 section 5.1)")
+        data = await reader.readexactly(length)
+        if b0 & 0x0F >= 8:  # a ping or a pong in between: not part of the message
+            continue
+        if rsv1 is None:
+            rsv1 = bool(b0 & 0x40)
+        payload += data
+        if b0 & 0x80:
+            return rsv1, payload
+
+
+async def check_deflate_echo(args: Args, messages: list[bytes], count: int = 3) -> None:
+    """Check on a connection of its own that the server echoes compressed messages right.
+
+    The run itself only counts frames; this decompresses the first ``count`` echoes (in
+    order, so the server's context takeover is followed) and compares them.
+    """
+    reader, writer = await asyncio.open_connection(args.host, args.port)
+    try:
+        writer.write(upgrade_request(args.host, args.port, extensions=DEFLATE_OFFER))
+        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        params = negotiated_deflate(response)
+        if params is None:
+            raise BenchError("the server did not accept permessage-deflate")
+        frames = deflate_frames(messages[:count], params)
+        writer.write(b"".join(frames))
+        decompressor = zlib.decompressobj(-15)  # a larger window than the server's is safe
+        for message in messages[:count]:
+            compressed, payload = await asyncio.wait_for(read_message(reader), 10)
+            if compressed:
+                payload = decompressor.decompress(payload + b"\x00\x00\xff\xff")
+            if payload != message:
+                raise BenchError("the server's echo differs from the message sent")
+        writer.write(CLOSE_FRAME)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), 10)  # the server's close, then its FIN
+    finally:
+        writer.close()
+
+
 async def run_echo(args: Args) -> JSON:
     payload = random.Random(0).randbytes(args.size)
     frame = client_frame(OP_BINARY, payload)
-    request = upgrade_request(args.host, args.port)
+    messages: list[bytes] = []
+    if args.compression:
+        messages = json_messages(args.size)
+        await check_deflate_echo(args, messages)
+    request = upgrade_request(
+        args.host, args.port, extensions=DEFLATE_OFFER if args.compression else ""
+    )
     _, client = await connect(
         lambda: EchoClient(request, frame, args.inflight, args.size),
         args.host,
@@ -456,6 +626,11 @@ async def run_echo(args: Args) -> JSON:
         client_ssl_context(args.tls),
     )
     assert isinstance(client, EchoClient)
+    if args.compression:
+        params = negotiated_deflate(client.response)
+        if params is None:
+            raise BenchError("the server did not accept permessage-deflate")
+        client.use_frames(deflate_frames(messages, params))
     client.start()
     await asyncio.sleep(args.warmup)
     if client.lost.done():
@@ -472,7 +647,17 @@ async def run_echo(args: Args) -> JSON:
     seconds = result["seconds"]
     result["messages"] = count
     result["msg_per_s"] = count / seconds
-    result["mb_per_s"] = count * args.size / seconds / 1e6
+    size = sum(map(len, messages)) / len(messages) if messages else args.size
+    result["mb_per_s"] = count * size / seconds / 1e6
+    if "server_cpu" in result and count:
+        # Server CPU time per message, kernel time included: what capacity planning
+        # needs, and less sensitive than msg/s to other processes taking the core.
+        result["server_us_per_msg"] = result["server_cpu"] * seconds / count * 1e6
+    if args.compression:
+        result["mean_size"] = size
+        result["distinct_messages"] = len(messages)
+        # The share of echoes the server sent compressed (RSV1 set).
+        result["compressed_share"] = client.compressed / max(1, client.received)
     if client.rtts_ns:
         rtts = sorted(client.rtts_ns)
         result["p50_us"] = rtts[len(rtts) // 2] / 1e3
@@ -638,6 +823,10 @@ class Args(argparse.Namespace):
     settle: float
     cpu: int | None
     tls: bool
+    compression: bool
+    processes: int
+    rounds: int
+    source: str | None
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -648,7 +837,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server-pid", type=int, help="server process, for CPU and memory")
-    parser.add_argument("--workload", choices=["echo", "handshake", "memory"], required=True)
+    parser.add_argument(
+        "--workload", choices=["echo", "handshake", "memory", "fanout"], required=True
+    )
     parser.add_argument("--size", type=int, default=64, help="echo message size in bytes")
     parser.add_argument("--inflight", type=int, default=1, help="echo messages in flight")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds")
@@ -656,10 +847,22 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="handshake workers / connections opening"
     )
-    parser.add_argument("--connections", type=int, default=10_000, help="memory: idle conns")
+    parser.add_argument(
+        "--connections", type=int, default=10_000, help="memory: idle conns; fanout: receivers"
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="fanout: measured messages")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="fanout: client processes (own 127.0.0.x each)"
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="memory: wait before RSS")
     parser.add_argument("--cpu", type=int, help="pin this process to one CPU")
     parser.add_argument("--tls", action="store_true", help="wss:// (see the module docstring)")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="echo: offer permessage-deflate and send realistic JSON text messages "
+        "of about --size bytes, compressed; fanout: offer permessage-deflate",
+    )
     args = parser.parse_args(argv, namespace=Args())
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.host.startswith("127."):
         parser.error("the load generator only targets loopback addresses")
@@ -667,6 +870,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 async def amain(args: Args) -> JSON:
+    if args.workload == "fanout":
+        from benchmarks.fanout import run_fanout
+
+        return await run_fanout(args)
     runners = {"echo": run_echo, "handshake": run_handshake, "memory": run_memory}
     return await runners[args.workload](args)
 

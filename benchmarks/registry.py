@@ -50,15 +50,27 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     #: Directories put first on the server's PYTHONPATH (another wsharbor checkout).
     pythonpath: tuple[str, ...] = ()
+    #: What the server can do beyond echoing: ``deflate`` (``--compression``: the library's
+    #: permessage-deflate), ``fanout`` (``--fanout``: every message to every connection).
+    features: frozenset[str] = frozenset({"deflate", "fanout"})
 
     def runs(self, workload: str) -> bool:
-        return self.workloads is None or workload in self.workloads
+        if self.workloads is not None:
+            return workload in self.workloads
+        return WORKLOADS[workload].needs <= self.features
 
-    def command(self, uvloop: bool, port: int = 0, tls: tuple[str, str] | None = None) -> list[str]:
-        """The server's command line; ``tls``: (certificate, key) PEM files for wss://."""
+    def command(
+        self,
+        uvloop: bool,
+        port: int = 0,
+        tls: tuple[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> list[str]:
+        """The server's command line; ``tls``: (certificate, key) PEM files for wss://;
+        ``extra``: a workload's flags."""
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", "0"]
-            cmd += self.args
+            cmd += [*self.args, *extra]
             if tls is not None:
                 cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
             return [*cmd, "--uvloop"] if uvloop else cmd
@@ -81,8 +93,9 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec(
             "picows",
-            "picows ws_create_server + WSListener",
+            "picows ws_create_server + WSListener (no permessage-deflate: not run compressed)",
             module="benchmarks.servers.picows_server",
+            features=frozenset({"fanout"}),
         ),
         ServerSpec("wsharbor", "wsharbor.serve", module="benchmarks.servers.wsharbor_server"),
         ServerSpec(
@@ -139,6 +152,7 @@ SERVERS: dict[str, ServerSpec] = {
             workloads=frozenset(
                 {"echo-64-1", "echo-64-100", "echo-64k", "echo-1m", "handshake", "memory"}
             ),
+            features=frozenset(),
         ),
     )
 }
@@ -170,10 +184,19 @@ class Workload:
     metrics: tuple[Metric, ...] = ()
     #: Over wss:// (the harness gives the server a certificate, the load generator --tls).
     tls: bool = False
+    #: Flags for the server (``--compression``, ``--fanout``) and the load generator.
+    server_args: tuple[str, ...] = ()
+    loadgen_args: tuple[str, ...] = ()
+    #: Server features this workload needs (:attr:`ServerSpec.features`).
+    needs: frozenset[str] = frozenset()
 
 
 MSG_PER_S = Metric("msg_per_s", "msg/s")
 MB_PER_S = Metric("mb_per_s", "MB/s")
+DELIVERIES = Metric("deliveries_per_s", "deliveries/s (connections / time to the last)")
+LAST_MS = Metric("last_ms", "ms until the last client has it", higher_is_better=False)
+DEFLATE = frozenset({"deflate"})
+SERVER_US = Metric("server_us_per_msg", "server CPU per message (µs)", higher_is_better=False)
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -225,6 +248,49 @@ WORKLOADS: dict[str, Workload] = {
             "memory",
             metrics=(Metric("kib_per_conn", "server RSS per connection (KiB)", False),),
             tls=True,
+        ),
+        # Realistic JSON text (benchmarks.loadgen.json_messages), permessage-deflate with
+        # each library's default settings, offered as a browser offers it.
+        Workload(
+            "deflate-200",
+            "200 B JSON echo, compressed, {inflight} in flight",
+            "echo",
+            200,
+            100,
+            (MSG_PER_S, SERVER_US),
+            server_args=("--compression",),
+            loadgen_args=("--compression",),
+            needs=DEFLATE,
+        ),
+        Workload(
+            "deflate-16k",
+            "16 KiB JSON echo, compressed, {inflight} in flight",
+            "echo",
+            16 * 1024,
+            4,
+            (MSG_PER_S, MB_PER_S, SERVER_US),
+            server_args=("--compression",),
+            loadgen_args=("--compression",),
+            needs=DEFLATE,
+        ),
+        Workload(
+            "fanout",
+            "fan-out: 100 B to {connections} connections",
+            "fanout",
+            100,
+            metrics=(DELIVERIES, LAST_MS, SERVER_US),
+            server_args=("--fanout",),
+            needs=frozenset({"fanout"}),
+        ),
+        Workload(
+            "fanout-deflate",
+            "fan-out, compressed: 100 B to {connections} connections",
+            "fanout",
+            100,
+            metrics=(DELIVERIES, LAST_MS, SERVER_US),
+            server_args=("--fanout", "--compression"),
+            loadgen_args=("--compression",),
+            needs=frozenset({"fanout", "deflate"}),
         ),
     )
 }

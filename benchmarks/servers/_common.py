@@ -33,6 +33,8 @@ class ServerArgs(argparse.Namespace):
     max_size: int
     tls_cert: str | None
     tls_key: str | None
+    compression: bool
+    fanout: bool
 
 
 def parse_args(
@@ -57,6 +59,17 @@ def parse_args(
         "--tls-cert", metavar="PEM", help="serve wss:// with this certificate (and --tls-key)"
     )
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="negotiate permessage-deflate with the library's default settings (default: off)",
+    )
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="instead of echoing, send every message received to every open connection "
+        "(the sender included), the way the library's documentation does it",
+    )
     args = parser.parse_args(argv, namespace=ServerArgs())
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")

@@ -101,4 +101,8 @@ def main(args: ServerArgs) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args(__doc__ or "")))
+    arguments = parse_args(__doc__ or "")
+    if arguments.compression or arguments.fanout:
+        print("a reference server has no --compression or --fanout", file=sys.stderr)
+        sys.exit(3)
+    sys.exit(main(arguments))

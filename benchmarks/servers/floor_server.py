@@ -114,4 +114,8 @@ async def main(args: ServerArgs) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, parse_args(__doc__ or "")))
+    arguments = parse_args(__doc__ or "")
+    if arguments.compression or arguments.fanout:
+        print("a reference server has no --compression or --fanout", file=sys.stderr)
+        sys.exit(3)
+    sys.exit(run(main, arguments))

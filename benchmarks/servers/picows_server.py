@@ -2,9 +2,11 @@
 
 picows works frame by frame: each data frame is echoed as it arrives (the load generator
 sends unfragmented messages, so a frame is a message). Compression is not implemented by
-picows. ``max_frame_size`` comes from the flags; everything else is at the library's
-defaults, which include the aiofastnet transport when that package is installed (picows
-depends on it).
+picows: ``--compression`` exits with status 3 ("not available"). ``--fanout`` sends each
+data frame received to every open connection with ``transport.send`` in a loop (picows
+has no broadcast). ``max_frame_size`` comes from the flags; everything else is at the
+library's defaults, which include the aiofastnet transport when that package is installed
+(picows depends on it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from benchmarks.servers._common import (
     wait_for_signal,
 )
 
+NOT_AVAILABLE = 3
+
 
 class EchoListener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -33,13 +37,30 @@ class EchoListener(WSListener):
             transport.send(msg_type, frame.get_payload_as_memoryview(), frame.fin)
 
 
-def listener_factory(_request: object) -> EchoListener:
-    return EchoListener()
+TRANSPORTS: set[WSTransport] = set()
+
+
+class FanoutListener(EchoListener):
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        TRANSPORTS.add(transport)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        TRANSPORTS.discard(transport)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is not WSMsgType.TEXT and msg_type is not WSMsgType.BINARY:
+            super().on_ws_frame(transport, frame)
+            return
+        payload = frame.get_payload_as_bytes()
+        for peer in TRANSPORTS:
+            peer.send(msg_type, payload)
 
 
 async def main(args: ServerArgs) -> None:
+    listener = FanoutListener if args.fanout else EchoListener
     server = await ws_create_server(
-        listener_factory,
+        lambda _request: listener(),
         args.host,
         args.port,
         max_frame_size=args.max_size,
@@ -51,4 +72,8 @@ async def main(args: ServerArgs) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, parse_args(__doc__ or "")))
+    arguments = parse_args(__doc__ or "")
+    if arguments.compression:
+        print("picows does not implement permessage-deflate", file=sys.stderr)
+        sys.exit(NOT_AVAILABLE)
+    sys.exit(run(main, arguments))

@@ -1,14 +1,17 @@
 """Echo server on websockets' asyncio API (``websockets.asyncio.server.serve``).
 
-Compression off, ``max_size`` from the flags, everything else at the library's defaults
-(so keepalive pings every 20 s, as a websockets user gets them).
+Compression off unless ``--compression`` (then ``compression="deflate"``, websockets'
+default settings), ``max_size`` from the flags, everything else at the library's defaults
+(so keepalive pings every 20 s, as a websockets user gets them). ``--fanout`` sends each
+message received to every open connection with ``websockets.asyncio.server.broadcast``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.servers._common import (
     ServerArgs,
@@ -25,12 +28,26 @@ async def echo(ws: ServerConnection) -> None:
         await ws.send(message)
 
 
+CONNECTIONS: set[ServerConnection] = set()
+
+
+async def fanout(ws: ServerConnection) -> None:
+    CONNECTIONS.add(ws)
+    try:
+        async for message in ws:
+            broadcast(CONNECTIONS, message)
+    except ConnectionClosed:
+        pass  # the load generator's clients leave without closing
+    finally:
+        CONNECTIONS.discard(ws)
+
+
 async def main(args: ServerArgs) -> None:
     async with serve(
-        echo,
+        fanout if args.fanout else echo,
         args.host,
         args.port,
-        compression=None,
+        compression="deflate" if args.compression else None,
         max_size=args.max_size,
         ssl=ssl_context(args),
     ) as server:

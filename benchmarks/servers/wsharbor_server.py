@@ -1,11 +1,13 @@
 """Echo server on wsharbor (``wsharbor.serve``), the library this benchmark is for.
 
-Compression off, ``max_size`` from the flags, everything else at the library's defaults,
+Compression off unless ``--compression`` (then ``compression="deflate"``, wsharbor's
+default settings), ``max_size`` from the flags, everything else at the library's defaults,
 but ``--max-queue`` and ``--write-limit`` when given (to measure other values of these
 defaults: the ``wsharbor-limits-32-64k`` server passes the earlier 32 and 64 KiB).
-``--tls-transport loop`` serves wss:// with the event loop's own TLS instead of wsharbor's.
-Exits with status 3 and a one-line reason on stderr when ``wsharbor.serve`` is not
-available yet, which the harness reports as "not available".
+``--fanout`` sends each message received to every open connection with
+``wsharbor.broadcast``. ``--tls-transport loop`` serves wss:// with the event loop's own
+TLS instead of wsharbor's. Exits with status 3 and a one-line reason on stderr when
+``wsharbor.serve`` is not available yet, which the harness reports as "not available".
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-limit", type=int, help="serve(write_limit=N)")
 
 
+CONNECTIONS: set[Any] = set()
+
+
+async def fanout(ws: Any) -> None:
+    import wsharbor
+
+    broadcast: Any = wsharbor.broadcast  # type: ignore[attr-defined,unused-ignore]
+    CONNECTIONS.add(ws)
+    try:
+        async for message in ws:
+            broadcast(CONNECTIONS, message)
+    finally:
+        CONNECTIONS.discard(ws)
+
+
 async def main(args: ServerArgs) -> None:
     import wsharbor
 
@@ -57,7 +74,12 @@ async def main(args: ServerArgs) -> None:
         if tls_transport is not None:
             options["tls_transport"] = tls_transport
     async with serve(
-        echo, args.host, args.port, compression=None, max_size=args.max_size, **options
+        fanout if args.fanout else echo,
+        args.host,
+        args.port,
+        compression="deflate" if args.compression else None,
+        max_size=args.max_size,
+        **options,
     ) as server:
         announce(server.sockets[0].getsockname()[1])
         await wait_for_signal()

@@ -32,6 +32,7 @@ import pytest
 import pytest_asyncio
 
 import wsharbor
+from wsharbor.protocol.deflate import SERVER_DEFAULTS
 from wsharbor.protocol.headers import parse_extension_header
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -1106,7 +1107,7 @@ async def test_12_13_deflate_negotiation_and_echo(
             assert negotiated.server_no_context_takeover
             assert negotiated.server_bits == 9
         settings = SERVER_SETTINGS[server]
-        threshold = 16 if settings == "deflate" else settings.threshold
+        threshold = SERVER_DEFAULTS.threshold if settings == "deflate" else settings.threshold
         await deflate_round_trips(client, negotiated, threshold)
         client.send(CLOSE, close_payload(1000))
         await client.expect_close(1000)

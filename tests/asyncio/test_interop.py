@@ -26,6 +26,8 @@ import websockets.asyncio.server
 from aiohttp import web
 
 import wsharbor
+from wsharbor.protocol.deflate import SERVER_CONTEXT_TAKEOVER, SERVER_DEFAULTS, DeflateSettings
+from wsharbor.protocol.headers import parse_extension_header
 
 MiB = 1 << 20
 MAX_SIZE = 32 * MiB
@@ -91,7 +93,9 @@ class Record:
 
 
 @contextlib.asynccontextmanager
-async def our_server(compression: bool) -> AsyncIterator[tuple[wsharbor.Server, str, Record]]:
+async def our_server(
+    compression: bool | DeflateSettings,
+) -> AsyncIterator[tuple[wsharbor.Server, str, Record]]:
     record = Record()
 
     async def echo(ws: wsharbor.ServerConnection) -> None:
@@ -109,7 +113,11 @@ async def our_server(compression: bool) -> AsyncIterator[tuple[wsharbor.Server, 
         echo,
         "127.0.0.1",
         0,
-        compression="deflate" if compression else None,
+        compression=compression
+        if isinstance(compression, DeflateSettings)
+        else "deflate"
+        if compression
+        else None,
         max_size=MAX_SIZE,
         ping_interval=None,
         close_timeout=5,
@@ -566,3 +574,109 @@ async def test_16_mib_fragmented_our_client_websockets_server() -> None:
                 assert digest(echoed) == digest(payload)
             await server.done.wait()
     assert server.close_codes == [1000]
+
+
+# ---------------------------------------------------------------------------
+# Context takeover parameters (RFC 7692 section 7.1.1), both ways
+# ---------------------------------------------------------------------------
+
+#: Our server's settings: the defaults (no context takeover either way, answered
+#: unasked) and the settings that keep the context.
+SERVER_SETTINGS = {"defaults": SERVER_DEFAULTS, "takeover": SERVER_CONTEXT_TAKEOVER}
+
+
+def deflate_params(header: str | None) -> dict[str, str | None]:
+    assert header is not None
+    ((name, params),) = parse_extension_header(header)
+    assert name == "permessage-deflate"
+    return dict(params)
+
+
+@pytest.mark.parametrize("setting", list(SERVER_SETTINGS))
+@pytest.mark.parametrize("peer", PEERS)
+async def test_our_server_context_takeover_parameters(peer: str, setting: str) -> None:
+    # The peer client accepts our answer (with or without the two
+    # no_context_takeover parameters it didn't ask for) and the messages
+    # compressed both ways, many in a row, come back intact: without context
+    # takeover each decodes alone, with it each may refer to the ones before.
+    settings = SERVER_SETTINGS[setting]
+    async with our_server(settings) as (_, uri, record):
+        async with asyncio.timeout(DEADLINE):
+            client = await PEER_CLIENTS[peer].connect(uri, True)
+            params = deflate_params(client.extensions)
+            takeover = setting == "takeover"
+            assert ("server_no_context_takeover" in params) is not takeover
+            assert ("client_no_context_takeover" in params) is not takeover
+            messages = [text_payload(300, seed) for seed in range(20)]
+            messages += [text_payload(300, 0).encode(), text_payload(20_000, 9)]
+            for message in messages:
+                await client.send(message)
+                echoed = await client.recv()
+                assert type(echoed) is type(message) and echoed == message
+            assert await client.close() == 1000
+            await record.done.wait()
+    assert record.extensions == [client.extensions]
+
+
+@pytest.mark.parametrize("setting", list(SERVER_SETTINGS))
+async def test_our_server_broadcast_to_peer_clients(setting: str) -> None:
+    # broadcast() to websockets and aiohttp clients at once: with the defaults
+    # one compressed frame for all of them, with context takeover one each.
+    connections: list[wsharbor.ServerConnection] = []
+    opened = asyncio.Event()
+
+    async def handler(ws: wsharbor.ServerConnection) -> None:
+        connections.append(ws)
+        if len(connections) == 4:
+            opened.set()
+        await ws.wait_closed()
+
+    async with wsharbor.serve(
+        handler, "127.0.0.1", 0, compression=SERVER_SETTINGS[setting], ping_interval=None
+    ) as server:
+        uri = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with asyncio.timeout(DEADLINE):
+            clients = [
+                await WebsocketsClient.connect(uri, True),
+                await WebsocketsClient.connect(uri, True),
+                await AiohttpClient.connect(uri, True),
+                await AiohttpClient.connect(uri, True),
+            ]
+            await opened.wait()
+            for seed in range(5):
+                message = text_payload(500, seed)
+                assert wsharbor.broadcast(connections, message) == 0
+                for client in clients:
+                    assert await client.recv() == message
+            for client in clients:
+                assert await client.close() == 1000
+
+
+@pytest.mark.parametrize("server_nct, client_nct", [(True, False), (False, True), (True, True)])
+async def test_our_client_websockets_server_no_context_takeover(
+    server_nct: bool, client_nct: bool
+) -> None:
+    # websockets' server asks for no context takeover on either side or both:
+    # our client accepts, and the messages go through both ways.
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+    async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    factory = ServerPerMessageDeflateFactory(
+        server_no_context_takeover=server_nct, client_no_context_takeover=client_nct
+    )
+    async with websockets.asyncio.server.serve(
+        echo, "127.0.0.1", 0, compression=None, extensions=[factory], ping_interval=None
+    ) as server:
+        uri = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with asyncio.timeout(DEADLINE), wsharbor.connect(uri) as client:
+            assert client.response is not None
+            params = deflate_params(client.response.headers.get("Sec-WebSocket-Extensions"))
+            assert ("server_no_context_takeover" in params) is server_nct
+            assert ("client_no_context_takeover" in params) is client_nct
+            for seed in range(10):
+                message = text_payload(1000, seed)
+                await client.send(message)
+                assert await client.recv() == message

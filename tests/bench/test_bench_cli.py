@@ -34,6 +34,27 @@ def test_table(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "| *default*" in out and "| 9 " in out and "| *disabled*" in out
 
 
+def test_context_takeover_and_backend(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each setting with and without context takeover; without it, nothing is
+    # kept per connection and small messages compress worse.
+    args = ["bench", "compression", str(corpus), "--settings", "12/4", "--repeat", "1"]
+    code, out, err = run(
+        [*args, "--context-takeover", "both", "--backend", "zlib", "--json", "-"], capsys
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["backend"] == "zlib"
+    results = {r["setting"]: r for r in data["results"]}
+    assert set(results) == {"12/4", "12/4 nct"}
+    assert results["12/4 nct"]["context_takeover"] is False
+    assert results["12/4 nct"]["memory"] < 1024  # the codec objects, no zlib state
+    assert results["12/4"]["memory"] > 20 * 1024
+    assert results["12/4 nct"]["size"] > results["12/4"]["size"]
+    code, out, err = run([*args, "--context-takeover", "off"], capsys)
+    assert code == 0, err
+    assert "| Context takeover" in out and "| no " in out and "zlib implementation:" in out
+
+
 def test_json_and_csv_to_stdout_and_files(
     corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -89,6 +110,8 @@ def test_sample(capsys: pytest.CaptureFixture[str]) -> None:
         (["nope"], "unknown command"),
         (["memory", "--connections", "0"], "--connections must be between 1"),
         (["memory", "--settings", "16/8"], "invalid setting"),
+        (["compression", "--sample", "--context-takeover", "maybe"], "invalid choice"),
+        (["compression", "--sample", "--backend", "brotli"], "invalid choice"),
         (["memory", "--libraries", "aiohttp"], "unknown library"),
         (["memory", "--messages", "/nonexistent/corpus"], "no such file or directory"),
     ],

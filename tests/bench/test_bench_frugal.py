@@ -19,6 +19,7 @@ import pytest
 import wsharbor
 from wsharbor.protocol.deflate import (
     CLIENT_DEFAULTS,
+    SERVER_CONTEXT_TAKEOVER,
     SERVER_DEFAULTS,
     DeflateSettings,
     PerMessageDeflate,
@@ -67,13 +68,27 @@ async def open_pair(
 
 
 async def test_defaults_threshold_is_small() -> None:
-    # Chosen with the benchmark (docs/memory.md): above "hello", below any JSON document.
-    assert 5 < SERVER_DEFAULTS.threshold <= 32
+    # Chosen with the benchmark (docs/memory.md): above "hello", below any JSON
+    # document; without context takeover (the server's default) a message
+    # compressed on its own shrinks from about 64 bytes.
+    assert SERVER_DEFAULTS.threshold == 64
+    assert 5 < SERVER_CONTEXT_TAKEOVER.threshold <= 32
     assert 5 < CLIENT_DEFAULTS.threshold <= 32
 
 
-async def test_lazy_allocation_on_real_connections() -> None:
+async def test_default_settings_hold_nothing_after_compressed_messages() -> None:
+    # The server's defaults: no context takeover either way, so after compressed
+    # messages both ways no side holds a compressor or a decompressor.
     async for pair, client, server in open_pair():
+        assert client.local_no_context_takeover and server.local_no_context_takeover
+        for message in (LONG, LONG.encode(), LONG):
+            await pair.echo(message)
+            assert client._encoder is None and client._decoder is None
+            assert server._encoder is None and server._decoder is None
+
+
+async def test_lazy_allocation_on_real_connections() -> None:
+    async for pair, client, server in open_pair(server_compression=SERVER_CONTEXT_TAKEOVER):
         # After the handshake: nothing allocated on either side.
         assert client._encoder is None and client._decoder is None
         assert server._encoder is None and server._decoder is None

@@ -52,3 +52,46 @@ def test_memory_command(capsys: pytest.CaptureFixture[str]) -> None:
     for side in ("server", "client"):
         ours = results["wsharbor", "12/5"][f"{side}_traced"]
         assert ours > results["wsharbor", "disabled"][f"{side}_traced"] + codec / 2
+
+
+@pytest.mark.timeout(300)
+def test_memory_command_default_messages_are_compressed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The default exchange is one 100-byte JSON message each way, above every
+    # threshold: with context takeover both sides then hold zlib state (so the
+    # messages really were compressed), and with the server's defaults (no
+    # context takeover) neither does.
+    code = main(
+        [
+            *("bench", "memory", "--connections", "20", "--libraries", "wsharbor"),
+            *("--settings", "disabled,default,takeover", "--json", "-"),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["messages"] == "json"
+    results = {r["setting"]: r for r in data["results"]}
+    for side in ("server", "client"):
+        disabled = results["disabled"][f"{side}_traced"]
+        assert results["takeover"][f"{side}_traced"] > disabled + 20 * 1024
+        assert results["default"][f"{side}_traced"] < disabled + 4 * 1024
+
+
+def test_memory_command_says_what_was_exchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "bench",
+            "memory",
+            "--connections",
+            "2",
+            "--settings",
+            "disabled",
+            "--libraries",
+            "wsharbor",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "one 100-byte JSON text message each way (compressed: above every threshold)" in out

@@ -14,8 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsharbor.exceptions import InvalidState, NegotiationError, PayloadTooBig, ProtocolError
+from wsharbor.protocol import deflate
 from wsharbor.protocol.deflate import (
+    BACKENDS,
     CLIENT_DEFAULTS,
+    SERVER_CONTEXT_TAKEOVER,
     SERVER_DEFAULTS,
     ClientPerMessageDeflateFactory,
     DeflateSettings,
@@ -74,10 +77,17 @@ def send(sender: PerMessageDeflate, receiver: PerMessageDeflate, frames: list[Fr
 
 
 def test_settings_defaults() -> None:
-    assert SERVER_DEFAULTS.window_bits == 12
-    assert SERVER_DEFAULTS.memory_level == 4
+    assert SERVER_DEFAULTS.window_bits == 15
+    assert SERVER_DEFAULTS.memory_level == 8
     assert SERVER_DEFAULTS.peer_window_bits == 12
-    assert SERVER_DEFAULTS.context_takeover and SERVER_DEFAULTS.peer_context_takeover
+    assert not SERVER_DEFAULTS.context_takeover and not SERVER_DEFAULTS.peer_context_takeover
+    assert SERVER_DEFAULTS.threshold == 64
+    assert SERVER_DEFAULTS.level == 4
+    assert SERVER_CONTEXT_TAKEOVER.window_bits == 12
+    assert SERVER_CONTEXT_TAKEOVER.memory_level == 4
+    assert SERVER_CONTEXT_TAKEOVER.peer_window_bits == 12
+    assert SERVER_CONTEXT_TAKEOVER.context_takeover
+    assert SERVER_CONTEXT_TAKEOVER.peer_context_takeover
     assert CLIENT_DEFAULTS.window_bits == 15
     assert CLIENT_DEFAULTS.peer_window_bits is None
     settings_ = DeflateSettings(window_bits=11, memory_level=4)
@@ -427,7 +437,7 @@ def test_threshold_zero_compresses_everything() -> None:
 
 
 def test_lazy_allocation() -> None:
-    client, server = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
+    client, server = negotiate(CLIENT_DEFAULTS, SERVER_CONTEXT_TAKEOVER)
     for ext in (client, server):
         assert ext._encoder is None
         assert ext._decoder is None
@@ -442,6 +452,22 @@ def test_lazy_allocation() -> None:
     assert server._decoder is None
     server.decode(frame)
     assert server._decoder is not None and server._encoder is None
+
+
+def test_default_settings_keep_no_state_between_messages() -> None:
+    # The defaults: no context takeover either way, so after compressed messages
+    # each way neither side's codec holds a compressor or a decompressor.
+    client, server = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
+    message = b'{"type":"chat.message","room":"general","text":"hello, hello, hello"}'
+    for _ in range(3):
+        frame = client.encode(Frame(Opcode.TEXT, message))
+        assert frame.rsv1
+        assert server.decode(frame).data == message
+        frame = server.encode(Frame(Opcode.TEXT, message))
+        assert frame.rsv1
+        assert client.decode(frame).data == message
+        for ext in (client, server):
+            assert ext._encoder is None and ext._decoder is None
 
 
 def test_local_no_context_takeover_frees_compressor() -> None:
@@ -863,9 +889,16 @@ def test_factory_reprs() -> None:
 
 def test_default_negotiation() -> None:
     client, server = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
+    assert (client.local_max_window_bits, client.remote_max_window_bits) == (12, 15)
+    assert (server.local_max_window_bits, server.remote_max_window_bits) == (15, 12)
+    assert (client.memory_level, server.memory_level) == (5, 8)
+    # RFC 7692 section 7.1.1: the server's answer turns context takeover off both ways.
+    assert client.local_no_context_takeover and client.remote_no_context_takeover
+    assert server.local_no_context_takeover and server.remote_no_context_takeover
+    client, server = negotiate(CLIENT_DEFAULTS, SERVER_CONTEXT_TAKEOVER)
     assert (client.local_max_window_bits, client.remote_max_window_bits) == (12, 12)
     assert (server.local_max_window_bits, server.remote_max_window_bits) == (12, 12)
-    assert (client.memory_level, server.memory_level) == (5, 4)
+    assert not client.local_no_context_takeover and not server.local_no_context_takeover
 
 
 # enable_*_deflate.
@@ -1034,3 +1067,105 @@ def test_decode_arbitrary_bytes(
             return
         assert not decoded.rsv1
         assert max_size is None or len(decoded.data) <= max_size
+
+
+# zlib implementations and shared compressors.
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Any:
+    previous = deflate.set_backend(request.param)
+    yield request.param
+    deflate.set_backend(previous)
+
+
+def test_backends() -> None:
+    assert BACKENDS[-1] == "zlib"
+    assert deflate.backend() in BACKENDS
+    with pytest.raises(ValueError, match="unknown or missing deflate backend: 'brotli'"):
+        deflate.set_backend("brotli")
+    previous = deflate.set_backend("zlib")
+    try:
+        assert deflate.backend() == "zlib"
+        assert pmd()._zlib is zlib
+    finally:
+        deflate.set_backend(previous)
+    assert deflate.backend() == previous
+
+
+MESSAGES = [
+    b'{"type":"chat.message","room":"general","seq":%d,"text":"%s"}' % (i, b"lunch " * (i % 40))
+    for i in range(60)
+] + [b"", b"x", random.Random(3).randbytes(5000), b"abc" * 20000]
+
+
+def test_shared_compressor_same_bytes_as_a_new_one(backend: str) -> None:
+    # Without context takeover a message is compressed by a compressor shared by
+    # every connection and reset after each message: the bytes must be those a
+    # new compressor writes, whichever connection used it before.
+    module = deflate._MODULES[backend]
+    senders = [pmd(local_nct=True, local_bits=bits) for bits in (15, 15, 12, 9)]
+    for i, message in enumerate(MESSAGES):
+        sender = senders[i % len(senders)]
+        bits = sender.local_max_window_bits
+        fresh = module.compressobj(6, module.DEFLATED, -bits, 8)
+        expected = (fresh.compress(message) + fresh.flush(module.Z_SYNC_FLUSH))[:-4]
+        frame = sender.encode(Frame(Opcode.BINARY, message))
+        assert frame.data == expected
+        assert sender._encoder is None
+        # Any peer decompresses it on its own, with the standard library.
+        assert zlib.decompressobj(-bits).decompress(frame.data + b"\x00\x00\xff\xff") == message
+
+
+def test_shared_compressor_fragmented_messages_interleaved(backend: str) -> None:
+    # Two connections send fragmented messages at the same time: each holds its
+    # compressor until its last frame, so their streams don't mix.
+    first, second = pmd(local_nct=True), pmd(local_nct=True)
+    receivers = [pmd(remote_nct=True), pmd(remote_nct=True)]
+    parts = [[b"Hello " * 30, b"World " * 30, b"!"], [b"Goodbye " * 30, b"Moon " * 30, b"?"]]
+    out: list[list[bytes]] = [[], []]
+    for i in range(3):
+        for n, sender in enumerate((first, second)):
+            opcode = Opcode.TEXT if i == 0 else Opcode.CONT
+            frame = sender.encode(Frame(opcode, parts[n][i], fin=i == 2))
+            out[n].append(receivers[n].decode(frame).data)
+        if i < 2:
+            assert first._encoder is not None and first._encoder is not second._encoder
+    assert b"".join(out[0]) == b"".join(parts[0])
+    assert b"".join(out[1]) == b"".join(parts[1])
+    assert first._encoder is None and second._encoder is None
+
+
+def test_backends_decode_each_other(backend: str) -> None:
+    # Whatever compressed it (the fast implementation or the standard library),
+    # a message decodes to the same bytes with the other.
+    for local_nct in (False, True):
+        sender = pmd(local_nct=local_nct, local_bits=12)
+        frames = [sender.encode(Frame(Opcode.BINARY, m)) for m in MESSAGES]
+        for other in BACKENDS:
+            previous = deflate.set_backend(other)
+            try:
+                receiver = pmd(remote_nct=local_nct, remote_bits=12)
+                for message, frame in zip(MESSAGES, frames, strict=True):
+                    assert receiver.decode(frame).data == message
+            finally:
+                deflate.set_backend(previous)
+
+
+def test_backend_bombs_refused(backend: str) -> None:
+    # max_size bounds decompression with either implementation, one frame or many.
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = (bomb.compress(b"\x00" * (8 << 20)) + bomb.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooBig):
+            pmd(remote_nct=True).decode(compressed(data), max_size=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_backend_corrupt_stream(backend: str) -> None:
+    with pytest.raises(ProtocolError, match="invalid compressed data"):
+        pmd(remote_nct=True).decode(compressed(b"\xff\xff\xff\xff"))

@@ -47,7 +47,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeAlias, cast, overload
 
@@ -62,7 +62,7 @@ from ..protocol.connection import (
     TextMessage,
     WebSocketProtocol,
 )
-from ..protocol.frames import CloseCode, Frame, Opcode, serialize_frame
+from ..protocol.frames import CloseCode, Opcode
 from ..protocol.http11 import Request, Response
 from ..typing import Data, DataLike, LoggerLike
 from .budget import ReadBudget
@@ -1387,7 +1387,9 @@ def _broadcast_frames(
         opcode = Opcode.TEXT if text is True else Opcode.BINARY
     else:
         raise TypeError(f"can't broadcast {type(message).__name__}: expected str or bytes")
-    frame: bytes | None = None
+    # Encoded frames by WebSocketProtocol.preencode_key(): () for connections
+    # without extensions, a settings tuple for compression without context.
+    frames: dict[Hashable, bytes] = {}
     skipped: list[_Skip] = []
     for connection in connections:
         protocol = connection.protocol
@@ -1402,15 +1404,20 @@ def _broadcast_frames(
             skipped.append((connection, _BUFFER_FULL))
             continue
         try:
-            if protocol.extensions or protocol.side is not Side.SERVER:
+            if not protocol.extensions and protocol.side is Side.SERVER:
+                key: Hashable | None = ()
+            else:
+                key = protocol.preencode_key()
+            if key is None:
                 # A compression context (or a client's mask) is per connection.
                 if opcode is Opcode.TEXT:
                     protocol.send_text(payload)
                 else:
                     protocol.send_binary(payload)
             else:
+                frame = frames.get(key)
                 if frame is None:
-                    frame = serialize_frame(Frame(opcode, payload), mask=False)
+                    frame = frames[key] = protocol.preencode(opcode, payload)
                 protocol.send_preencoded(frame)
             connection._flush()
         except Exception as exc:
@@ -1461,10 +1468,11 @@ def broadcast(
     produced as bytes), ``text=False`` sends a ``str`` as binary.
 
     The message is encoded once and the same bytes are written to every
-    connection that has no extension in effect (compressed connections encode it
-    themselves, since their compression context differs). Connections that
-    aren't open are skipped silently (their closing handshake is in progress).
-    These are skipped too and don't get the message:
+    connection that has no extension in effect; it is compressed once for the
+    connections that compress without context takeover with the same settings
+    (the server's default), and by each connection that keeps a compression
+    context. Connections that aren't open are skipped silently (their closing
+    handshake is in progress). These are skipped too and don't get the message:
 
     - a connection sending a fragmented message (a frame can't go in between);
     - a connection whose write buffer is already over ``write_limit``: a peer

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..protocol.deflate import BACKENDS, backend, set_backend
 from .compression import (
     ALL_SETTINGS,
     GUIDE_SETTINGS,
@@ -74,6 +75,18 @@ def compression_main(argv: Sequence[str]) -> int:
         help="messages shorter than N bytes are sent uncompressed; several values "
         "measure each setting with each threshold (default: 0)",
     )
+    parser.add_argument(
+        "--context-takeover",
+        choices=("on", "off", "both"),
+        default="on",
+        help="measure with context takeover (on, the default), without it (off: "
+        "server_no_context_takeover and client_no_context_takeover), or both",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help=f"zlib implementation (installed: {', '.join(BACKENDS)}; default: the first)",
+    )
     parser.add_argument("--level", type=int, default=6, help="zlib compression level (6)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs, best counts (3)")
     parser.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
@@ -96,14 +109,18 @@ def compression_main(argv: Sequence[str]) -> int:
     if base is None:
         base = list(ALL_SETTINGS if args.all else GUIDE_SETTINGS)
     thresholds = _thresholds(args.threshold)
+    takeovers = {"on": (True,), "off": (False,), "both": (True, False)}[args.context_takeover]
     settings: list[Setting] = []
     for setting in base:
         if setting.disabled:
             if setting not in settings:
                 settings.append(setting)
             continue
-        for threshold in thresholds:
-            settings.append(Setting(setting.window_bits, setting.memory_level, threshold))
+        for takeover in takeovers:
+            for threshold in thresholds:
+                settings.append(
+                    Setting(setting.window_bits, setting.memory_level, threshold, takeover)
+                )
     # Move "disabled" last, as in the guide.
     settings.sort(key=lambda s: s.disabled)
 
@@ -124,12 +141,19 @@ def compression_main(argv: Sequence[str]) -> int:
     def progress(done: int, total: int, setting: Setting) -> None:
         bar(done, total, setting.label)
 
-    started = time.perf_counter()
-    results = benchmark(messages, settings, level=args.level, repeat=args.repeat, progress=progress)
-    elapsed = time.perf_counter() - started
+    previous = set_backend(args.backend) if args.backend else None
+    try:
+        started = time.perf_counter()
+        results = benchmark(
+            messages, settings, level=args.level, repeat=args.repeat, progress=progress
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        if previous is not None:
+            set_backend(previous)
 
     if args.json != "-" and args.csv != "-":
-        sys.stdout.write(f"corpus: {source}\n")
+        sys.stdout.write(f"corpus: {source}; zlib implementation: {args.backend or backend()}\n")
         sys.stdout.write(format_table(results))
         sys.stdout.write(f"measured in {elapsed:.1f} s\n")
     if args.json:
@@ -138,6 +162,7 @@ def compression_main(argv: Sequence[str]) -> int:
             "messages": len(messages),
             "bytes": sum(map(len, messages)),
             "level": args.level,
+            "backend": args.backend or backend(),
             "elapsed": round(elapsed, 3),
         }
         write_output(args.json, format_json(results, **info))

@@ -2,13 +2,17 @@
 
 :func:`benchmark` sends a corpus through the permessage-deflate codec of a real
 connection (:class:`~wsharbor.protocol.deflate.PerMessageDeflate`, one for the
-sending side, one for the receiving side, with context takeover as a connection
-has it) for each :class:`Setting` and reports, per setting:
+sending side, one for the receiving side, with or without context takeover
+(``Setting.context_takeover``) as a connection negotiated it) for each
+:class:`Setting` and reports, per setting:
 
 - ``memory``: what the compressor and the decompressor of one connection hold
   once the whole corpus went through them, measured with :mod:`tracemalloc`
   (zlib allocates through Python's raw allocator, which tracemalloc traces): the
-  traced memory freed when each codec object is deleted. Not a formula;
+  traced memory freed when each codec object is deleted. Not a formula. Without
+  context takeover it is the codec objects alone (about 0.2 KiB): the
+  decompressor is freed after each message and the compressor is one shared
+  by all connections (one per process and setting, not counted);
 - ``size``: the compressed payload bytes of the corpus (messages under the
   threshold count at their uncompressed size), and ``size_vs_default``: the
   relative difference from zlib's defaults (window bits 15, memory level 8);
@@ -61,6 +65,9 @@ class Setting:
     window_bits: int | None
     memory_level: int | None
     threshold: int = 0
+    #: Both sides keep their context between messages (RFC 7692 section 7.1.1);
+    #: ``False``: ``server_no_context_takeover`` and ``client_no_context_takeover``.
+    context_takeover: bool = True
 
     def __post_init__(self) -> None:
         if (self.window_bits is None) != (self.memory_level is None):
@@ -78,11 +85,14 @@ class Setting:
 
     @property
     def label(self) -> str:
-        """``15/8``, ``12/5@128`` (with a threshold) or ``disabled``."""
+        """``15/8``, ``12/5@128`` (with a threshold), ``15/8 nct`` (no context
+        takeover) or ``disabled``."""
         if self.window_bits is None:
             return "disabled"
         label = f"{self.window_bits}/{self.memory_level}"
-        return f"{label}@{self.threshold}" if self.threshold else label
+        if self.threshold:
+            label = f"{label}@{self.threshold}"
+        return label if self.context_takeover else f"{label} nct"
 
 
 #: zlib's defaults, the reference of every "vs. default" column.
@@ -155,9 +165,10 @@ class Result:
 
 def _codecs(setting: Setting, level: int) -> tuple[PerMessageDeflate, PerMessageDeflate]:
     assert setting.window_bits is not None and setting.memory_level is not None
+    no_takeover = not setting.context_takeover
     sender = PerMessageDeflate(
-        remote_no_context_takeover=False,
-        local_no_context_takeover=False,
+        remote_no_context_takeover=no_takeover,
+        local_no_context_takeover=no_takeover,
         remote_max_window_bits=setting.window_bits,
         local_max_window_bits=setting.window_bits,
         memory_level=setting.memory_level,
@@ -165,8 +176,8 @@ def _codecs(setting: Setting, level: int) -> tuple[PerMessageDeflate, PerMessage
         threshold=setting.threshold,
     )
     receiver = PerMessageDeflate(
-        remote_no_context_takeover=False,
-        local_no_context_takeover=False,
+        remote_no_context_takeover=no_takeover,
+        local_no_context_takeover=no_takeover,
         remote_max_window_bits=setting.window_bits,
         local_max_window_bits=setting.window_bits,
         memory_level=setting.memory_level,
@@ -244,7 +255,9 @@ def benchmark(
     """Measure each setting on ``messages``; return one :class:`Result` per setting.
 
     ``messages`` are ``bytes`` or ``str`` (UTF-8 encoded). They go through one
-    connection's codec in order, with context takeover. ``level`` is the zlib
+    connection's codec in order, with context takeover or not as each setting
+    says. The zlib implementation is the one new codecs use
+    (:func:`wsharbor.protocol.deflate.set_backend`). ``level`` is the zlib
     compression level; ``repeat`` the number of timed runs (the best counts).
     ``progress(done, total, setting)`` is called before each setting and once
     at the end. Raises ValueError for an empty message list.
@@ -312,7 +325,10 @@ def _percent(value: float) -> str:
 def format_table(results: Sequence[Result]) -> str:
     """The deployment guide's table (a reStructuredText grid table)."""
     thresholds = len({r.setting.threshold for r in results}) > 1
+    takeover = any(not r.setting.context_takeover for r in results)
     header = ["Compression", "Window Bits", "Memory Level"]
+    if takeover:
+        header.append("Context takeover")
     if thresholds:
         header.append("Threshold")
     header += [
@@ -326,12 +342,16 @@ def format_table(results: Sequence[Result]) -> str:
         s = r.setting
         if s.disabled:
             row = ["*disabled*", "N/A", "N/A"]
+            if takeover:
+                row.append("N/A")
             if thresholds:
                 row.append("N/A")
             row += [_kib(0), _percent(r.size_vs_default), "N/A", "N/A"]
         else:
-            name = "*default*" if (s.window_bits, s.memory_level) == (15, 8) else ""
+            name = "*default*" if s == DEFAULT else ""
             row = [name, str(s.window_bits), str(s.memory_level)]
+            if takeover:
+                row.append("yes" if s.context_takeover else "no")
             if thresholds:
                 row.append(str(s.threshold))
             per_message = r.decompress_time / r.messages * 1e6
@@ -348,7 +368,9 @@ def format_table(results: Sequence[Result]) -> str:
         out.append(
             f"{r.messages} messages, {r.raw_size} bytes; memory usage: compressor + "
             "decompressor of one connection after the corpus (add the connection's "
-            "baseline from `wsharbor bench memory`); sizes and times relative to 15/8."
+            "baseline from `wsharbor bench memory`; without context takeover a "
+            "connection keeps none between messages); sizes and times relative to 15/8 "
+            "with context takeover."
         )
     return "\n".join(out) + "\n"
 

@@ -7,8 +7,14 @@ on 127.0.0.1, so that each process's memory is attributable to one side:
 1. the client opens and closes one warm-up connection (first-use allocations:
    modules, caches, the shared read buffer), then both sides record a baseline;
 2. the client opens ``N`` connections (at most 100 handshakes in flight); each
-   exchanges the messages (default: ``"hello"`` as text, then ``b"hello"`` as
-   binary; the server echoes) and stays open;
+   exchanges the messages and stays open. By default (``--messages json``) one
+   100-byte JSON text message each way (the client sends it, the server echoes
+   it): above every compression threshold (wsharbor's are 16 and 64 bytes,
+   websockets has none), so with compression on it is compressed both ways,
+   and the figure is that of an idle connection after real compressed traffic.
+   ``--messages hello`` exchanges ``"hello"`` as text then as binary (under the
+   thresholds: wsharbor allocates no zlib state for it), ``--messages sample``
+   the first 8 messages of the bundled corpus (each as text and as binary);
 3. both sides record their memory again; per connection = delta / ``N``.
 
 Each pair of processes runs twice: once with :mod:`tracemalloc` on (the
@@ -18,14 +24,20 @@ allocator overhead and isn't inflated by tracemalloc's own bookkeeping).
 
 Both libraries run with their own defaults, on the default asyncio event loop.
 Settings: ``disabled``, ``default`` (each library's and each side's default
-compression) and ``W/M`` rows (both sides compress with window bits ``W`` and
-memory level ``M`` and ask the peer to use window bits ``W``). Every process is
+compression: wsharbor's server keeps no context between messages), ``takeover``
+(wsharbor's server with ``SERVER_CONTEXT_TAKEOVER``; websockets' default),
+``nct`` and ``nct-server`` (the server asks for no context takeover on both
+sides, or on its own side only; websockets with its default window and memory
+level; the clients at their defaults) and
+``W/M`` rows (both sides compress with window bits ``W`` and memory level ``M``,
+with context takeover, and ask the peer to use window bits ``W``). Every process is
 bounded in time and stops by itself; the parent kills a process that doesn't.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -55,6 +67,7 @@ LIBRARIES = ("wsharbor", "websockets")
 DEFAULT_SETTINGS = (
     "disabled",
     "default",
+    "takeover",
     "15/8",
     "14/7",
     "13/6",
@@ -70,6 +83,18 @@ CONCURRENCY = 100
 STEP_TIMEOUT = 120.0
 #: Messages of the sample corpus each connection exchanges with ``--messages sample``.
 SAMPLE_MESSAGES = 8
+#: The message of ``--messages json``: 100 bytes, compressed by every library.
+JSON_MESSAGE = (
+    '{"type":"chat.message","room":"general","user":"u1022",'
+    '"text":"see you after lunch at the cafe :-)"}'
+)
+#: What each ``--messages`` choice is, for the output.
+MESSAGES_DESCRIPTION = {
+    "json": f"one {len(JSON_MESSAGE)}-byte JSON text message each way (compressed: above "
+    "every threshold)",
+    "hello": "'hello' as text and binary (under the thresholds: not compressed)",
+    "sample": f"the first {SAMPLE_MESSAGES} messages of the bundled corpus, as text and binary",
+}
 
 
 class _Error(Exception):
@@ -109,7 +134,10 @@ def _snapshot(tracing: bool) -> dict[str, int]:
 
 
 def _load_messages(spec: str) -> list[str]:
-    """``hello``, ``sample`` (the first messages of the bundled corpus) or a corpus path."""
+    """``json``, ``hello``, ``sample`` (the first messages of the bundled corpus) or a
+    corpus path."""
+    if spec == "json":
+        return [JSON_MESSAGE]
     if spec == "hello":
         return ["hello"]
     from .corpus import CorpusError, load_corpus, sample_corpus
@@ -160,12 +188,16 @@ def zlib_memory(window_bits: int, memory_level: int, messages: Sequence[str]) ->
 
 
 def _wsharbor_compression(setting: str, side: str) -> Any:
-    from ..protocol.deflate import DeflateSettings
+    from ..protocol.deflate import SERVER_CONTEXT_TAKEOVER, SERVER_DEFAULTS, DeflateSettings
 
     if setting == "disabled":
         return None
-    if setting == "default":
+    if setting in ("default", "nct") or (side == "client" and setting == "nct-server"):
         return "deflate"
+    if setting == "takeover":
+        return SERVER_CONTEXT_TAKEOVER if side == "server" else "deflate"
+    if setting == "nct-server":
+        return dataclasses.replace(SERVER_DEFAULTS, peer_context_takeover=True)
     bits, level = _parse_setting(setting)
     return DeflateSettings(window_bits=bits, memory_level=level, peer_window_bits=bits)
 
@@ -173,12 +205,24 @@ def _wsharbor_compression(setting: str, side: str) -> Any:
 def _websockets_compression(setting: str, side: str) -> dict[str, Any]:
     if setting == "disabled":
         return {"compression": None}
-    if setting == "default":
+    if setting in ("default", "takeover") or (side == "client" and setting.startswith("nct")):
         return {"compression": "deflate"}
     from websockets.extensions.permessage_deflate import (
         ClientPerMessageDeflateFactory,
         ServerPerMessageDeflateFactory,
     )
+
+    if setting.startswith("nct"):
+        # websockets' server defaults, without context takeover on its side
+        # (nct-server) or on both (nct).
+        server = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=setting == "nct",
+            server_max_window_bits=12,
+            client_max_window_bits=12,
+            compress_settings={"memLevel": 5},
+        )
+        return {"compression": None, "extensions": [server]}
 
     bits, level = _parse_setting(setting)
     factory: Any = (
@@ -284,6 +328,8 @@ async def _client(config: dict[str, Any]) -> None:
             await websocket.send(message)
             if await websocket.recv() != message:
                 raise _Error("the server didn't echo the text message")
+            if config["text_only"]:
+                continue
             data = message.encode()
             await websocket.send(data)
             if await websocket.recv() != data:
@@ -414,6 +460,7 @@ async def _measure_pair(
                 "port": port,
                 "connections": connections,
                 "messages": messages,
+                "text_only": messages == [JSON_MESSAGE],
             }
         )
         await client.read()  # warm-up done, client baseline taken
@@ -441,7 +488,7 @@ def _websockets_available() -> bool:
 async def run(
     connections: int = 1000,
     settings: Sequence[str] = DEFAULT_SETTINGS,
-    messages: Sequence[str] = ("hello",),
+    messages: Sequence[str] = (JSON_MESSAGE,),
     libraries: Sequence[str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Measurement]:
@@ -558,14 +605,16 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--settings",
         default=",".join(DEFAULT_SETTINGS),
-        help="comma-separated: disabled, default, W/M (default: %(default)s)",
+        help="comma-separated: disabled, default, takeover, nct, nct-server, W/M "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--messages",
-        default="hello",
-        help="what each connection exchanges: hello (default), sample (the first "
-        f"{SAMPLE_MESSAGES} messages of the bundled corpus) or a corpus path (its first "
-        f"{SAMPLE_MESSAGES}); each as text, then as binary",
+        default="json",
+        help=f"what each connection exchanges: json (default: {MESSAGES_DESCRIPTION['json']}), "
+        f"hello ({MESSAGES_DESCRIPTION['hello']}), sample (the first {SAMPLE_MESSAGES} "
+        f"messages of the bundled corpus) or a corpus path (its first {SAMPLE_MESSAGES}); "
+        "but for json, each as text, then as binary",
     )
     parser.add_argument(
         "--libraries", help="comma-separated: wsharbor, websockets (default: both if installed)"
@@ -581,11 +630,14 @@ def main(argv: Sequence[str]) -> int:
         raise UsageError(f"--connections must be between 1 and {maximum}")
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for setting in settings:
-        if setting in ("disabled", "default"):
+        if setting in ("disabled", "default", "takeover", "nct", "nct-server"):
             continue
         bits, sep, level = setting.partition("/")
         if not (sep and bits.isdigit() and level.isdigit()):
-            raise UsageError(f"invalid setting {setting!r}: expected disabled, default or W/M")
+            raise UsageError(
+                f"invalid setting {setting!r}: expected disabled, default, takeover, nct, "
+                "nct-server or W/M"
+            )
         if not (9 <= int(bits) <= 15 and 1 <= int(level) <= 9):
             raise UsageError(f"invalid setting {setting!r}: W is 9-15, M is 1-9")
     if not settings:
@@ -623,7 +675,9 @@ def main(argv: Sequence[str]) -> int:
         }
         write_output(args.json, json.dumps(data, indent=2) + "\n")
     if args.json != "-":
-        what = "'hello' as text and binary" if args.messages == "hello" else args.messages
+        what = MESSAGES_DESCRIPTION.get(
+            args.messages, f"the first {SAMPLE_MESSAGES} messages of {args.messages}"
+        )
         sys.stdout.write(
             f"Memory per connection, {args.connections} connections, each exchanged {what} "
             f"(Python {sys.version.split()[0]}, asyncio):\n"

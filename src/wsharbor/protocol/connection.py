@@ -39,7 +39,7 @@ from __future__ import annotations
 import codecs
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -484,14 +484,54 @@ class WebSocketProtocol:
             data = data.encode()
         self._send_data_frame(Opcode.CONT, data, fin)
 
+    def preencode_key(self) -> Hashable | None:
+        """What a whole message sent on this connection is encoded with, or None.
+
+        Two connections with equal keys write the same bytes for the same
+        message sent in one frame, so :func:`wsharbor.broadcast` encodes it
+        once for all of them (:meth:`preencode`, :meth:`send_preencoded`): a
+        server connection without extensions (key ``()``), or whose only
+        extension encodes a message without state kept from earlier ones
+        (permessage-deflate without context takeover on our side: its
+        ``shared_encoding``). None for a client (frames are masked) or a
+        connection with a context (each encodes for itself).
+        """
+        if self.side is not Side.SERVER:
+            return None
+        extensions = self.extensions
+        if not extensions:
+            return ()
+        if len(extensions) == 1:
+            key: Hashable | None = getattr(extensions[0], "shared_encoding", None)
+            return key
+        return None
+
+    def preencode(self, opcode: Opcode, data: bytes) -> bytes:
+        """Serialize a whole message as this connection would send it, without sending it.
+
+        Only for a connection whose :meth:`preencode_key` isn't None; the
+        bytes go to :meth:`send_preencoded` of every connection with the same key.
+        """
+        if self.preencode_key() is None:
+            raise InvalidState("this connection encodes each message itself")
+        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+            raise ValueError(f"can't pre-encode a {opcode.name} frame")
+        frame = Frame(opcode, data)
+        for extension in self.extensions:
+            frame = extension.encode(frame)
+        return serialize_frame(frame, mask=False)
+
     def send_preencoded(self, data: bytes) -> None:
-        """Write a serialized, unmasked, uncompressed frame (server side only).
+        """Write a frame made by :meth:`preencode` (server side only).
 
         :func:`wsharbor.broadcast` encodes a message once and writes the same
-        bytes to every connection with no extension in effect.
+        bytes to every connection with the same :meth:`preencode_key`.
         """
-        if self.side is not Side.SERVER or self.extensions:
-            raise InvalidState("pre-encoded frames need a server connection without extensions")
+        if self.preencode_key() is None:
+            raise InvalidState(
+                "pre-encoded frames need a server connection without extensions "
+                "or without compression context"
+            )
         self._check_can_send_data()
         self._output.append(data)
 

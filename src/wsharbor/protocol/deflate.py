@@ -35,8 +35,12 @@ and ``2 ** window_bits`` plus about 7 KiB for a decompressor. So:
 
 - no compressor exists until the first message that is actually compressed,
   and no decompressor until the first compressed frame arrives;
-- with no context takeover, the compressor (or decompressor) is freed after
-  each message instead of being reset and kept.
+- without context takeover on our side (the server's default), a message is
+  compressed by a compressor shared by every connection of the process and
+  reset after each message (see ``_SHARED``), so the connection holds none;
+  without context takeover on the peer's side, the decompressor is freed after
+  each message. broadcast() then compresses a message once for all such
+  connections (:attr:`PerMessageDeflate.shared_encoding`).
 
 Window bits = 8
 ---------------
@@ -55,10 +59,13 @@ that a peer with a 256-byte window can't resolve. Hence:
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Protocol
 
 from ..exceptions import (
     DuplicateParameter,
@@ -74,14 +81,18 @@ from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactor
 from .frames import Frame, Opcode
 
 __all__ = [
+    "BACKENDS",
     "CLIENT_DEFAULTS",
+    "SERVER_CONTEXT_TAKEOVER",
     "SERVER_DEFAULTS",
     "ClientPerMessageDeflateFactory",
     "DeflateSettings",
     "PerMessageDeflate",
     "ServerPerMessageDeflateFactory",
+    "backend",
     "enable_client_deflate",
     "enable_server_deflate",
+    "set_backend",
 ]
 
 _NAME: ExtensionName = "permessage-deflate"
@@ -103,6 +114,134 @@ _PARAM_NAMES = frozenset(
         "client_max_window_bits",
     }
 )
+
+
+# The zlib implementation.
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self, mode: int, /) -> bytes: ...
+
+
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int = 0, /) -> bytes: ...
+
+
+def _load_backends() -> dict[str, ModuleType]:
+    backends: dict[str, ModuleType] = {}
+    try:
+        # pip install 'wsharbor[fast]': zlib-ng, the same API as the zlib module.
+        from zlib_ng import zlib_ng
+    except ImportError:
+        pass
+    else:
+        backends["zlib-ng"] = zlib_ng
+    backends["zlib"] = zlib
+    return backends
+
+
+#: The zlib implementations available, fastest first: ``"zlib-ng"`` (the
+#: ``zlib-ng`` package, installed by ``pip install 'wsharbor[fast]'``) when it
+#: is installed, and ``"zlib"`` (the standard library) always.
+#:
+#: Measured with our settings (docs/memory.md, "zlib-ng"): on 16 KiB JSON
+#: documents zlib-ng compresses and decompresses about 1.4-1.5 times as fast
+#: as zlib at the same level, for output within about 1% of zlib's; on
+#: 200-byte messages they are within noise. Both produce raw DEFLATE that the other (and every peer)
+#: decompresses, and both support everything the codec needs (window bits
+#: 9-15, sync and full flushes, ``max_length``, ``unused_data``, ``zdict``).
+#: But zlib-ng allocates much more per object whatever the settings (a
+#: compressor 137-342 KiB against 9-262 KiB, a decompressor 41 KiB against
+#: 8-39 KiB), so it is only used where nothing is kept per connection: the
+#: shared compressors of connections without context takeover, and the
+#: decompressor of a compressed message of 1 KiB or more that arrives in one
+#: frame without context takeover (created and freed in one call). A context kept between
+#: messages, or across the frames of a fragmented message, uses the standard
+#: library's zlib. ``isal`` was measured too and isn't used: it only has its
+#: own levels 0-3 (no level 6, no memory level) and no ``copy()``.
+_MODULES = _load_backends()
+BACKENDS: tuple[str, ...] = tuple(_MODULES)
+
+# The implementation new codecs use: WSHARBOR_DEFLATE_BACKEND if it names an
+# installed one, else the fastest.
+_zlib: ModuleType = _MODULES.get(
+    os.environ.get("WSHARBOR_DEFLATE_BACKEND", ""), _MODULES[BACKENDS[0]]
+)
+
+
+def backend() -> str:
+    """The name of the zlib implementation that new codecs use (see :data:`BACKENDS`)."""
+    return next(name for name, module in _MODULES.items() if module is _zlib)
+
+
+def set_backend(name: str | None = None) -> str:
+    """Choose the zlib implementation of codecs created from now on; return the previous one.
+
+    ``name`` is one of :data:`BACKENDS`, or ``None`` for the default: the
+    environment variable ``WSHARBOR_DEFLATE_BACKEND`` if set, else the fastest
+    installed. Raises ValueError for an implementation that isn't installed.
+    Codecs already created keep theirs (a context taken over must not change
+    implementation in the middle of a connection).
+    """
+    global _zlib
+    previous = backend()
+    if name is None:
+        name = os.environ.get("WSHARBOR_DEFLATE_BACKEND") or BACKENDS[0]
+    if name not in _MODULES:
+        raise ValueError(
+            f"unknown or missing deflate backend: {name!r} (installed: {', '.join(BACKENDS)})"
+        )
+    _zlib = _MODULES[name]
+    return previous
+
+
+# Compressors shared by the connections that don't keep a context between
+# messages (RFC 7692 section 7.1.1: "server_no_context_takeover" on a server,
+# "client_no_context_takeover" on a client): uWebSockets' "shared compressor".
+# Such a message may refer to nothing sent before it, so any compressor that
+# has just been reset compresses it exactly as a new one would, and the
+# connection holds no zlib state between messages. A message is compressed
+# with a compressor taken from the pool for its settings and ended with
+# Z_FULL_FLUSH, which writes the same bytes as Z_SYNC_FLUSH and then resets
+# the compressor (zlib empties its hash table and restarts at the beginning
+# of its window: what follows can't refer to what came before); the
+# compressor goes back to the pool. Taking and giving back are single list
+# operations, so a pool is safe to share between threads (the sync API's).
+# A fragmented message keeps its compressor until its last frame.
+_SHARED: dict[tuple[ModuleType, int, int, int, int], list[_Compressor]] = {}
+# The keys of _SHARED, one tuple per setting, shared by all the codecs that
+# have it (a codec keeps a reference, not a tuple of its own).
+_KEYS: dict[tuple[ModuleType, int, int, int, int], tuple[ModuleType, int, int, int, int]] = {}
+#: Compressors kept per setting; more only exist while that many fragmented
+#: messages are being sent at once.
+_SHARED_KEPT = 4
+#: Compressed size from which a one-frame message without context takeover is
+#: decompressed by the fast implementation: creating zlib-ng's decompressor
+#: costs 8 µs against zlib's 4, which its faster inflating repays from about
+#: 1 KiB of compressed JSON (4-5 KiB decompressed).
+_FAST_DECODE = 1024
+
+
+def _take_compressor(key: tuple[ModuleType, int, int, int, int]) -> _Compressor:
+    try:
+        return _SHARED[key].pop()
+    except (KeyError, IndexError):
+        module, level, window_bits, memory_level, _ = key
+        compressor: _Compressor = module.compressobj(
+            level, module.DEFLATED, -window_bits, memory_level
+        )
+        return compressor
+
+
+def _give_back(key: tuple[ModuleType, int, int, int, int], compressor: _Compressor) -> None:
+    pool = _SHARED.setdefault(key, [])
+    if len(pool) < _SHARED_KEPT:
+        pool.append(compressor)
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
@@ -177,21 +316,63 @@ class DeflateSettings:
         _check_int("level", self.level, -1, 9)
 
 
-#: Server defaults: frugal, because a server holds many connections.
+#: Server defaults: no zlib state kept per connection between messages.
+#:
+#: The server answers ``server_no_context_takeover`` and
+#: ``client_no_context_takeover`` (RFC 7692 section 7.1.1: a server may
+#: include both even when the client didn't ask), so neither side refers to an
+#: earlier message: our messages are compressed by a compressor shared by all
+#: the connections of the process (reset after each message, see _SHARED) and
+#: a received message is decompressed by a decompressor freed right after it.
+#: An idle connection that has exchanged compressed messages costs what an
+#: uncompressed one does, and broadcast() compresses a message once for all of
+#: them. Measured (docs/memory.md, "Choosing the defaults"): an idle connection
+#: after one compressed message each way holds 0.6 KiB more than without
+#: compression (6.9 KiB traced: 0.11x websockets' 64.4 KiB), against 42 KiB
+#: more with context takeover at window bits 12; the price is the ratio on
+#: small messages, which can't refer to earlier ones: the sample corpus (JSON
+#: messages of 75-366 bytes) compresses to 81% of its size instead of 30%
+#: (window bits 12 with context takeover) or 24% (15); 16 KiB JSON documents
+#: to 25% (23% at level 6) instead of 21% (or 17%).
+#: To keep the context (smaller messages, 40 KiB per connection), use
+#: :data:`SERVER_CONTEXT_TAKEOVER`.
+#:
+#: Window bits 15 and memory level 8 (zlib's defaults) for our compressor:
+#: being shared, its 268 KiB exist once per process, and the larger window
+#: compresses large messages better (16 KiB documents: -6% against 12).
+#: ``peer_window_bits=12`` still bounds what a client's compressed fragmented
+#: message can make us hold while it arrives (a 12 KiB decompressor).
+#: Threshold 64: compressed on its own, a JSON message shrinks only from about
+#: 64 bytes (48 bytes: +0.4%, 32: +4%, 16: +12%; 64: -4%, 128: -16%), so
+#: shorter ones are sent as they are. Level 4: compressed on their own, small
+#: messages come out the same size at every level from 2 to 6 (the corpus:
+#: 80.8% with zlib-ng), and 16 KiB documents 4.6% larger at 4 than at 6 (24.8%
+#: against 23.7%) for about 30% less CPU (zlib-ng: about 170 µs against 230).
+SERVER_DEFAULTS = DeflateSettings(
+    window_bits=15,
+    memory_level=8,
+    context_takeover=False,
+    peer_window_bits=12,
+    peer_context_takeover=False,
+    threshold=64,
+    level=4,
+)
+
+#: Server settings that keep the context between messages (the defaults until
+#: 0.1: the best ratio on small messages, 40 KiB per connection that has
+#: compressed a message each way).
 #:
 #: Chosen with ``wsharbor bench compression --sample`` (docs/memory.md): on
 #: small JSON messages, window bits decide the compressed size (15: +0%, 14:
-#: +4.7%, 13: +12.5%, 12: +23.3%) and memory level changes neither size nor
-#: time measurably from 8 down to 4, so the server uses window bits 12 and
-#: memory level 4: 41 KiB for a connection's compressor and decompressor
-#: instead of 301 KiB with zlib's defaults, and 49 KiB with websockets' 12/5.
-#: We also ask clients to compress with a 4 KiB window
-#: (``peer_window_bits=12``), which bounds our decompressor's memory.
-#: Threshold 16: on the sample corpus, thresholds 0-64 give the same size and
-#: 128 makes it 67% larger (with context takeover, a 100-byte JSON message
-#: shrinks to ~25 bytes); on a corpus of 4-40 byte messages, 8-16 is smallest
-#: (below it deflate adds bytes). So "hello" or "ping" allocates nothing.
-SERVER_DEFAULTS = DeflateSettings(
+#: +4.7%, 13: +12.5%, 12: +23.3%) and memory level barely changes size or
+#: time from 8 down to 4, so window bits 12 and memory level 4: 41 KiB for a
+#: connection's compressor and decompressor instead of 301 KiB with zlib's
+#: defaults, and 49 KiB with websockets' 12/5. Clients are asked to compress
+#: with a 4 KiB window (``peer_window_bits=12``), which bounds our
+#: decompressor's memory. Threshold 16: with context takeover a 100-byte JSON
+#: message shrinks to ~25 bytes, and on a corpus of 4-40 byte messages 8-16
+#: is smallest (below it deflate adds bytes).
+SERVER_CONTEXT_TAKEOVER = DeflateSettings(
     window_bits=12,
     memory_level=4,
     peer_window_bits=12,
@@ -201,10 +382,12 @@ SERVER_DEFAULTS = DeflateSettings(
 #: Client defaults: a client holds few connections, so it keeps zlib's full
 #: 32 KiB window for the best compression ratio and offers
 #: ``client_max_window_bits`` without a value, so that a server may lower it
-#: (ours asks for 12). Memory level 5 compresses the sample corpus as well as
-#: 8 (+0.3%) and as fast, for 112 KiB less; 4 would save 8 KiB more but is
-#: about 6% slower with a 32 KiB window. It doesn't restrict the server's
-#: window: some servers decline offers with ``server_max_window_bits``.
+#: (ours asks for 12 when it keeps the context, and by default tells the
+#: client to keep none, see :data:`SERVER_DEFAULTS`). Memory level 5
+#: compresses the sample corpus as well as 8 (+0.3%) and as fast, for 112 KiB
+#: less; 4 would save 8 KiB more but is about 6% slower with a 32 KiB window.
+#: It doesn't restrict the server's window: some servers decline offers with
+#: ``server_max_window_bits``.
 CLIENT_DEFAULTS = DeflateSettings(
     window_bits=15,
     memory_level=5,
@@ -241,6 +424,8 @@ class PerMessageDeflate:
         "_encoder",
         "_encoding",
         "_in_message",
+        "_shared",
+        "_zlib",
         "level",
         "local_max_window_bits",
         "local_no_context_takeover",
@@ -279,9 +464,20 @@ class PerMessageDeflate:
         self.level = level
         self.threshold = threshold
         # Created on first use, freed after each message with no context
-        # takeover: see "Memory" in the module docstring.
-        self._encoder: zlib._Compress | None = None
-        self._decoder: zlib._Decompress | None = None
+        # takeover: see "Memory" in the module docstring. Without context
+        # takeover on our side, _encoder is a shared compressor, held only
+        # while a fragmented message is being sent.
+        self._encoder: _Compressor | None = None
+        self._decoder: _Decompressor | None = None
+        # The implementation of the shared compressors and of the decompressors
+        # of one-frame messages without context takeover (see BACKENDS).
+        self._zlib = _zlib
+        # Without context takeover on our side: the key of the shared
+        # compressors (and of shared_encoding), the same tuple for every codec.
+        self._shared: tuple[ModuleType, int, int, int, int] | None = None
+        if local_no_context_takeover:
+            key = (_zlib, level, local_max_window_bits, memory_level, threshold)
+            self._shared = _KEYS.setdefault(key, key)
         # A compressed message is being received / sent.
         self._decoding = False
         self._encoding = False
@@ -298,14 +494,33 @@ class PerMessageDeflate:
             f"threshold={self.threshold})"
         )
 
+    @property
+    def shared_encoding(self) -> tuple[ModuleType, int, int, int, int] | None:
+        """Equal for codecs that compress a whole message to the same bytes, or None.
+
+        Without context takeover on our side a message refers to nothing sent
+        before, so its compressed bytes depend only on these settings (and the
+        threshold decides the same way): :func:`wsharbor.broadcast` compresses
+        a message once for all the connections with the same key. None with
+        context takeover, or in the middle of a fragmented message.
+        """
+        return None if self._in_message else self._shared
+
     # Receiving.
 
-    def _new_decoder(self, zdict: bytes = b"") -> zlib._Decompress:
+    def _new_decoder(self, zdict: bytes = b"", transient: bool = False) -> _Decompressor:
         # A window of 8 is decompressed with 9: a larger window is always safe.
         wbits = -max(9, self.remote_max_window_bits)
+        decoder: _Decompressor
         if zdict:
-            return zlib.decompressobj(wbits, zdict=zdict)
-        return zlib.decompressobj(wbits)
+            decoder = zlib.decompressobj(wbits, zdict=zdict)
+        elif transient:
+            # Freed before decode() returns: the fast implementation's larger
+            # allocation is never held by an idle connection.
+            decoder = self._zlib.decompressobj(wbits)
+        else:
+            decoder = zlib.decompressobj(wbits)
+        return decoder
 
     def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
         """Decompress a frame received (RFC 7692 section 6.2 and 7.2.2).
@@ -361,7 +576,10 @@ class PerMessageDeflate:
     def _decompress(self, data: bytes, fin: bool, max_size: int | None) -> bytes:
         decoder = self._decoder
         if decoder is None:
-            decoder = self._decoder = self._new_decoder()
+            # A whole message in one frame, with no context to keep after it,
+            # large enough for the fast implementation to pay (see BACKENDS).
+            transient = fin and self.remote_no_context_takeover and len(data) >= _FAST_DECODE
+            decoder = self._decoder = self._new_decoder(transient=transient)
         chunks: list[bytes] = []
         size = 0
         restarted = False
@@ -371,7 +589,7 @@ class PerMessageDeflate:
             max_length = 0 if max_size is None else max_size + 1 - size
             try:
                 chunk = decoder.decompress(data, max_length)
-            except zlib.error as exc:
+            except (zlib.error, self._zlib.error) as exc:
                 raise ProtocolError(
                     f"invalid compressed data (RFC 7692 section 7.2.2): {exc}"
                 ) from exc
@@ -429,23 +647,50 @@ class PerMessageDeflate:
         self._in_message = not frame.fin
         if not compress:
             return frame
-
-        encoder = self._encoder
-        if encoder is None:
-            encoder = self._encoder = zlib.compressobj(
-                self.level, zlib.DEFLATED, -self.local_max_window_bits, self.memory_level
-            )
-        data = encoder.compress(frame.data) + encoder.flush(zlib.Z_SYNC_FLUSH)
-        if frame.fin:
-            # RFC 7692 section 7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff
-            # 0xff) from the tail end." A sync flush always ends with them and
-            # always writes the 3-bit header of an empty stored block before
-            # them, so at least one octet remains (section 7.2.3.6).
-            data = data[:-4]
-            if self.local_no_context_takeover:
-                self._encoder = None
         # RFC 7692 section 6.1: RSV1 is set on the first frame only.
-        return Frame(opcode, data, frame.fin, opcode is not Opcode.CONT, frame.rsv2, frame.rsv3)
+        return Frame(
+            opcode,
+            self._compress(frame.data, frame.fin),
+            frame.fin,
+            opcode is not Opcode.CONT,
+            frame.rsv2,
+            frame.rsv3,
+        )
+
+    def _compress(self, data: bytes, fin: bool) -> bytes:
+        encoder = self._encoder
+        key = self._shared
+        if key is not None:
+            # A compressor from the shared pool, reset by Z_FULL_FLUSH at the
+            # end of the message (see _SHARED).
+            fast = key[0]
+            if encoder is None:
+                encoder = _take_compressor(key)
+            if fin:
+                data = encoder.compress(data) + encoder.flush(fast.Z_FULL_FLUSH)
+                self._encoder = None
+                _give_back(key, encoder)
+            else:
+                data = encoder.compress(data) + encoder.flush(fast.Z_SYNC_FLUSH)
+                self._encoder = encoder
+        else:
+            # A context kept between messages: the standard library's zlib,
+            # which allocates far less per connection (see BACKENDS).
+            if encoder is None:
+                encoder = self._encoder = zlib.compressobj(
+                    self.level,
+                    zlib.DEFLATED,
+                    -self.local_max_window_bits,
+                    self.memory_level,
+                )
+            data = encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH)
+        if fin:
+            # RFC 7692 section 7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff
+            # 0xff) from the tail end." A sync (or full) flush always ends with
+            # them and always writes the 3-bit header of an empty stored block
+            # before them, so at least one octet remains (section 7.2.3.6).
+            data = data[:-4]
+        return data
 
 
 # Negotiation.
