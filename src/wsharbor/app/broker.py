@@ -28,7 +28,6 @@ hub started: the other workers keep serving meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -121,6 +120,8 @@ async def start_hub(config: Config, app: App, *, retry: bool) -> Hub:
     backoff and a WARNING each, until the broker answers or the task is
     cancelled.
     """
+    import asyncio  # not at the top: importing wsharbor.app loads no event loop machinery
+
     delay = START_RETRY_MIN
     while True:
         instance = make_hub(config, app)
@@ -152,4 +153,6 @@ def check_broker(config: Config, app: App) -> None:
         await started.close()
 
     del instance
+    import asyncio
+
     asyncio.run(probe())

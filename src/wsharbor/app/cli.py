@@ -64,7 +64,8 @@ SIGTTIN/SIGTTOU.
 
 Bad input (unknown module, import error, missing attribute, a handler that is
 not async, a port in use, a bad flag or variable, conflicting options, a missing
-certificate, a malformed ``--broker`` URL or an unreachable broker at start) prints one line, ``wsharbor: error: ...``, and exits with 2.
+certificate, a malformed ``--broker`` URL or an unreachable broker at start)
+prints one line, ``wsharbor: error: ...``, and exits with 2.
 
 Exit status: 0 after a graceful stop, 1 when forced, 2 for bad input, 3 when the
 supervisor gives up on a crash loop.

@@ -120,6 +120,7 @@ class _LagHistogram(Histogram):
         if total:
             self._sum.inc(total)
 
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -243,7 +244,10 @@ class Metrics:
             if delta > 0:
                 counter.inc(delta)
             before[field] = now
-        for result, field in (("recovered", "joins_recovered"), ("unrecovered", "joins_unrecovered")):
+        for result, field in (
+            ("recovered", "joins_recovered"),
+            ("unrecovered", "joins_unrecovered"),
+        ):
             now = getattr(stats, field)
             delta = now - before.get(field, 0)
             if delta > 0:

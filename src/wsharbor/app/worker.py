@@ -721,9 +721,7 @@ def spawned_main() -> int:
         board_fd, slot = (int(part) for part in balance.split(":"))
         balancer = Balancer(Scoreboard.attach(board_fd), slot, sock)
     try:
-        return run_server(
-            config, app, sock, supervised=True, ready_fd=ready_fd, balancer=balancer
-        )
+        return run_server(config, app, sock, supervised=True, ready_fd=ready_fd, balancer=balancer)
     except ConfigError as exc:
         logger.error("worker cannot start: %s", exc)
         return 2
