@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -328,7 +329,14 @@ async def test_readyz_follows_redis_and_metrics_count_the_outage(
     assert (status, body) == (503, f"broker unavailable: redis://127.0.0.1:{redis_server.port}/0\n")
     await wait_metric_at_least(server, "wsharbor_pubsub_broker_disconnects_total", 2)
 
+    # A worker started meanwhile (SIGTTIN: one more) waits for the broker
+    # instead of dying, and is ready once it is back.
+    mark = server.mark()
+    server.signal(signal.SIGTTIN)
+    await asyncio.to_thread(server.wait_for, r"WARNING .*broker unavailable .*retrying", after=mark)
+
     redis_server.restart()  # without persistence: the room's state is gone
+    await asyncio.to_thread(server.wait_for, r"worker \d+ ready", after=mark)
     # Ready again once every worker reconnected (each answers some of the probes).
     alive = deadline_loop()
     streak = 0
