@@ -598,15 +598,26 @@ class Hub:
         """Every member of ``room`` in every process, as the broker has them.
 
         A member whose process stopped refreshing it (killed) disappears
-        within ``presence_ttl``.
+        within ``presence_ttl``. This process's own members are as it knows
+        them: one that left (or whose connection closed) is not listed, even
+        while its removal is still on its way to the broker, so that a
+        handler announcing a departure lists who is left.
         """
         self._check_running()
         _check_name("room", room)
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._broker.presence_get(room)
+                members = await self._broker.presence_get(room)
         except TimeoutError:
             raise BrokerUnavailable(f"the broker at {self.url} did not answer in time") from None
+        mine = f"{self.node_id}."
+        state = self._rooms.get(room)
+        here = (
+            set()
+            if state is None
+            else {member.client.client_id for member in state.members.values()}
+        )
+        return [p for p in members if not p.client_id.startswith(mine) or p.client_id in here]
 
     async def publish(self, room: str, message: Data) -> Position:
         """Publish ``message`` (str: text, bytes: binary) to every member of ``room``.
