@@ -354,3 +354,16 @@ async def test_readyz_follows_redis_and_metrics_count_the_outage(
     await asyncio.wait_for(alice.reader, TIMEOUT)
     assert (alice.ws.close_code, alice.ws.close_reason) == (1013, "messages lost")
     await wait_metric_at_least(server, "wsharbor_pubsub_loss_events_total", 1)
+
+
+async def test_a_worker_waiting_for_the_broker_stops_cleanly(
+    servers: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    server = servers("--broker", redis_server.url, workers=2)
+    redis_server.kill()
+    mark = server.mark()
+    server.signal(signal.SIGTTIN)
+    await asyncio.to_thread(server.wait_for, r"WARNING .*broker unavailable .*retrying", after=mark)
+    # SIGTERM while a worker still waits for Redis: every worker exits at once, status 0.
+    assert await asyncio.to_thread(server.stop) == 0, server.output
+    assert len(server.wait_for(r"worker \d+ exited \(exit status 0\)", after=mark, count=3)) == 3
