@@ -79,6 +79,8 @@ HOST = "127.0.0.1"
 #: Seconds for a server (all its workers) to start, and for subscribers to connect.
 START_TIMEOUT = 60.0
 PAYLOAD_SIZE = 64
+#: CPU (in cores) used by other processes above which a run is flagged.
+NOISY = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -567,6 +569,10 @@ async def measure(
         / elapsed,
         "machine_cpu": (machine_busy_seconds() - window["busy"]) / elapsed,
     }
+    result["background_cpu"] = max(
+        0.0,
+        result["machine_cpu"] - result["server_cpu"] - result["redis_cpu"] - result["loadgen_cpu"],
+    )
     samples, closed = await subscribers.collect()
     # Drain: everything published reaches every subscriber (or is lost).
     expected = base + published * count
@@ -630,6 +636,8 @@ def render(results: JSON, settings: Settings, servers: list[str], workloads: lis
             flag = ""
             if m.get("loadgen_cpu", 0) >= m.get("server_cpu", 0) + m.get("redis_cpu", 0):
                 flag = "†"
+            if m.get("background_cpu", 0) >= NOISY:
+                flag += "‡"
             if m.get("undelivered") or m.get("closed"):
                 notes.append(
                     f"{name}, {workload}: {m.get('undelivered', 0):,.0f} deliveries missing "
@@ -647,6 +655,8 @@ def render(results: JSON, settings: Settings, servers: list[str], workloads: lis
             "† the load generator used as much CPU as the server (and Redis) or more: on "
             "this machine they share cores, so that figure may be a lower bound"
         )
+    if "‡" in text:
+        notes.append(f"‡ other processes used >= {NOISY} core during the run")
     out.extend(f"- {note}" for note in notes)
     out.append("- CPU: cores used over the measured window (server: every worker)")
     out.append("")
@@ -773,7 +783,7 @@ def describe(result: JSON) -> str:
         f"{result['delivered_per_s']:,.0f} delivered/s, p50 {result.get('p50_ms', 0):.2f} ms, "
         f"p99 {result.get('p99_ms', 0):.2f} ms (CPU: server {result['server_cpu']:.2f}, "
         f"redis {result['redis_cpu']:.2f}, loadgen {result['loadgen_cpu']:.2f}, "
-        f"machine {result['machine_cpu']:.2f})"
+        f"others {result['background_cpu']:.2f})"
     )
 
 
