@@ -77,7 +77,7 @@ __all__ = ["SERVERS", "WORKLOADS", "main"]
 JSON = dict[str, Any]
 HOST = "127.0.0.1"
 #: Seconds for a server (all its workers) to start, and for subscribers to connect.
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0
 PAYLOAD_SIZE = 64
 #: CPU (in cores) used by other processes above which a run is flagged.
 NOISY = 0.25
@@ -293,6 +293,9 @@ class Server:
         )
         try:
             await asyncio.wait_for(self._ready(), START_TIMEOUT)
+        except TimeoutError:
+            await self.stop()
+            raise RuntimeError(f"not ready after {START_TIMEOUT:.0f} s") from None
         except BaseException:
             await self.stop()
             raise
@@ -378,7 +381,12 @@ class Subscribers:
                 )
             )
         for process in self.processes:
-            reply = await self.reply(process, START_TIMEOUT)
+            try:
+                reply = await self.reply(process, START_TIMEOUT)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"subscribers: not connected after {START_TIMEOUT:.0f} s"
+                ) from None
             if "ready" not in reply:
                 raise RuntimeError(f"subscribers: {reply.get('error', reply)}")
 
@@ -499,13 +507,37 @@ async def run_once(
     count = settings.subscribers if workload == "fanout" else settings.latency_subscribers
     if redis is not None:
         await redis.command(b"FLUSHALL")
-    async with Server(spec, redis) as server:
+    t0 = time.monotonic()
+    server = Server(spec, redis)
+    try:
+        return await run_started(server, workload, count, settings, redis, t0)
+    except Exception as exc:
+        errors = [line for line in server.lines if "ERROR" in line or "WARNING" in line]
+        if errors:
+            raise RuntimeError(f"{exc}; the server logged: {errors[-1][:300]}") from exc
+        raise
+
+
+async def run_started(
+    server: Server,
+    workload: str,
+    count: int,
+    settings: Settings,
+    redis: Redis | None,
+    t0: float,
+) -> JSON:
+    async with server:
+        started = time.monotonic() - t0
         subscribers = Subscribers(server, count, settings.clients, settings.sample_every)
         try:
             await subscribers.start()
+            connected = time.monotonic() - t0 - started
             async with publisher(server) as pub:
                 await wait_all_joined(subscribers, pub, count)
-                return await measure(server, subscribers, pub, workload, count, settings, redis)
+                joined = time.monotonic() - t0 - started - connected
+                result = await measure(server, subscribers, pub, workload, count, settings, redis)
+                result["setup_s"] = {"start": started, "connect": connected, "join": joined}
+                return result
         finally:
             await subscribers.stop()
 
@@ -779,8 +811,11 @@ async def amain(args: argparse.Namespace) -> int:
 def describe(result: JSON) -> str:
     if "error" in result:
         return f"ERROR {result['error']}"
+    setup = result.get("setup_s", {})
+    steps = ", ".join(f"{key} {value:.1f} s" for key, value in setup.items())
     return (
-        f"{result['delivered_per_s']:,.0f} delivered/s, p50 {result.get('p50_ms', 0):.2f} ms, "
+        f"[{steps}] {result['delivered_per_s']:,.0f} delivered/s, "
+        f"p50 {result.get('p50_ms', 0):.2f} ms, "
         f"p99 {result.get('p99_ms', 0):.2f} ms (CPU: server {result['server_cpu']:.2f}, "
         f"redis {result['redis_cpu']:.2f}, loadgen {result['loadgen_cpu']:.2f}, "
         f"others {result['background_cpu']:.2f})"
