@@ -25,7 +25,7 @@ Workloads:
     without building a backlog. Reports delivered messages/s (frames counted at
     the subscribers) and publish-to-receive p50/p99 at that load.
 ``latency``
-    ``--latency-subscribers`` (100) subscribers, ``--rate`` (1,000) publications
+    ``--latency-subscribers`` (10) subscribers, ``--rate`` (1,000) publications
     per second at a steady pace. Reports p50/p99 publish-to-receive: beside
     ``wsharbor-memory`` it shows what the Redis hop adds.
 
@@ -465,6 +465,7 @@ class Settings:
     duration: float = 5.0
     warmup: float = 1.0
     clients: int = 4
+    latency_clients: int = 1
     sample_every: int = 20
 
 
@@ -528,7 +529,8 @@ async def run_started(
 ) -> JSON:
     async with server:
         started = time.monotonic() - t0
-        subscribers = Subscribers(server, count, settings.clients, settings.sample_every)
+        processes = settings.clients if workload == "fanout" else settings.latency_clients
+        subscribers = Subscribers(server, count, processes, settings.sample_every)
         try:
             await subscribers.start()
             connected = time.monotonic() - t0 - started
@@ -574,12 +576,14 @@ async def measure(
         if workload == "fanout":
             delivered = (subscribers.received() - base) // count
             missing = settings.window - (published - delivered)
+            pause = 0.001
         else:
             missing = int((now - start) * settings.rate) - published
+            pause = max(0.0, start + (published + max(missing, 0) + 1) / settings.rate - now)
         if missing > 0:
             pub.publish(missing)
             published += missing
-        await asyncio.sleep(0.0005)
+        await asyncio.sleep(pause)
     elapsed = time.monotonic() - window["time"]
     received = subscribers.received() - window["received"]
     result: JSON = {
@@ -601,6 +605,13 @@ async def measure(
         / elapsed,
         "machine_cpu": (machine_busy_seconds() - window["busy"]) / elapsed,
     }
+    # Server-side CPU per delivered message: what capacity costs when the clients
+    # are elsewhere (on this machine the load generator competes for the cores).
+    result["server_us_per_msg"] = (
+        (result["server_cpu"] + result["redis_cpu"]) / result["delivered_per_s"] * 1e6
+        if result["delivered_per_s"]
+        else 0.0
+    )
     result["background_cpu"] = max(
         0.0,
         result["machine_cpu"] - result["server_cpu"] - result["redis_cpu"] - result["loadgen_cpu"],
@@ -653,15 +664,15 @@ def render(results: JSON, settings: Settings, servers: list[str], workloads: lis
             )
         out.append(
             "| server | delivered msg/s | publications/s | p50 (ms) | p99 (ms) "
-            "| CPU server | CPU redis | CPU loadgen |"
+            "| CPU server | CPU redis | CPU loadgen | server CPU µs/msg |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name in servers:
             summary = results["results"].get(workload, {}).get(name)
             if summary is None:
                 continue
             if "median" not in summary:
-                out.append(f"| {name} | error | | | | | | |")
+                out.append(f"| {name} | error | | | | | | | |")
                 notes.append(f"{name}, {workload}: {summary.get('error')}")
                 continue
             m = summary["median"]
@@ -678,7 +689,8 @@ def render(results: JSON, settings: Settings, servers: list[str], workloads: lis
             out.append(
                 f"| {name} | {fmt(m['delivered_per_s'])}{flag} | {fmt(m['published_per_s'])} "
                 f"| {fmt(m.get('p50_ms', float('nan')))} | {fmt(m.get('p99_ms', float('nan')))} "
-                f"| {m['server_cpu']:.2f} | {m['redis_cpu']:.2f} | {m['loadgen_cpu']:.2f} |"
+                f"| {m['server_cpu']:.2f} | {m['redis_cpu']:.2f} | {m['loadgen_cpu']:.2f} "
+                f"| {fmt(m['server_us_per_msg'])} |"
             )
         out.append("")
     text = "\n".join(out)
@@ -690,7 +702,10 @@ def render(results: JSON, settings: Settings, servers: list[str], workloads: lis
     if "‡" in text:
         notes.append(f"‡ other processes used >= {NOISY} core during the run")
     out.extend(f"- {note}" for note in notes)
-    out.append("- CPU: cores used over the measured window (server: every worker)")
+    out.append(
+        "- CPU: cores used over the measured window (server: every worker); server CPU "
+        "µs/msg: (server + redis) CPU time per delivered message"
+    )
     out.append("")
     out.extend(targets(results))
     return "\n".join(out)
@@ -713,6 +728,14 @@ def targets(results: JSON) -> list[str]:
             f"- Redis fan-out, 2 workers: wsharbor {fmt(ours)} msg/s, websockets + redis-py "
             f"{fmt(theirs)} msg/s: {ratio:.2f}x (target: at least 2x) "
             f"{'met' if ratio >= 2 else 'NOT met'}"
+        )
+    ours_cost = median("fanout", "wsharbor-redis", "server_us_per_msg")
+    theirs_cost = median("fanout", "websockets-redis", "server_us_per_msg")
+    if ours_cost and theirs_cost:
+        lines.append(
+            f"- Server CPU per delivered message, same run: wsharbor {ours_cost:.1f} µs, "
+            f"websockets + redis-py {theirs_cost:.1f} µs: {theirs_cost / ours_cost:.2f}x the "
+            "deliveries per CPU second"
         )
     memory = median("latency", "wsharbor-memory", "p50_ms")
     for name, label in (("wsharbor-redis-1w", "1 worker"), ("wsharbor-redis", "2 workers")):
@@ -749,6 +772,7 @@ async def amain(args: argparse.Namespace) -> int:
         duration=args.duration,
         warmup=args.warmup,
         clients=args.clients,
+        latency_clients=args.latency_clients,
         sample_every=args.sample_every,
     )
     soft = raise_nofile_limit()
@@ -845,12 +869,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", type=csv(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--subscribers", type=int, default=10_000, help="fanout (10000)")
     parser.add_argument("--window", type=int, default=4, help="fanout: in flight (4)")
-    parser.add_argument("--latency-subscribers", type=int, default=100, help="latency (100)")
+    parser.add_argument("--latency-subscribers", type=int, default=10, help="latency (10)")
     parser.add_argument("--rate", type=float, default=1000.0, help="latency: msg/s (1000)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds (5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before (1)")
     parser.add_argument("--runs", type=int, default=1, help="runs per figure, median (1)")
-    parser.add_argument("--clients", type=int, default=4, help="subscriber processes (4)")
+    parser.add_argument("--clients", type=int, default=4, help="fanout: subscriber processes (4)")
+    parser.add_argument(
+        "--latency-clients", type=int, default=1, help="latency: subscriber processes (1)"
+    )
     parser.add_argument(
         "--sample-every", type=int, default=20, help="one connection in N records latency (20)"
     )
@@ -862,7 +889,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.subscribers = min(args.subscribers, 1000)
         args.duration, args.warmup = 1.0, 0.3
-    for name in ("subscribers", "latency_subscribers", "window", "runs", "clients"):
+    names = ("subscribers", "latency_subscribers", "window", "runs", "clients", "latency_clients")
+    for name in names:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.clients > 250:

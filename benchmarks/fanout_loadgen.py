@@ -9,13 +9,14 @@ ephemeral ports), under uvloop::
 
 It opens its connections (the raw ``asyncio`` client of :mod:`benchmarks.loadgen`:
 upgrade, then count frames without copying them), prints ``{"ready": N}`` on
-stdout, and from then on writes the number of publications received so far
-into its 8-byte slot of the shared counters file every millisecond (the
-orchestrator's publisher reads them to pace itself). One connection in
+stdout, and from then on keeps the number of publications received so far in
+its 8-byte slot of the shared counters file (the orchestrator's publisher reads
+them to pace itself). One connection in
 ``--sample-every`` also reads each publication's timestamp (the publisher's
 ``time.monotonic_ns()``, 20 digits at the start of the payload, after
 ``--prefix`` for Socket.IO's event framing) and records the publish-to-receive
-latency while recording is on.
+latency while recording is on. The slot is written as frames arrive (an
+8-byte store per read), so that an idle process never wakes up.
 
 Commands on stdin, one per line: ``record`` (start recording latencies),
 ``stop`` (stop, and print ``{"samples": base64 int64 nanoseconds, "closed": N}``),
@@ -55,10 +56,12 @@ CONNECT_TIMEOUT = 60.0
 
 
 class Stats:
-    """What this process's clients received."""
+    """What this process's clients received; ``received`` is mirrored in the shared slot."""
 
     def __init__(self) -> None:
         self.received = 0
+        self.counters: mmap.mmap | None = None
+        self.slot = 0
         self.recording = False
         self.samples = array("q")
         self.seen = 0  # samples offered, for the subsample
@@ -79,7 +82,10 @@ class FanoutClient(Client):
             self.transport.write(self.after_upgrade)
 
     def on_messages(self, count: int) -> None:
-        self.stats.received += count
+        stats = self.stats
+        stats.received += count
+        if stats.counters is not None:
+            struct.pack_into("q", stats.counters, stats.slot, stats.received)
 
 
 class SampledClient(FanoutClient):
@@ -192,13 +198,9 @@ async def amain(args: Args) -> int:
         return 1
 
     with open(args.counters, "r+b") as file:
-        counters = mmap.mmap(file.fileno(), 0)
-
-    def publish_count() -> None:
-        struct.pack_into("q", counters, 8 * args.slot, stats.received)
-        loop.call_later(0.001, publish_count)
-
-    publish_count()
+        stats.counters = mmap.mmap(file.fileno(), 0)
+    stats.slot = 8 * args.slot
+    struct.pack_into("q", stats.counters, stats.slot, stats.received)
     say({"ready": len(clients)})
 
     commands: asyncio.Queue[str] = asyncio.Queue()
