@@ -1,4 +1,4 @@
-"""The fan-out benchmark's plumbing (``python -m benchmarks.fanout``), on a small room.
+"""The fan-out benchmark's plumbing (``python -m benchmarks.rooms``), on a small room.
 
 ``make bench`` runs it with 10,000 subscribers; this runs it with 60 (the
 ``--quick`` timings) against wsharbor over memory:// and Redis and the
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.timeout(240)
 SERVERS = ("wsharbor-memory", "wsharbor-redis", "websockets-redis")
 
 
-def test_fanout_benchmark_quick(tmp_path: Path) -> None:
+def test_rooms_benchmark_quick(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not found: run scripts/install-system-deps.sh")
     pytest.importorskip("redis")
-    path = tmp_path / "fanout.json"
-    command = [sys.executable, "-m", "benchmarks.fanout", "--quick", "--json", str(path)]
+    path = tmp_path / "rooms.json"
+    command = [sys.executable, "-m", "benchmarks.rooms", "--quick", "--json", str(path)]
     command += ["--subscribers", "60", "--latency-subscribers", "10", "--rate", "200"]
     command += ["--clients", "2", "--servers", ",".join(SERVERS)]
     done = subprocess.run(

@@ -1,6 +1,6 @@
 """What a user writes by hand today: websockets workers relaying a Redis channel.
 
-``python -m benchmarks.servers.fanout_websockets_redis --port P --workers N
+``python -m benchmarks.servers.rooms_websockets_redis --port P --workers N
 --redis redis://HOST:PORT/0`` starts N worker processes that each listen on P
 (``SO_REUSEPORT``: the kernel spreads connections over them), subscribe to one
 Redis channel with redis-py's asyncio client (hiredis when installed) and, for

@@ -1,7 +1,7 @@
 """The fan-out benchmark's app on ``wsharbor run``: one room of the process's hub.
 
-Served by ``python -m wsharbor run benchmarks.servers.fanout_wsharbor:app
---broker URL --workers N`` (see :mod:`benchmarks.fanout`):
+Served by ``python -m wsharbor run benchmarks.servers.rooms_wsharbor:app
+--broker URL --workers N`` (see :mod:`benchmarks.rooms`):
 
 - ``/sub``: join the room, then wait for the connection to close;
 - ``/pub``: publish every message received to the room (awaited one at a time).

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.fanout``: one publisher, many subscribers in one room, across workers.
+"""``python -m benchmarks.rooms``: one publisher, many subscribers in one room, across workers.
 
 What a chat or a live dashboard does on several processes: one publisher, one
 room of (by default) 10,000 subscribers spread over the server's workers,
@@ -7,11 +7,11 @@ for each run, on uvloop, compression and keepalive pings off):
 
 - ``wsharbor-memory``: ``wsharbor run --broker memory://`` (one process);
 - ``wsharbor-redis-1w`` / ``wsharbor-redis``: ``wsharbor run --broker redis://``
-  with 1 / 2 workers (``benchmarks/servers/fanout_wsharbor.py``: the process's
+  with 1 / 2 workers (``benchmarks/servers/rooms_wsharbor.py``: the process's
   hub, ``wsharbor.fanout()`` encoding each frame once per process);
 - ``websockets-redis``: what a user writes by hand today, 2 websockets workers
   that each subscribe with redis-py and call ``websockets.broadcast()``
-  (``benchmarks/servers/fanout_websockets_redis.py``).
+  (``benchmarks/servers/rooms_websockets_redis.py``).
 
 Both Redis servers use the same ``redis-server``, started by this command on
 a free port (flushed before each run).
@@ -29,7 +29,7 @@ Workloads:
     per second at a steady pace. Reports p50/p99 publish-to-receive: beside
     ``wsharbor-memory`` it shows what the Redis hop adds.
 
-Measurement: subscribers are :mod:`benchmarks.fanout_loadgen` processes
+Measurement: subscribers are :mod:`benchmarks.rooms_loadgen` processes
 (``--clients`` of them, each from its own 127.0.0.x source address); one
 connection in ``--sample-every`` reads the publisher's ``time.monotonic_ns()``
 from each payload (64 bytes of text) and records the latency. CPU time of the
@@ -47,10 +47,13 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime
 import json
 import mmap
 import os
+import platform
 import re
+import shlex
 import shutil
 import statistics
 import struct
@@ -98,7 +101,7 @@ class FanoutServer:
                 "-m",
                 "wsharbor",
                 "run",
-                "benchmarks.servers.fanout_wsharbor:app",
+                "benchmarks.servers.rooms_wsharbor:app",
                 "--host",
                 HOST,
                 "--port",
@@ -118,8 +121,8 @@ class FanoutServer:
                 "4096",
             ]
         module = {
-            "websockets": "benchmarks.servers.fanout_websockets_redis",
-            "socketio": "benchmarks.servers.fanout_socketio_redis",
+            "websockets": "benchmarks.servers.rooms_websockets_redis",
+            "socketio": "benchmarks.servers.rooms_socketio_redis",
         }[self.kind]
         return [
             sys.executable,
@@ -220,7 +223,7 @@ class Redis:
         self.program = program
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
-        self.directory = tempfile.mkdtemp(prefix="wsharbor-fanout-redis-")
+        self.directory = tempfile.mkdtemp(prefix="wsharbor-rooms-redis-")
 
     @property
     def url(self) -> str:
@@ -348,7 +351,7 @@ class Subscribers:
         self.processes: list[asyncio.subprocess.Process] = []
         count = max(1, min(processes, total))
         self.shares = [total // count + (1 if i < total % count else 0) for i in range(count)]
-        fd, self.path = tempfile.mkstemp(prefix="wsharbor-fanout-")
+        fd, self.path = tempfile.mkstemp(prefix="wsharbor-rooms-")
         with os.fdopen(fd, "r+b") as file:
             file.write(b"\0" * 8 * len(self.shares))
             file.flush()
@@ -361,7 +364,7 @@ class Subscribers:
         spec = self.server.spec
         for slot, share in enumerate(self.shares):
             command = [
-                sys.executable, "-m", "benchmarks.fanout_loadgen",
+                sys.executable, "-m", "benchmarks.rooms_loadgen",
                 "--port", str(self.server.port),
                 "--path", spec.path,
                 "--connections", str(share),
@@ -763,7 +766,25 @@ def summarize(runs: list[JSON]) -> JSON:
     return summary
 
 
-async def amain(args: argparse.Namespace) -> int:
+def machine() -> JSON:
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    dists = ("wsharbor", "websockets", "redis", "hiredis", "python-socketio", "uvloop")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": {dist: version(dist) for dist in dists},
+    }
+
+
+async def amain(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     settings = Settings(
         subscribers=args.subscribers,
         latency_subscribers=args.latency_subscribers,
@@ -802,6 +823,7 @@ async def amain(args: argparse.Namespace) -> int:
             redis = Redis(program)
             await redis.start()
     load = os.getloadavg()
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     results: JSON = {"results": {}, "runs": args.runs, "loadavg": load}
     try:
         for workload in args.workloads:
@@ -826,8 +848,16 @@ async def amain(args: argparse.Namespace) -> int:
     print()
     print(render(results, settings, servers, list(args.workloads)))
     if args.json:
+        command = ["python", "-m", "benchmarks.rooms", *(argv or [])]
+        document = {
+            "command": shlex.join(command),
+            "started": started,
+            "machine": machine(),
+            "settings": dataclasses.asdict(settings),
+            **results,
+        }
         with open(args.json, "w") as file:
-            json.dump({"settings": dataclasses.asdict(settings), **results}, file, indent=2)
+            json.dump(document, file, indent=2)
             file.write("\n")
     return 0
 
@@ -861,7 +891,7 @@ def csv(choices: tuple[str, ...]) -> Any:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fanout",
+        prog="python -m benchmarks.rooms",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -900,11 +930,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(amain(args))
-    return uvloop.run(amain(args))
+        return asyncio.run(amain(args, argv))
+    return uvloop.run(amain(args, argv))
 
 
 if __name__ == "__main__":

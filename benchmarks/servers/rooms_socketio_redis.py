@@ -1,6 +1,6 @@
 """python-socketio's AsyncRedisManager: what a Socket.IO user writes for several workers.
 
-``python -m benchmarks.servers.fanout_socketio_redis --port P --workers N
+``python -m benchmarks.servers.rooms_socketio_redis --port P --workers N
 --redis redis://HOST:PORT/0`` starts N worker processes, each an aiohttp app
 with a ``socketio.AsyncServer(client_manager=socketio.AsyncRedisManager(url))``
 listening on P (``SO_REUSEPORT``), WebSocket transport only (no long-polling,

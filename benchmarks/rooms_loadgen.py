@@ -1,10 +1,10 @@
 """The fan-out benchmark's subscribers: one process of many idle-but-receiving clients.
 
-Started by :mod:`benchmarks.fanout`, several at a time, each from its own
+Started by :mod:`benchmarks.rooms`, several at a time, each from its own
 127.0.0.x source address (so that 10,000 connections never run short of
 ephemeral ports), under uvloop::
 
-    python -m benchmarks.fanout_loadgen --port P --connections 2500 --source 127.0.0.2 \\
+    python -m benchmarks.rooms_loadgen --port P --connections 2500 --source 127.0.0.2 \\
         --slot 0 --counters FILE [--path /sub] [--sample-every 20] [--prefix TEXT]
 
 It opens its connections (the raw ``asyncio`` client of :mod:`benchmarks.loadgen`:
@@ -245,7 +245,7 @@ def say(message: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout_loadgen")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.rooms_loadgen")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/sub")
