@@ -49,9 +49,13 @@ docs: $(VENV)/.installed
 
 test: lint typecheck docs unit
 
-bench: $(VENV)/.installed
+# The throughput benchmarks, then fan-out across workers (python -m
+# benchmarks.rooms: one room of 10,000 subscribers over memory:// and Redis,
+# beside websockets + redis-py and Socket.IO; it starts its own redis-server).
+bench: $(VENV)/.installed system-deps
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.rooms $(ROOMS_ARGS)
 
 # The attack suite (SECURITY.md): wsharbor beside websockets, same limits, from
 # 127.0.0.1 only, about 10 minutes; ATTACK_ARGS='--quick', '--only NAME', '--markdown'.

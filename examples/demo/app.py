@@ -11,10 +11,23 @@ Routes:
 - ``GET /`` (plain HTTP): the chat page, one self-contained HTML file with an
   inline script allowed by its hash in the Content-Security-Policy.
 - ``ws://.../echo``: sends every message back.
-- ``ws://.../chat``: a chat room. The first message is
-  ``{"type": "join", "name": "..."}``; then ``{"type": "message", "text": "..."}``.
-  Every member receives, as JSON, ``{"type": "join"|"leave", "name", "members"}``
-  and ``{"type": "message", "name", "text"}``, sent with :func:`wsharbor.broadcast`.
+- ``ws://.../chat``: a chat room, one room across every worker and host
+  sharing the broker (see below). The protocol is JSON:
+
+  * first message ``{"type": "join", "name": "..."}``, with ``"since":
+    {"epoch": "...", "offset": N}`` when the client reconnects (the position
+    of the last event it got);
+  * then ``{"type": "message", "text": "..."}``.
+
+  The member first receives ``{"type": "welcome", "recovered", "position":
+  {"epoch", "offset"}, "members"}`` (sent to it alone; ``recovered`` says
+  whether every event after ``since`` was sent again first, in order: when
+  false, some may be missing). Every member receives the room's events
+  ``{"type": "join"|"leave", "name", "members"}`` and ``{"type": "message",
+  "name", "text"}``, each with its ``"epoch"`` and ``"offset"``; ``members``
+  is the member list across hosts (presence). A page keeps the position of
+  the last event and sends it back when it reconnects: nothing is lost as
+  long as the room's history (:data:`HISTORY` events) covers the gap.
 - any other WebSocket path: the handshake completes, then close 1008 "unknown path";
   any other plain HTTP request: 404 (426 for ``/echo`` and ``/chat``).
 
@@ -23,9 +36,18 @@ Limits: a message over :data:`MAX_MESSAGE_BYTES` closes the connection with 1009
 a chat member sending faster than the rate limit, or breaking the chat protocol,
 gets 1008; binary messages in the chat get 1003.
 
-The chat room lives in the process: with ``--workers N``, members connected to
-different workers are in different rooms (a shared room needs a pub/sub channel
-between processes, such as Redis).
+The chat room is a room of a :class:`wsharbor.pubsub.Hub`: under ``wsharbor
+run``, the process's hub (:func:`wsharbor.app.hub`), whose broker is
+``--broker`` (``memory://`` by default: one process, nothing to install, as
+``make run`` serves it). With ``--workers N``, or several hosts, run it with
+``--broker redis://HOST:6379/0`` and every member is in one room::
+
+    wsharbor run examples.demo.app:app --workers 2 --broker redis://127.0.0.1:6379/0
+
+The app sets the hub's ``format`` (each event carries its position) and a
+history of :data:`HISTORY` events through ``hub_options``. Outside ``wsharbor
+run``, give it a started hub: ``DemoApp(hub=Hub(format=...,
+history=HISTORY))`` (see :meth:`DemoApp.hub_options`).
 """
 
 from __future__ import annotations
@@ -39,15 +61,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import wsharbor
 from wsharbor import Request, Response, ServerConnection
+from wsharbor.exceptions import BrokerUnavailable
+from wsharbor.pubsub import Hub, Position, Publication
 
-__all__ = ["MAX_MESSAGE_BYTES", "DemoApp", "app"]
+__all__ = ["HISTORY", "MAX_MESSAGE_BYTES", "ROOM", "DemoApp", "app", "with_position"]
 
 #: Largest message accepted from a client, in bytes (UTF-8 for text).
 MAX_MESSAGE_BYTES = 4096
 #: Longest chat name, in characters.
 MAX_NAME_LENGTH = 32
+#: The chat's room in the hub.
+ROOM = "chat"
+#: Events of the room kept for clients that reconnect.
+HISTORY = 100
 
 INDEX_HTML = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
 
@@ -107,6 +134,18 @@ class TokenBucket:
         return False
 
 
+def with_position(publication: Publication) -> str:
+    """The hub's ``format``: the event the chat published, with its position.
+
+    Events are JSON objects the chat serialised itself, so the position is
+    spliced in front of the first key rather than parsed and dumped again.
+    """
+    event = publication.message
+    assert isinstance(event, str) and event.startswith("{")
+    head = json.dumps({"epoch": publication.epoch, "offset": publication.offset})
+    return f"{head[:-1]}, {event[1:]}" if event != "{}" else head
+
+
 class ChatError(Exception):
     """A chat member broke the protocol: close with ``code`` and ``reason``."""
 
@@ -121,23 +160,37 @@ class DemoApp:
 
     ``wsharbor run`` calls :meth:`process_request` for every request after its own
     ``/healthz``, ``/readyz`` and ``/metrics``; with :func:`wsharbor.serve`, pass
-    ``process_request=app.process_request``.
+    ``process_request=app.process_request``, and a started hub as ``hub``.
     """
 
     def __init__(
         self,
         *,
+        hub: Hub | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         rate: float = 5.0,
         burst: int = 20,
         join_timeout: float = 30.0,
     ) -> None:
+        self._hub = hub
         self.max_message_bytes = max_message_bytes
         self.rate = rate
         self.burst = burst
         self.join_timeout = join_timeout
-        #: Chat members and their names.
-        self.members: dict[ServerConnection, str] = {}
+
+    #: What ``wsharbor run`` creates the process's hub with (besides ``--broker``):
+    #: events carry their position, and the room keeps a history to resume from.
+    #: ``--history N`` overrides the history.
+    hub_options: dict[str, Any] = {"format": with_position, "history": HISTORY}
+
+    @property
+    def hub(self) -> Hub:
+        """The hub given to the constructor, else the ``wsharbor run`` process's."""
+        if self._hub is not None:
+            return self._hub
+        from wsharbor.app import hub
+
+        return hub()
 
     # HTTP.
 
@@ -176,31 +229,59 @@ class DemoApp:
     async def chat(self, websocket: ServerConnection) -> None:
         try:
             async with asyncio.timeout(self.join_timeout):
-                name = self._parse_join(await websocket.recv())
+                name, since = self._parse_join(await websocket.recv())
         except TimeoutError:
             await websocket.close(1008, "join timeout")
             return
         except ChatError as exc:
             await websocket.close(exc.code, exc.reason)
             return
-        self.members[websocket] = name
+        hub = self.hub
         try:
-            self._announce({"type": "join", "name": name, "members": len(self.members)})
+            # With ``since``, what the client missed comes first, in order.
+            result = await hub.join(ROOM, websocket, user_id=name, since=since)
+            members = await self._members()
+        except BrokerUnavailable:
+            await websocket.close(1013, "chat unavailable, try again later")
+            return
+        position = {"epoch": result.position.epoch, "offset": result.position.offset}
+        welcome = {"type": "welcome", "recovered": result.recovered, "position": position}
+        await websocket.send(json.dumps({**welcome, "members": members}))
+        try:
+            await self._announce({"type": "join", "name": name, "members": members})
             bucket = TokenBucket(self.rate, self.burst)
             async for message in websocket:
                 if not bucket.take():
                     raise ChatError(1008, "too many messages")
                 text = self._parse_text(message)
-                if text is not None:
-                    self._announce({"type": "message", "name": name, "text": text})
+                if text is not None and not await self._announce(
+                    {"type": "message", "name": name, "text": text}
+                ):
+                    await websocket.send(
+                        json.dumps({"type": "error", "text": "not sent: chat unavailable"})
+                    )
         except ChatError as exc:
             await websocket.close(exc.code, exc.reason)
         finally:
-            del self.members[websocket]
-            self._announce({"type": "leave", "name": name, "members": len(self.members)})
+            await hub.leave(ROOM, websocket)
+            try:
+                members = await self._members()
+            except BrokerUnavailable:
+                pass
+            else:
+                await self._announce({"type": "leave", "name": name, "members": members})
 
-    def _announce(self, event: dict[str, Any]) -> None:
-        wsharbor.broadcast(self.members, json.dumps(event))
+    async def _members(self) -> list[str]:
+        """Who is in the room, on every host (the hub's presence)."""
+        return sorted(p.user_id or "" for p in await self.hub.presence(ROOM))
+
+    async def _announce(self, event: dict[str, Any]) -> bool:
+        """Publish an event to the room, everywhere; False if the broker is unavailable."""
+        try:
+            await self.hub.publish(ROOM, json.dumps(event))
+        except BrokerUnavailable:
+            return False
+        return True
 
     def _decode(self, message: str | bytes, expected: str) -> dict[str, Any]:
         if _size(message) > self.max_message_bytes:
@@ -215,15 +296,29 @@ class DemoApp:
             raise ChatError(1008, f'expected JSON {{"type": "{expected}", ...}}')
         return event
 
-    def _parse_join(self, message: str | bytes) -> str:
-        name = self._decode(message, "join").get("name")
+    def _parse_join(self, message: str | bytes) -> tuple[str, Position | None]:
+        event = self._decode(message, "join")
+        name = event.get("name")
         if not isinstance(name, str):
             raise ChatError(1008, "name must be a string")
         # No control characters, newlines or runs of spaces.
         name = " ".join("".join(c if c.isprintable() else " " for c in name).split())
         if not 1 <= len(name) <= MAX_NAME_LENGTH:
             raise ChatError(1008, f"name must have 1 to {MAX_NAME_LENGTH} characters")
-        return name
+        since = event.get("since")
+        if since is None:
+            return name, None
+        epoch = since.get("epoch") if isinstance(since, dict) else None
+        offset = since.get("offset") if isinstance(since, dict) else None
+        if (
+            not isinstance(epoch, str)
+            or len(epoch) > 64
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or offset < 0
+        ):
+            raise ChatError(1008, 'since must be {"epoch": string, "offset": integer >= 0}')
+        return name, Position(epoch, offset)
 
     def _parse_text(self, message: str | bytes) -> str | None:
         text = self._decode(message, "message").get("text")

@@ -167,7 +167,67 @@ BAD_INPUT = [
         {},
         "--limit-max-requests needs --workers 2 or more",
     ),
+    # The hub's broker (the URL is checked before anything starts; a password
+    # in it is never repeated).
+    (
+        ["testapp:handler", "--broker", "http://127.0.0.1"],
+        {},
+        "--broker: http://127.0.0.1 isn't a valid broker URL: unknown scheme http://",
+    ),
+    (
+        ["testapp:handler"],
+        {"WSHARBOR_BROKER": "redis://app:s3cret@127.0.0.1:abc/0"},
+        "WSHARBOR_BROKER: redis://app:***@127.0.0.1:abc/0 isn't a valid broker URL: "
+        "invalid port 'abc'",
+    ),
+    (
+        ["testapp:handler", "--broker", "redis+sentinel://s1:26379", "--workers", "2"],
+        {},
+        "--broker: redis+sentinel://s1:26379 isn't a valid broker URL: missing the Sentinel",
+    ),
+    (["testapp:handler", "--history", "-1"], {}, "--history -1: must be an integer >= 0"),
+    (["testapp:handler"], {"WSHARBOR_HISTORY": "lots"}, "WSHARBOR_HISTORY=lots: must be an"),
+    (
+        ["hubopts:url", "--port", "0"],
+        {},
+        "hubopts:url.hub_options: the broker URL comes from --broker (WSHARBOR_BROKER)",
+    ),
+    (
+        ["hubopts:unknown", "--port", "0", "--workers", "2"],
+        {},
+        "hubopts:unknown.hub_options: Hub.__init__() got an unexpected keyword argument 'colour'",
+    ),
+    (
+        ["hubopts:bad_history", "--port", "0"],
+        {},
+        "hubopts:bad_history.hub_options: history must be None, an int >= 0 or a function",
+    ),
+    (
+        ["hubopts:not_a_mapping", "--port", "0"],
+        {},
+        "hubopts:not_a_mapping.hub_options must be a mapping of Hub() keyword arguments",
+    ),
 ]
+
+HUBOPTS_SOURCE = """
+async def handler(websocket):
+    pass
+
+url = lambda: None
+unknown = lambda: None
+bad_history = lambda: None
+not_a_mapping = lambda: None
+"""
+
+for _name, _options in (
+    ("url", '{"url": "redis://127.0.0.1"}'),
+    ("unknown", '{"colour": "blue"}'),
+    ("bad_history", '{"history": -5}'),
+    ("not_a_mapping", '["format"]'),
+):
+    HUBOPTS_SOURCE += (
+        f"\nasync def {_name}(websocket):\n    pass\n{_name}.hub_options = {_options}\n"
+    )
 
 
 @pytest.fixture
@@ -189,6 +249,7 @@ def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "noyaml" / "yaml.py").write_text("raise ImportError('no PyYAML here')\n")
     (tmp_path / "bad.env").write_text("A=1\nthis is not a variable\n")
     (tmp_path / "workers.env").write_text("WSHARBOR_WORKERS=zero\n")
+    (tmp_path / "hubopts.py").write_text(HUBOPTS_SOURCE)
     return tmp_path
 
 
@@ -213,6 +274,31 @@ def test_port_in_use(app_dir: Path) -> None:
         code, stderr = run_cli(app_dir, "testapp:handler", "--port", str(port))
     assert code == 2
     assert stderr == f"wsharbor: error: port {port} on 127.0.0.1 is already in use\n"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unreachable_broker_at_start(app_dir: Path, workers: str) -> None:
+    """Nothing listens on the port: one line naming the broker, exit 2, no worker started."""
+    pytest.importorskip("redis")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        code, stderr = run_cli(
+            app_dir,
+            "testapp:handler",
+            "--port",
+            "0",
+            "--workers",
+            workers,
+            "--broker",
+            f"redis://:pw@127.0.0.1:{port}/0",
+        )
+    assert code == 2, stderr
+    assert stderr.startswith(
+        f"wsharbor: error: --broker: can't reach Redis at redis://127.0.0.1:{port}/0"
+    ), stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert "pw" not in stderr and "Traceback" not in stderr
 
 
 def test_help_exits_0(app_dir: Path) -> None:

@@ -153,3 +153,44 @@ async def test_two_pages_chat(browser: Browser, demo: DemoServer, tmp_path: Path
 
     assert errors == []
     demo.wait_for(r'"GET /chat" 101 1000 ')  # the access log saw bob's clean close
+
+
+async def test_page_resumes_after_a_dropped_connection(browser: Browser, demo: DemoServer) -> None:
+    """The page's socket drops; messages are sent meanwhile; it reconnects by itself
+    with its last position and shows every one of them, once, in order."""
+    errors: list[str] = []
+    alice = await open_chat(browser, demo, "alice", errors)
+    bob = await open_chat(browser, demo, "bob", errors)
+    await say(alice, "before")
+    await expect(message_item(alice, "alice", "before")).to_have_count(1)
+    await expect(alice.locator("#members")).to_have_text("here: alice, bob")
+
+    # Offline: the socket that drops now can't reconnect until we're back.
+    await alice.context.set_offline(True)
+    await alice.evaluate("socket.close(4000, 'test: connection dropped')")
+    await expect(alice.locator("#status")).to_contain_text("reconnecting")
+    await expect(bob.locator("#messages li.notice").last).to_have_text("alice left (1 here)")
+    missed = [f"missed {n}" for n in range(3)]
+    for text in missed:
+        await say(bob, text)
+        await expect(message_item(bob, "bob", text)).to_have_count(1)
+    assert await alice.locator("#messages li.message").count() == 1  # only "before"
+
+    await alice.context.set_offline(False)
+    await expect(alice.locator("#status")).to_have_text("connected as alice")
+    for text in missed:
+        await expect(message_item(alice, "bob", text)).to_have_count(1)
+    texts = await alice.locator("#messages li.message .text").all_text_contents()
+    assert texts == ["before", *missed]
+    await expect(alice.locator("#messages li.notice").last).to_have_text("alice joined (2 here)")
+    await expect(alice.locator("#members")).to_have_text("here: alice, bob")
+    assert await alice.locator("text=some messages may be missing").count() == 0
+
+    # Live again, both ways.
+    await say(alice, "back")
+    await expect(message_item(bob, "alice", "back")).to_have_count(1)
+    await expect(message_item(alice, "alice", "back")).to_have_count(1)
+    # The attempts made while offline failed in the browser, and nothing else.
+    offline = [e for e in errors if "ERR_INTERNET_DISCONNECTED" in e]
+    assert offline and all(e.startswith("alice: console:") for e in offline)
+    assert [e for e in errors if e not in offline] == []

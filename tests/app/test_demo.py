@@ -20,7 +20,10 @@ import pytest
 
 import wsharbor
 from wsharbor import ClientConnection, ConnectionClosed
+from wsharbor.exceptions import InvalidState
+from wsharbor.pubsub import Hub
 
+from ..pubsub.redistools import RedisServer
 from .apptools import ServerProcess
 
 pytestmark = [
@@ -36,7 +39,7 @@ TIMEOUT = 15.0
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.demo.app import MAX_MESSAGE_BYTES, DemoApp  # noqa: E402
+from examples.demo.app import MAX_MESSAGE_BYTES, ROOM, DemoApp  # noqa: E402
 
 
 class DemoServer(ServerProcess):
@@ -90,11 +93,19 @@ async def closed_with(ws: ClientConnection) -> tuple[int, str]:
 
 
 async def join(server: DemoServer, name: str) -> ClientConnection:
-    """Join the chat as ``name`` and read our own join notice."""
+    """Join the chat as ``name`` and read the welcome and our own join notice."""
     ws = await wsharbor.connect(server.url("/chat"), open_timeout=TIMEOUT)
     await ws.send(json.dumps({"type": "join", "name": name}))
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome" and name in welcome["members"], welcome
     await next_event(ws, type="join", name=name)
     return ws
+
+
+def without_position(event: dict[str, Any]) -> dict[str, Any]:
+    """A room event without its ``epoch`` and ``offset`` (checked to be there)."""
+    assert isinstance(event.get("epoch"), str) and isinstance(event.get("offset"), int), event
+    return {key: value for key, value in event.items() if key not in ("epoch", "offset")}
 
 
 async def next_event(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
@@ -158,21 +169,25 @@ async def test_unknown_path(demo: DemoServer) -> None:
 async def test_chat_two_members(demo: DemoServer) -> None:
     alice = await join(demo, "alice")
     bob = await join(demo, "bob")
-    assert (await next_event(alice, type="join", name="bob"))["members"] >= 2
+    joined = await next_event(alice, type="join", name="bob")
+    assert {"alice", "bob"} <= set(joined["members"])
 
     await alice.send(json.dumps({"type": "message", "text": "hi <b>bob</b>"}))
     expected = {"type": "message", "name": "alice", "text": "hi <b>bob</b>"}
-    assert await next_event(alice, type="message") == expected
-    assert await next_event(bob, type="message") == expected
+    first = await next_event(alice, type="message")
+    assert without_position(first) == expected
+    assert await next_event(bob, type="message") == first  # the same position for both
 
     await bob.send(json.dumps({"type": "message", "text": "hello alice"}))
     expected = {"type": "message", "name": "bob", "text": "hello alice"}
-    assert await next_event(alice, type="message") == expected
-    assert await next_event(bob, type="message") == expected
+    second = await next_event(alice, type="message")
+    assert without_position(second) == expected
+    assert await next_event(bob, type="message") == second
+    assert second["epoch"] == first["epoch"] and second["offset"] > first["offset"]
 
     await bob.close()
     leave = await next_event(alice, type="leave", name="bob")
-    assert leave["members"] >= 1
+    assert "alice" in leave["members"] and "bob" not in leave["members"]
     await alice.close()
 
 
@@ -193,6 +208,16 @@ async def test_chat_name_is_cleaned(demo: DemoServer) -> None:
         (json.dumps({"type": "join", "name": "x" * 33}), 1008, "name must have 1 to 32 characters"),
         (b"binary", 1003, "text messages only"),
         ("x" * (MAX_MESSAGE_BYTES + 1), 1009, "message too big"),
+        (
+            json.dumps({"type": "join", "name": "x", "since": {"epoch": "e"}}),
+            1008,
+            'since must be {"epoch": string, "offset": integer >= 0}',
+        ),
+        (
+            json.dumps({"type": "join", "name": "x", "since": {"epoch": "e", "offset": -1}}),
+            1008,
+            'since must be {"epoch": string, "offset": integer >= 0}',
+        ),
     ],
 )
 async def test_chat_bad_join(demo: DemoServer, first: str | bytes, code: int, reason: str) -> None:
@@ -244,16 +269,131 @@ async def test_chat_blank_message_is_ignored(demo: DemoServer) -> None:
     await ws.close()
 
 
+# Resuming after a reconnection (what the page does): nothing lost.
+
+
+async def join_since(
+    server: DemoServer, name: str, since: dict[str, Any] | None = None
+) -> tuple[ClientConnection, list[dict[str, Any]], dict[str, Any]]:
+    """Join, with ``since`` when given: the events sent before the welcome, and
+    the welcome. Those events are the replay (offsets up to the welcome's
+    position), possibly followed by live ones (after it)."""
+    ws = await wsharbor.connect(server.url("/chat"), open_timeout=TIMEOUT)
+    join: dict[str, Any] = {"type": "join", "name": name}
+    if since is not None:
+        join["since"] = since
+    await ws.send(json.dumps(join))
+    replayed = []
+    while (event := await recv_json(ws))["type"] != "welcome":
+        replayed.append(event)
+    return ws, replayed, event
+
+
+def replayed_of(before: list[dict[str, Any]], welcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events before the welcome that are not live ones (see :func:`join_since`)."""
+    position = welcome["position"]
+    return [
+        event
+        for event in before
+        if event["epoch"] != position["epoch"] or event["offset"] <= position["offset"]
+    ]
+
+
+def position_of(event: dict[str, Any]) -> dict[str, Any]:
+    return {"epoch": event["epoch"], "offset": event["offset"]}
+
+
+async def resume_loses_nothing(host_a: DemoServer, host_b: DemoServer, tag: str) -> None:
+    """Alice on A drops; bob (on B) talks meanwhile; alice reconnects to B with
+    her last position: she gets exactly what she missed, in order, then live."""
+    alice, before, welcome = await join_since(host_a, f"alice-{tag}")
+    assert welcome["recovered"] is False
+    assert replayed_of(before, welcome) == []
+    last = position_of(await next_event(alice, type="join", name=f"alice-{tag}"))
+    bob = await join(host_b, f"bob-{tag}")
+    last = position_of(await next_event(alice, type="join", name=f"bob-{tag}"))
+    await alice.close()  # the page's connection drops
+    await next_event(bob, type="leave", name=f"alice-{tag}")
+    texts = [f"while you were away {n}" for n in range(5)]
+    for text in texts:
+        await bob.send(json.dumps({"type": "message", "text": text}))
+        await next_event(bob, type="message", text=text)
+
+    again, before, welcome = await join_since(host_b, f"alice-{tag}", since=last)
+    assert welcome["recovered"] is True
+    replayed = replayed_of(before, welcome)
+    offsets = [event["offset"] for event in replayed]
+    assert offsets == list(range(last["offset"] + 1, welcome["position"]["offset"] + 1))
+    assert {event["epoch"] for event in replayed} == {last["epoch"]}
+    said = [e["text"] for e in replayed if e["type"] == "message" and e["name"] == f"bob-{tag}"]
+    assert said == texts
+    # Then live, right after: her own join, then what bob says next.
+    rejoin = await next_event(again, type="join", name=f"alice-{tag}")
+    assert rejoin["offset"] > welcome["position"]["offset"]
+    await bob.send(json.dumps({"type": "message", "text": "welcome back"}))
+    assert (await next_event(again, type="message"))["text"] == "welcome back"
+
+    # A position from another epoch (or older than the history) can't be resumed:
+    # the welcome says so, and nothing is replayed.
+    stale, before, welcome = await join_since(host_a, "carol", {"epoch": "gone", "offset": 3})
+    assert (replayed_of(before, welcome), welcome["recovered"]) == ([], False)
+    for ws in (again, bob, stale):
+        await ws.close()
+
+
+async def test_chat_resume_after_reconnect(demo: DemoServer) -> None:
+    await resume_loses_nothing(demo, demo, "local")
+
+
+async def test_chat_one_room_across_workers_and_hosts(redis_server: RedisServer) -> None:
+    """Two ``wsharbor run`` of the demo (one with two workers) on one Redis."""
+    broker = ["--broker", redis_server.url]
+    host_a = DemoServer([*broker, "--workers", "2"])
+    host_b = DemoServer(broker)
+    try:
+        host_a.start(workers=2)
+        host_b.start()
+        members = [await join(host, f"m{n}") for n, host in enumerate([host_a] * 3 + [host_b])]
+        # The member list spans the hosts (presence), seen from either side.
+        welcome_everyone = sorted(f"m{n}" for n in range(4))
+        last_join = await next_event(members[0], type="join", name="m3")
+        assert last_join["members"] == welcome_everyone
+        await members[3].send(json.dumps({"type": "message", "text": "from host B"}))
+        for ws in members:
+            event = await next_event(ws, type="message")
+            assert (event["name"], event["text"]) == ("m3", "from host B")
+        for ws in members:
+            await ws.close()
+        await resume_loses_nothing(host_a, host_b, "hosts")
+    finally:
+        assert host_a.stop() == 0, host_a.output
+        assert host_b.stop() == 0, host_b.output
+
+
 # In process, with serve(): the same object works without the app server.
 
 
 async def test_with_serve_and_join_timeout() -> None:
-    app = DemoApp(join_timeout=0.2)
-    async with wsharbor.serve(app, "127.0.0.1", 0, process_request=app.process_request) as server:
-        port = server.sockets[0].getsockname()[1]
-        ws = await wsharbor.connect(f"ws://127.0.0.1:{port}/chat", open_timeout=TIMEOUT)
-        assert await closed_with(ws) == (1008, "join timeout")
-        async with wsharbor.connect(f"ws://127.0.0.1:{port}/echo", open_timeout=TIMEOUT) as echo:
-            await echo.send("ping")
-            assert await asyncio.wait_for(echo.recv(), TIMEOUT) == "ping"
-    assert app.members == {}
+    async with Hub(**DemoApp.hub_options) as hub:
+        app = DemoApp(hub=hub, join_timeout=0.2)
+        async with wsharbor.serve(
+            app, "127.0.0.1", 0, process_request=app.process_request
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            ws = await wsharbor.connect(f"ws://127.0.0.1:{port}/chat", open_timeout=TIMEOUT)
+            assert await closed_with(ws) == (1008, "join timeout")
+            async with wsharbor.connect(f"ws://127.0.0.1:{port}/echo", open_timeout=TIMEOUT) as e:
+                await e.send("ping")
+                assert await asyncio.wait_for(e.recv(), TIMEOUT) == "ping"
+            chat = await wsharbor.connect(f"ws://127.0.0.1:{port}/chat", open_timeout=TIMEOUT)
+            await chat.send(json.dumps({"type": "join", "name": "local"}))
+            assert (await recv_json(chat))["members"] == ["local"]
+            assert len(hub.local_members(ROOM)) == 1
+            await chat.close()
+        assert hub.local_members(ROOM) == []
+        assert await hub.presence(ROOM) == []
+
+
+def test_without_wsharbor_run_the_app_needs_a_hub() -> None:
+    with pytest.raises(InvalidState, match="wsharbor run"):
+        DemoApp().hub  # noqa: B018

@@ -16,12 +16,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from wsharbor.app.metrics import CONTENT_TYPE, Metrics, multiprocess_dir, resident_memory
+from wsharbor.pubsub import LAG_BUCKETS, HubStats
 
 TIMEOUT = 30.0
 
@@ -214,3 +215,82 @@ def test_multiprocess_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert multiprocess_dir() == str(tmp_path)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     assert multiprocess_dir() is None
+
+
+# The hub's counters (wsharbor run's wsharbor.app.hub()).
+
+
+def hub_stats(lags: list[float], **counters: int) -> HubStats:
+    stats = HubStats(**counters)
+    for lag in lags:
+        stats.observe_lag(lag)
+    return stats
+
+
+def test_hub_counters_are_added_as_deltas(single: Metrics) -> None:
+    stats = hub_stats([0.0002, 0.003, 7.0], published=3, delivered=30, joins_recovered=1)
+    single.update_hub(stats, True)
+    single.update_hub(stats, True)  # nothing new: nothing added
+    families = parse(single.exposition())
+    assert value(families, "wsharbor_pubsub_published_total") == 3
+    assert value(families, "wsharbor_pubsub_delivered_total") == 30
+    assert value(families, "wsharbor_pubsub_joins_total", result="recovered") == 1
+    assert value(families, "wsharbor_pubsub_joins_total", result="unrecovered") == 0
+    assert value(families, "wsharbor_pubsub_broker_connected") == 1
+    assert families["wsharbor_pubsub_lag_seconds"][0] == "histogram"
+
+    stats.published += 2
+    stats.broker_disconnects += 1
+    stats.observe_lag(0.0004)
+    single.update_hub(stats, False)
+    families = parse(single.exposition())
+    assert value(families, "wsharbor_pubsub_published_total") == 5
+    assert value(families, "wsharbor_pubsub_broker_disconnects_total") == 1
+    assert value(families, "wsharbor_pubsub_broker_connected") == 0
+    # The histogram is the one observe() would give for the same lags.
+    reference = CollectorRegistry()
+    observed = Histogram("reference", "", buckets=LAG_BUCKETS, registry=reference)
+    for lag in (0.0002, 0.003, 7.0, 0.0004):
+        observed.observe(lag)
+    expected = {
+        (s.name.removeprefix("reference"), s.labels.get("le")): s.value
+        for s in parse(generate_latest(reference))["reference"][1]
+        if not s.name.endswith("_created")
+    }
+    got = {
+        (s.name.removeprefix("wsharbor_pubsub_lag_seconds"), s.labels.get("le")): s.value
+        for s in families["wsharbor_pubsub_lag_seconds"][1]
+        if not s.name.endswith("_created")
+    }
+    assert got == pytest.approx(expected)
+    assert value(families, "wsharbor_pubsub_lag_seconds_bucket", le="0.0005") == 2
+    assert value(families, "wsharbor_pubsub_lag_seconds_count") == 4
+
+
+HUB_WORKER = textwrap.dedent(
+    """
+    import sys
+    from wsharbor.app.metrics import Metrics
+    from wsharbor.pubsub import HubStats
+
+    metrics = Metrics()
+    stats = HubStats(published=int(sys.argv[1]), lost=1)
+    for _ in range(int(sys.argv[1])):
+        stats.observe_lag(0.002)
+    metrics.update_hub(stats, sys.argv[1] != "3")
+    """
+)
+
+
+def test_multiprocess_hub_counters_add_up(tmp_path: Path) -> None:
+    for n in ("2", "3"):
+        run_child(HUB_WORKER, tmp_path, n)
+    families = parse(run_child(SCRAPER, tmp_path).encode())
+    assert value(families, "wsharbor_pubsub_published_total") == 5
+    assert value(families, "wsharbor_pubsub_lost_total") == 2
+    assert value(families, "wsharbor_pubsub_lag_seconds_count") == 5
+    assert value(families, "wsharbor_pubsub_lag_seconds_bucket", le="0.0025") == 5
+    assert value(families, "wsharbor_pubsub_lag_seconds_bucket", le="0.001") == 0
+    assert value(families, "wsharbor_pubsub_lag_seconds_sum") == pytest.approx(0.01)
+    # The lowest of the workers: one of them lost its broker.
+    assert value(families, "wsharbor_pubsub_broker_connected") == 0

@@ -204,8 +204,14 @@ async def test_websocket_through_nginx(stack: Stack) -> None:
 
     async with wsharbor.connect(stack.nginx.url("/chat"), open_timeout=TIMEOUT) as ws:
         await ws.send(json.dumps({"type": "join", "name": "via-nginx"}))
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert (welcome["type"], welcome["members"]) == ("welcome", ["via-nginx"])
         event = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-        assert event == {"type": "join", "name": "via-nginx", "members": 1}
+        assert (event["type"], event["name"], event["members"]) == (
+            "join",
+            "via-nginx",
+            ["via-nginx"],
+        )
 
 
 @dataclass

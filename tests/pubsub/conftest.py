@@ -5,8 +5,9 @@
 and publish what they send (JSON commands); members receive publications as
 JSON carrying their position (the hub's ``format``). :class:`Client` is a real
 wsharbor client that records everything it receives. Redis servers come from
-:mod:`.redistools`: real ``redis-server`` processes on free ports, killed at
-teardown.
+:mod:`.redistools` through the ``redis_factory`` and ``redis_server`` fixtures
+of ``tests/conftest.py`` (shared with the app server's tests): real
+``redis-server`` processes on free ports, killed at teardown.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -26,7 +26,7 @@ import wsharbor
 from wsharbor import ServerConnection
 from wsharbor.pubsub import BrokerUnavailable, Hub, Position, Publication
 
-from .redistools import Proxy, RedisServer, require_redis
+from .redistools import Proxy
 
 #: Deadline for anything that should happen promptly.
 TIMEOUT = 10.0
@@ -207,34 +207,6 @@ async def clients() -> AsyncIterator[list[Client]]:
         client.ws.abort()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(client.reader, TIMEOUT)
-
-
-@pytest.fixture
-def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """Start real redis-server processes (killed at teardown)."""
-    require_redis()
-    started: list[RedisServer] = []
-
-    def start(
-        persistent: bool = False,
-        extra: tuple[str, ...] = (),
-        tls: tuple[Path, Path, Path] | None = None,
-    ) -> RedisServer:
-        server = RedisServer(
-            tmp_path / f"redis{len(started)}", persistent=persistent, extra=extra, tls=tls
-        )
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture
-def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
-    return redis_factory()
 
 
 @pytest.fixture

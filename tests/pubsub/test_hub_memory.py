@@ -46,16 +46,20 @@ async def test_join_publish_leave(clients: list[Client]) -> None:
         # leave(): no more deliveries to that member; the other one still gets them.
         (alice_ws,) = [ws for ws in server.connections if "alice" in ws.path]
         await hub.leave("lobby", alice_ws)
+        # Gone from this process's presence() at once (bob has no user id).
+        assert [p.user_id for p in await hub.presence("lobby")] == [None]
         await hub.leave("lobby", alice_ws)  # not a member any more: nothing
         await hub.publish("lobby", "after")
         await until(lambda: len(bob.messages) == 3)
         assert alice.data("lobby") == ["hello", "0001"]
         assert hub.local_members("lobby") != [] and alice_ws not in hub.local_members("lobby")
 
-        # A closed connection leaves every room by itself, presence included.
+        # A closed connection leaves every room by itself, presence included:
+        # at once in this process's presence(), whose own members it knows.
         assert [p.user_id for p in await hub.presence("news")] == ["alice"]
         await alice.close()
         await until(lambda: hub.local_members("news") == [], what="automatic leave")
+        assert await hub.presence("news") == []
         await until(lambda: "news" not in hub.rooms, what="room dropped after linger=0")
         assert await hub.presence("news") == []
         assert hub.stats.published == 4

@@ -437,3 +437,29 @@ async def test_rediss_speaks_tls(
     # A certificate the client doesn't trust: a clear error at start.
     with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{server.port}"):
         await Hub(url, timeout=2).start()
+
+
+async def test_a_join_storm_shares_presence_calls(
+    redis_server: RedisServer, clients: list[Client]
+) -> None:
+    """300 clients joining at once: their presence goes to Redis in a few calls,
+    not a round trip each (10,000 of those queue past the hub's timeout)."""
+    redis = redis_server.client()
+
+    def evalsha_calls() -> int:
+        stats = redis.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0))
+
+    async with Hub(redis_server.url, format=fmt) as hub, HubServer(hub) as server:
+        await hub.publish("storm", "before")  # the room's position exists
+        before = evalsha_calls()
+        joining = [
+            Client.connect(server.port, "storm", user=f"u{n}", wait_joined=False)
+            for n in range(300)
+        ]
+        clients += await asyncio.gather(*joining)
+        await until(lambda: all("storm" in c.joined for c in clients), what="every join")
+        assert len(await hub.presence("storm")) == 300
+        assert all(c.joined["storm"]["position"][1] == 1 for c in clients)
+        # One read of the room's position, a few presence batches, the presence() above.
+        assert evalsha_calls() - before < 30

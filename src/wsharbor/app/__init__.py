@@ -7,6 +7,7 @@ exceptions, never the other way round. The pieces:
 - :mod:`.importer`: ``module:attr`` to a handler;
 - :mod:`.listen`: the listening socket (bind, ``--fd``, systemd socket activation);
 - :mod:`.worker`: one serving process (health, readiness, metrics, access log);
+- :mod:`.broker`: the process's pub/sub hub, :func:`hub` for handlers;
 - :mod:`.supervisor`: N worker processes sharing the socket, signals, restarts;
 - :mod:`.env`: the environment variables the supervisor hands to a worker;
 - :mod:`.cli`: the command line.
@@ -14,4 +15,6 @@ exceptions, never the other way round. The pieces:
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .broker import hub
+
+__all__ = ["hub"]

@@ -44,7 +44,15 @@ checked after it, so an app's own HTTP pages are served even at capacity::
 
 Endpoints on the WebSocket port: ``/healthz`` answers 200 while the process
 lives; ``/readyz`` 200 while accepting connections, 503 while starting or
-draining; ``/metrics`` the Prometheus text format, every worker included.
+draining or while the broker is unreachable; ``/metrics`` the Prometheus text
+format, every worker included.
+
+Rooms across workers and hosts: each process has a
+:class:`wsharbor.pubsub.Hub` on ``--broker URL`` (``memory://`` by default:
+one process; ``redis://...`` to span workers and hosts), which handlers get
+from :func:`wsharbor.app.hub`; the handler object's optional ``hub_options``
+attribute holds ``Hub()`` keyword arguments (``format``, ``history``, ...;
+``--history N`` wins over its ``history``). See :mod:`wsharbor.app.broker`.
 
 Processes: with ``--workers 1`` (the default) one process serves; SIGTERM or
 SIGINT stops it gracefully (1001 to every connection, handlers get
@@ -56,7 +64,8 @@ SIGTTIN/SIGTTOU.
 
 Bad input (unknown module, import error, missing attribute, a handler that is
 not async, a port in use, a bad flag or variable, conflicting options, a missing
-certificate) prints one line, ``wsharbor: error: ...``, and exits with 2.
+certificate, a malformed ``--broker`` URL or an unreachable broker at start)
+prints one line, ``wsharbor: error: ...``, and exits with 2.
 
 Exit status: 0 after a graceful stop, 1 when forced, 2 for bad input, 3 when the
 supervisor gives up on a crash loop.
@@ -123,9 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_server(config, app, listener.sock)
             except ConfigError as exc:
                 return _fail(str(exc))
+        from .broker import check_broker
         from .supervisor import Supervisor
 
         try:
+            # Workers wait for a broker that goes away later; a wrong one is
+            # an error now, not a crash loop.
+            check_broker(config, app)
             return Supervisor(config, listener.sock).run()
         except ConfigError as exc:
             return _fail(str(exc))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import defaults
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, InvalidBrokerURL
 from ..protocol.deflate import SERVER_DEFAULTS
 from ..version import describe as describe_version
 from .envfile import read_env_file
@@ -137,6 +137,19 @@ def _cert_reqs(text: str) -> str:
     return value
 
 
+def _broker_url(text: str) -> str:
+    """A broker URL ``wsharbor.pubsub.Hub`` takes (checked here, connected later)."""
+    from ..pubsub.broker import parse_url
+
+    try:
+        parse_url(text.strip())
+    except InvalidBrokerURL as exc:
+        raise ValueError(str(exc)) from None
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    return text.strip()
+
+
 def _app(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not sep or not module or not attr:
@@ -155,6 +168,9 @@ class Option:
     metavar: str | None = None
     boolean: bool = False
     group: str = "server"
+    #: The value may hold a secret (a password in a URL): error messages don't
+    #: repeat it (the parser's message names what is wrong without it).
+    secret: bool = False
 
     @property
     def flag(self) -> str:
@@ -268,6 +284,27 @@ OPTIONS: tuple[Option, ...] = (
         "read KEY=VALUE lines into the environment first (real variables win)",
         "FILE",
         group="app",
+    ),
+    # Rooms across workers and hosts: the process's wsharbor.pubsub.Hub.
+    Option(
+        "broker",
+        _broker_url,
+        "memory://",
+        "the broker of the hub handlers get from wsharbor.app.hub(): memory:// (one "
+        "process), redis://[[user]:password@]host[:port][/db], rediss://..., "
+        "redis+sentinel://host:port[,host:port...]/service[/db]",
+        "URL",
+        group="pubsub",
+        secret=True,
+    ),
+    Option(
+        "history",
+        _optional(_int(0)),
+        None,
+        "messages of history each room of the hub keeps, for resuming clients "
+        "(default: the app's hub_options, else none)",
+        "N",
+        group="pubsub",
     ),
     # Behind a reverse proxy.
     Option(
@@ -418,6 +455,8 @@ class Config:
     factory: bool = False
     app_dir: str | None = None
     env_file: str | None = None
+    broker: str = "memory://"
+    history: int | None = None
     proxy_headers: bool = False
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     forwarded_header: str = "x-forwarded"
@@ -506,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
         "socket": parser.add_argument_group("listening socket"),
         "process": parser.add_argument_group("processes"),
         "app": parser.add_argument_group("the application"),
+        "pubsub": parser.add_argument_group(
+            "rooms across workers and hosts (wsharbor.app.hub(), docs/scaling.md)"
+        ),
         "proxy": parser.add_argument_group("behind a reverse proxy"),
         "http": parser.add_argument_group("HTTP endpoints on the WebSocket port"),
         "server": parser.add_argument_group("WebSocket server options"),
@@ -551,11 +593,13 @@ def parse_config(argv: Sequence[str], environ: MutableMapping[str, str] | None =
             if isinstance(raw, bool):
                 values[option.name] = raw
                 continue
-            values[option.name] = _convert(option, raw, f"{option.flag} {raw}")
+            shown = option.flag if option.secret else f"{option.flag} {raw}"
+            values[option.name] = _convert(option, raw, shown)
         elif option.env in environ:
             explicit.add(option.name)
             text = environ[option.env]
-            values[option.name] = _convert(option, text, f"{option.env}={text}")
+            shown = option.env if option.secret else f"{option.env}={text}"
+            values[option.name] = _convert(option, text, shown)
         else:
             values[option.name] = option.default
     app = namespace.app

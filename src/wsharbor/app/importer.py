@@ -3,7 +3,8 @@
 ``ATTR`` is one of:
 
 - an async callable, the handler: ``handler(websocket)``; its optional
-  ``process_request`` attribute is the app's HTTP hook;
+  ``process_request`` attribute is the app's HTTP hook, its optional
+  ``hub_options`` the settings of the process's hub (:mod:`.broker`);
 - a :class:`werkzeug.routing.Map` whose endpoints are handlers, served through
   a :class:`~wsharbor.asyncio.router.Router` (as ``route()`` would), or a
   ``Router`` itself;
@@ -43,6 +44,9 @@ class App:
     #: ``process_request`` are its own, and connections need room for the match
     #: (:class:`~wsharbor.asyncio.router.RouterConnection`).
     router: Router | None = None
+    #: The object's ``hub_options`` attribute: Hub() keyword arguments for the
+    #: process's hub (see :mod:`.broker`), or None.
+    hub_options: Any = None
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -152,9 +156,15 @@ def load_app(
             raise ConfigError(f"module {module_name!r} has no attribute {attr_path!r}") from None
     if factory:
         handler = _call_factory(spec, handler)
+    hub_options = getattr(handler, "hub_options", None)
     router = _router(handler, url_scheme)
     if router is not None:
-        return App(handler=router.handler, process_request=router.route_request, router=router)
+        return App(
+            handler=router.handler,
+            process_request=router.route_request,
+            router=router,
+            hub_options=hub_options,
+        )
     if not is_async_callable(handler):
         kind = type(handler).__name__
         hint = ""
@@ -167,7 +177,7 @@ def load_app(
     process_request = getattr(handler, "process_request", None)
     if process_request is not None and not callable(process_request):
         raise ConfigError(f"{spec}.process_request is not callable")
-    return App(handler=handler, process_request=process_request)
+    return App(handler=handler, process_request=process_request, hub_options=hub_options)
 
 
 def load_config_app(config: Config) -> App:

@@ -21,6 +21,12 @@ Signals:
 - SIGTTIN, SIGTTOU: the supervisor's "add / remove a worker"; a worker or a
   single process logs and ignores them (their default action would suspend it).
 
+The hub: before it accepts connections, the process starts its
+:class:`~wsharbor.pubsub.Hub` on ``--broker`` (:mod:`.broker`; handlers get it
+from :func:`wsharbor.app.hub`), and closes it once its connections closed.
+``/readyz`` answers 503 ``broker unavailable`` while the hub's broker
+connection is down.
+
 Metering: :class:`Meter`, the server's connection observer (a public seam of
 :mod:`wsharbor.asyncio`), counts bytes and messages in plain integer slots of
 each :class:`AppConnection` where the asyncio layer reads bytes, writes them,
@@ -42,7 +48,7 @@ import socket
 import ssl as ssl_module
 import sys
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..asyncio.connection import Connection
 from ..asyncio.observer import ConnectionObserver
@@ -61,6 +67,7 @@ from ..protocol.handshake import DEFAULT
 from ..protocol.http11 import Request, Response
 from . import sdnotify
 from .balance import Balancer, Scoreboard
+from .broker import set_current, start_hub
 from .config import Config
 from .env import ENV_BALANCE, ENV_CONFIG, ENV_FD, ENV_READY_FD, EXIT_RECYCLED
 from .importer import App, load_config_app
@@ -69,6 +76,9 @@ from .logs import ACCESS_LOGGER, APP_LOGGER, access_fields, access_message, setu
 from .metrics import CONTENT_TYPE, Metrics
 from .proxy_headers import ProxyHeaders
 from .signals import capture_signals
+
+if TYPE_CHECKING:
+    from ..pubsub import Hub
 
 __all__ = [
     "AppConnection",
@@ -291,6 +301,8 @@ class AppServer:
         self.connections: set[AppConnection] = set()
         self.forced = False
         self.server: Server | None = None
+        #: The process's pub/sub hub, once started (wsharbor.app.hub()).
+        self.hub: Hub | None = None
         self._handler = handler_callable(app.handler)
         self._stop_task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
@@ -382,9 +394,12 @@ class AppServer:
             if path == config.health_path:
                 return Response.text(200, "OK\n")
             if path == config.ready_path:
-                if self.state == "ready":
-                    return Response.text(200, "ready\n")
-                return Response.text(503, f"{self.state}\n")
+                if self.state != "ready":
+                    return Response.text(503, f"{self.state}\n")
+                hub = self.hub
+                if hub is not None and not hub.ready:
+                    return Response.text(503, f"broker unavailable: {hub.url}\n")
+                return Response.text(200, "ready\n")
             self.flush_metrics()
             body = self.metrics.exposition()
             headers = Headers()
@@ -487,9 +502,11 @@ class AppServer:
         connection.reported = counters
 
     def flush_metrics(self) -> None:
-        """Report open connections' counters and the memory estimate."""
+        """Report open connections' counters, the hub's, and the memory estimate."""
         for connection in self.connections:
             self._flush_connection(connection)
+        if self.hub is not None:
+            self.metrics.update_hub(self.hub.stats, self.hub.ready)
         self.metrics.update_memory(self.open_connections)
 
     # Lifecycle.
@@ -497,7 +514,6 @@ class AppServer:
     async def serve(self) -> int:
         """Serve until a signal stops us; return the exit status."""
         loop = asyncio.get_running_loop()
-        server = self.server = await self.build()
         self._done = asyncio.Event()
         signals = (
             signal.SIGTERM,
@@ -512,21 +528,60 @@ class AppServer:
         with capture_signals(signals, self.handle_signal, loop):
             ticker = loop.create_task(self._tick())
             try:
-                await server.start_serving()
-                if self.balancer is not None:
-                    self.balancer.start(server)
-                self.state = "ready"
-                self._announce_ready()
+                # The hub first: a handler may use it as soon as we accept.
+                if await self._start_hub() and self._stop_task is None:
+                    server = self.server = await self.build()
+                    await server.start_serving()
+                    if self.balancer is not None:
+                        self.balancer.start(server)
+                    self.state = "ready"
+                    self._announce_ready()
                 await self._done.wait()
                 if self._stop_task is not None:
                     await self._stop_task
             finally:
                 ticker.cancel()
+                await self._close_hub()
         self.flush_metrics()
         logger.info("worker stopped" if self.supervised else "server stopped")
         if self.forced:
             return 1
         return EXIT_RECYCLED if self.recycled else 0
+
+    async def _start_hub(self) -> bool:
+        """Start the process's hub; False if a stop came first.
+
+        A single process gives up at once (ConfigError: exit 2); a supervised
+        worker waits for the broker (see :mod:`.broker`).
+        """
+        assert self._done is not None
+        starting = asyncio.ensure_future(start_hub(self.config, self.app, retry=self.supervised))
+        stopped = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        self.hub = starting.result()
+        set_current(self.hub)
+        return True
+
+    async def _close_hub(self) -> None:
+        """Close the hub once the connections are closed (leave rooms, presence)."""
+        hub = self.hub
+        if hub is None:
+            return
+        try:
+            await asyncio.wait_for(hub.close(), 1.0 if self.forced else 2 * hub.timeout + 1.0)
+        except TimeoutError:
+            logger.warning("the pub/sub hub did not close in time")
+        finally:
+            set_current(None)
 
     def _announce_ready(self) -> None:
         where = describe(self.sock)
@@ -598,7 +653,10 @@ class AppServer:
 
     async def _stop(self, code: int, reason: str, drain_handshakes: bool) -> None:
         server = self.server
-        assert server is not None and self._done is not None
+        assert self._done is not None
+        if server is None:  # stopped while the hub was starting: nothing to close
+            self._done.set()
+            return
         timeout = self.config.graceful_timeout
         # A client that connected just before we stopped accepting completes its
         # handshake (and then gets 1012) instead of getting a 503. The socket
@@ -676,7 +734,11 @@ def spawned_main() -> int:
     if balance is not None:
         board_fd, slot = (int(part) for part in balance.split(":"))
         balancer = Balancer(Scoreboard.attach(board_fd), slot, sock)
-    return run_server(config, app, sock, supervised=True, ready_fd=ready_fd, balancer=balancer)
+    try:
+        return run_server(config, app, sock, supervised=True, ready_fd=ready_fd, balancer=balancer)
+    except ConfigError as exc:
+        logger.error("worker cannot start: %s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ MESSAGES_LOST_REASON = "messages lost"
 MAX_PENDING = 10_000
 #: Publications sent to the broker in one pipeline.
 PUBLISH_BATCH = 256
+#: Presence entries of concurrent joins added in one broker call.
+PRESENCE_BATCH = 1000
 
 _LIVE: Literal["live"] = "live"
 _SYNCING: Literal["syncing"] = "syncing"
@@ -366,6 +368,8 @@ class Hub:
         self._flusher: asyncio.Task[None] | None = None
         self._presence_out: list[tuple[str, str]] = []
         self._presence_flusher: asyncio.Task[None] | None = None
+        self._presence_in: list[tuple[tuple[str, str, str], asyncio.Future[None]]] = []
+        self._presence_adder: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -409,6 +413,10 @@ class Hub:
             if not request_future[1].done():
                 request_future[1].set_exception(BrokerUnavailable("the hub is closed"))
         self._outbox.clear()
+        for _, joining in self._presence_in:
+            if not joining.done():
+                joining.set_exception(BrokerUnavailable("the hub is closed"))
+        self._presence_in.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -529,9 +537,7 @@ class Hub:
         try:
             await self._wait_ready(state)
             async with asyncio.timeout(self.timeout):
-                await self._broker.presence_add(
-                    [(room, client.client_id, _user_of(client))], self.presence_ttl
-                )
+                await self._add_presence((room, client.client_id, _user_of(client)))
             await self._wait_ready(state)
         except TimeoutError:
             self._remove(member)
@@ -598,15 +604,26 @@ class Hub:
         """Every member of ``room`` in every process, as the broker has them.
 
         A member whose process stopped refreshing it (killed) disappears
-        within ``presence_ttl``.
+        within ``presence_ttl``. This process's own members are as it knows
+        them: one that left (or whose connection closed) is not listed, even
+        while its removal is still on its way to the broker, so that a
+        handler announcing a departure lists who is left.
         """
         self._check_running()
         _check_name("room", room)
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._broker.presence_get(room)
+                members = await self._broker.presence_get(room)
         except TimeoutError:
             raise BrokerUnavailable(f"the broker at {self.url} did not answer in time") from None
+        mine = f"{self.node_id}."
+        state = self._rooms.get(room)
+        here = (
+            set()
+            if state is None
+            else {member.client.client_id for member in state.members.values()}
+        )
+        return [p for p in members if not p.client_id.startswith(mine) or p.client_id in here]
 
     async def publish(self, room: str, message: Data) -> Position:
         """Publish ``message`` (str: text, bytes: binary) to every member of ``room``.
@@ -861,6 +878,45 @@ class Hub:
         self._spawn(client.ws.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON))
 
     # Presence.
+
+    async def _add_presence(self, entry: tuple[str, str, str]) -> None:
+        """Add a joining member's presence, with those of concurrent joins.
+
+        Joins arriving together (10,000 clients reconnecting after a restart)
+        share one broker call per :data:`PRESENCE_BATCH` of them, instead of a
+        round trip each that would queue past ``timeout``.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._presence_in.append((entry, future))
+        if self._presence_adder is None:
+            self._presence_adder = self._spawn(self._flush_presence_in())
+        await future
+
+    async def _flush_presence_in(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the joins of this loop iteration go together
+            while self._presence_in:
+                batch = self._presence_in[:PRESENCE_BATCH]
+                del self._presence_in[:PRESENCE_BATCH]
+                waiting = [(entry, future) for entry, future in batch if not future.done()]
+                if not waiting:
+                    continue  # those joins gave up (timed out or cancelled)
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._broker.presence_add(
+                            [entry for entry, _ in waiting], self.presence_ttl
+                        )
+                except (BrokerUnavailable, TimeoutError) as exc:
+                    error = f"presence at {self.url}: {exc or 'timed out'}"
+                    for _, future in waiting:
+                        if not future.done():
+                            future.set_exception(BrokerUnavailable(error))
+                    continue
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._presence_adder = None
 
     async def _flush_presence(self) -> None:
         try:

@@ -347,16 +347,29 @@ class RedisBroker(Broker):
         Calls that failed with NOSCRIPT (Redis restarted) are sent again after
         loading the scripts; nothing else is sent twice.
         """
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import NoScriptError, ResponseError
 
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            pipe = self._commands.pipeline(transaction=False)
-            for index in todo:
-                script, keys, args = calls[index]
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            answers = await pipe.execute(raise_on_error=False)
+            answers: list[Any]
+            if len(todo) == 1:
+                # One call (a lone publish, the common case at a steady pace):
+                # a plain command, without building and resetting a pipeline.
+                script, keys, args = calls[todo[0]]
+                try:
+                    answer = await self._commands.execute_command(
+                        "EVALSHA", script.sha, len(keys), *keys, *args
+                    )
+                except ResponseError as exc:  # as the pipeline returns it
+                    answer = exc
+                answers = [answer]
+            else:
+                pipe = self._commands.pipeline(transaction=False)
+                for index in todo:
+                    script, keys, args = calls[index]
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                answers = await pipe.execute(raise_on_error=False)
             retry = []
             for index, answer in zip(todo, answers, strict=True):
                 if isinstance(answer, NoScriptError) and attempt == 0:
