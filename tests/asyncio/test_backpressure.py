@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import wsharbor
-import wsharbor.asyncio.connection as connection_module
 from wsharbor import ServerConnection
+from wsharbor.protocol.connection import WebSocketProtocol
 
 from .conftest import (
     HOST,
@@ -253,15 +253,18 @@ async def test_broadcast_skips_slow_reader_and_counts_it(
     bound = write_limit + size + HEADER
     messages = [message(i, size) for i in range(count)]
 
+    # Messages encoded by broadcast() for the connections without extensions
+    # (the plain and the slow one): once per message for both.
     encoded = 0
-    original_serialize = connection_module.serialize_frame
+    original_preencode = WebSocketProtocol.preencode
 
-    def counting_serialize(*args: Any, **kwargs: Any) -> bytes:
+    def counting_preencode(self: WebSocketProtocol, opcode: Any, data: bytes) -> bytes:
         nonlocal encoded
-        encoded += 1
-        return original_serialize(*args, **kwargs)
+        if not self.extensions:
+            encoded += 1
+        return original_preencode(self, opcode, data)
 
-    monkeypatch.setattr(connection_module, "serialize_frame", counting_serialize)
+    monkeypatch.setattr(WebSocketProtocol, "preencode", counting_preencode)
 
     by_path: dict[str, ServerConnection] = {}
     all_in = asyncio.Event()

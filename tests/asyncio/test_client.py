@@ -327,14 +327,16 @@ CLIENT_SETTINGS = wsharbor.DeflateSettings(
         (
             "deflate",
             "permessage-deflate; client_max_window_bits",
-            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+            # Our server's defaults: no context takeover on either side.
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
+            " client_max_window_bits=12",
         ),
         (
             CLIENT_SETTINGS,
             "permessage-deflate; client_no_context_takeover; server_max_window_bits=10;"
             " client_max_window_bits=11",
-            "permessage-deflate; client_no_context_takeover; server_max_window_bits=10;"
-            " client_max_window_bits=11",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
+            " server_max_window_bits=10; client_max_window_bits=11",
         ),
     ],
     ids=["none", "deflate", "settings"],

@@ -645,7 +645,7 @@ async def test_our_server_broadcast_to_peer_clients(setting: str) -> None:
             await opened.wait()
             for seed in range(5):
                 message = text_payload(500, seed)
-                assert wsharbor.broadcast(connections, message) == 0
+                assert wsharbor.fanout(connections, message) == []  # none skipped
                 for client in clients:
                     assert await client.recv() == message
             for client in clients:

@@ -293,6 +293,9 @@ ASYNCIO_ONLY = {
     # The server-wide read budget pauses reading on event-loop transports; a
     # threaded connection's reader blocks on its own queue (max_queue, read_limit).
     "max_buffered",
+    # Who does TLS on the event loop (wsharbor's TLSTransport or the loop's own);
+    # the sync API wraps its sockets with the ssl module.
+    "tls_transport",
     # wsharbor's earlier reconnection schedule; reconnect_delays is websockets'.
     "backoff_min",
     "backoff_max",
