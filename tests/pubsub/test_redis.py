@@ -463,3 +463,24 @@ async def test_a_join_storm_shares_presence_calls(
         assert all(c.joined["storm"]["position"][1] == 1 for c in clients)
         # One read of the room's position, a few presence batches, the presence() above.
         assert evalsha_calls() - before < 30
+
+
+async def test_publications_keep_the_order_of_the_calls(
+    redis_server: RedisServer, clients: list[Client]
+) -> None:
+    # A lone publish() is sent by its caller (no task); calls made while it is
+    # in flight wait and go together after it: the order of the calls is the
+    # order of the offsets and of delivery, whichever way each one went.
+    async with Hub(redis_server.url, format=fmt, history=100) as hub, HubServer(hub) as host:
+        member = await Client.connect(host.port, "r")
+        clients.append(member)
+        expected = []
+        for round_ in range(20):
+            batch = [f"{round_}.{index}" for index in range(round_ % 5 + 1)]
+            expected += batch
+            positions = await asyncio.gather(*(hub.publish("r", text) for text in batch))
+            offsets = [position.offset for position in positions]
+            assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+        await until(lambda: len(member.in_room("r")) == len(expected))
+        assert member.data("r") == expected
+        assert_contiguous(member.in_room("r"))

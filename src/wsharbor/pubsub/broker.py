@@ -247,6 +247,10 @@ class Broker(abc.ABC):
 
     #: Where the broker is, safe to log (no password).
     address: str
+    #: Whether :meth:`publish` waits on the network: then a lone publication
+    #: is sent by the publishing coroutine itself, not by a task (an in-process
+    #: broker that never yields would starve the event loop of a loop publishing).
+    publishes_over_network = False
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -366,6 +366,8 @@ class Hub:
         self._connected = asyncio.Event()
         self._outbox: list[tuple[PublishRequest, asyncio.Future[Position], float]] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: A publish() sending its own publication (see publish()) is in flight.
+        self._publishing = False
         self._presence_out: list[tuple[str, str]] = []
         self._presence_flusher: asyncio.Task[None] | None = None
         self._presence_in: list[tuple[tuple[str, str, str], asyncio.Future[None]]] = []
@@ -655,10 +657,33 @@ class Hub:
             self._history_for(room),
             math.ceil(self.history_ttl),
         )
+        broker = self._broker
+        if (
+            broker.publishes_over_network
+            and not self._publishing
+            and self._flusher is None
+            and broker.connected
+        ):
+            # Nothing in flight (a publisher at a steady pace): this call sends
+            # its publication itself, without a task and its loop iterations
+            # (a fifth fewer function calls per publish); calls made meanwhile wait in the
+            # outbox and go together once it is done, in the order of the calls.
+            self._publishing = True
+            try:
+                (position,) = await broker.publish([request])
+            except BrokerUnavailable:
+                self.stats.publish_errors += 1
+                raise
+            finally:
+                self._publishing = False
+                if self._outbox and self._flusher is None and not self._closed:
+                    self._flusher = self._spawn(self._flush_outbox())
+            self.stats.published += 1
+            return position
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Position] = loop.create_future()
         self._outbox.append((request, future, loop.time() + self.timeout))
-        if self._flusher is None:
+        if self._flusher is None and not self._publishing:
             self._flusher = self._spawn(self._flush_outbox())
         try:
             return await future

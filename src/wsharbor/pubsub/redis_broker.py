@@ -232,6 +232,8 @@ def _meta(raw: Any) -> RoomMeta:
 class RedisBroker(Broker):
     """A broker on a Redis server, directly or through Sentinel (see the module docstring)."""
 
+    publishes_over_network = True
+
     def __init__(
         self,
         url: BrokerURL,
