@@ -1144,11 +1144,18 @@ class Connection(asyncio.BufferedProtocol):
         Waits at most ``close_timeout`` for the peer, then aborts the connection.
         Calling it on a closed connection does nothing.
         """
+        if self._start_closing(code, reason):
+            await self.wait_closed()
+
+    def _start_closing(self, code: int, reason: str) -> bool:
+        """What :meth:`close` does before it waits: send the close frame (the
+        close timer then bounds the closing handshake). False if there is nothing
+        to wait for: no WebSocket connection yet, the TCP connection aborted."""
         protocol = self.protocol
         if protocol is None:
             if self.transport is not None:
                 self.transport.abort()
-            return
+            return False
         if protocol.state is State.OPEN:
             if self._fragmenting is not None:
                 # A fragmented message is half-sent: fail instead (RFC 6455 5.4).
@@ -1156,7 +1163,7 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 protocol.send_close(code, reason)
             self._flush()
-        await self.wait_closed()
+        return True
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
