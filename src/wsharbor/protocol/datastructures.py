@@ -141,7 +141,7 @@ class Headers:
         keys = self._keys
         if keys is None:
             return
-        text = "".join([f"{name}: {value}\r\n" for name, value in self._list])
+        text = "\r\n".join(map(": ".join, self._list)) + "\r\n" if keys else ""
         # One line a field, or a value held a line break after all (no caller
         # can add one): then stay unpacked rather than unpack wrong.
         if text.count("\n") == len(keys):
