@@ -200,6 +200,10 @@ def returns_nothing(ws: ServerConnection) -> None:
     """Not a handler at all: returns nothing awaitable."""
 
 
+async def takes_no_connection() -> None:
+    """A coroutine function that can't be called with the connection."""
+
+
 @pytest.mark.parametrize(
     ("handler", "sent", "code", "logged"),
     [
@@ -207,8 +211,15 @@ def returns_nothing(ws: ServerConnection) -> None:
         (returns_a_coroutine, "function", 1000, None),
         (raises_when_called, None, 1011, RuntimeError),
         (returns_nothing, None, 1011, TypeError),
+        (takes_no_connection, None, 1011, TypeError),
     ],
-    ids=["callable-object", "function-returning-coroutine", "raises", "not-awaitable"],
+    ids=[
+        "callable-object",
+        "function-returning-coroutine",
+        "raises",
+        "not-awaitable",
+        "coroutine-function-without-parameter",
+    ],
 )
 async def test_handlers_that_are_not_coroutine_functions(
     handler: Any,

@@ -733,9 +733,15 @@ class Server:
         # handler's context, as the wrapper's except clause was. The dict finds
         # the connection of a task; an entry costs less than a set's did.
         context = contextvars.copy_context()
+        handler: Coroutine[Any, Any, Any]
         if self._handler_is_async:
             # Calling a coroutine function runs none of its code yet.
-            handler: Coroutine[Any, Any, Any] = self.handler(connection)  # type: ignore[assignment]
+            try:
+                handler = self.handler(connection)  # type: ignore[assignment]
+            except Exception:
+                # It doesn't take the connection (TypeError): raised again in
+                # the task, it is a handler's error, logged, 1011.
+                handler = _call_handler(self.handler, connection)
         else:
             # Another callable runs in the task, as before: what it raises or
             # returns that can't be awaited ends as a handler's error.
