@@ -75,6 +75,46 @@ async def test_recv_and_async_for() -> None:
         assert await wait(rec.result) == ["one", b"two", "three", b""]
 
 
+async def test_async_for_breaks_resumes_and_raises_on_abnormal_close() -> None:
+    """The connection is its own async iterator: a loop left with break can be
+    started again where it stopped, recv() in between takes the next message, a
+    cancelled step loses nothing, and an abnormal close raises out of the loop."""
+    rec = Recorder()
+    step_cancelled = asyncio.Event()
+
+    async def body(ws: ServerConnection) -> list[Any]:
+        assert aiter(ws) is ws
+        got: list[Any] = []
+        async for message in ws:
+            got.append(message)
+            break
+        got.append(await ws.recv())
+        # A step of the loop cancelled while waiting: the next message isn't lost.
+        step = asyncio.ensure_future(anext(ws))
+        await asyncio.sleep(0)
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+        step_cancelled.set()
+        with pytest.raises(ConnectionClosedError) as exc_info:
+            async for message in ws:
+                got.append(message)
+        assert exc_info.value.rcvd is not None and exc_info.value.rcvd.code == 1011
+        return got
+
+    async with wsharbor.serve(rec.wrap(body), HOST, 0) as server:
+        client = await RawClient.connect(port_of(server))
+        client.send_text("a")
+        client.send_text("b")
+        await wait(step_cancelled.wait())
+        client.send_text("c")
+        client.send_text("d")
+        client.send_close(1011)
+        assert (await client.expect_close()).code == 1011
+        assert await wait(rec.result) == ["a", "b", "c", "d"]
+        await client.close_transport()
+
+
 async def test_recv_after_close_raises_once_queue_is_drained() -> None:
     rec = Recorder()
     release = asyncio.Event()

@@ -7,6 +7,7 @@ sockets, with our client or with a raw socket when the exact bytes matter.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import http
 import importlib.util
 import logging
@@ -14,7 +15,9 @@ import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +127,125 @@ async def test_async_with_serve_forever_closed_from_another_task() -> None:
         await wait(asyncio.open_connection(HOST, port))
 
 
+HANDLER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("handler_var", default="-")
+
+
+class _RecordVar(logging.Filter):
+    """Copies HANDLER_VAR into each record: what a logging filter reading
+    context variables (a request id, say) sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.handler_var = HANDLER_VAR.get()
+        return True
+
+
+async def test_handler_end_closes_logs_in_its_context_and_is_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the server does when a handler ends (no wrapper coroutine since issue
+    12): returned, 1000; raised, the error logged in the handler's context and 1011;
+    closed by the peer, nothing logged; and the task is forgotten either way."""
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        HANDLER_VAR.set(ws.request.path)
+        if ws.request.path == "/fail":
+            raise ValueError("handler bug")
+        if ws.request.path == "/wait":
+            await ws.recv()  # the client closes: ConnectionClosedOK
+
+    caplog.set_level(logging.INFO, logger="wsharbor.server")
+    server_logger = logging.getLogger("wsharbor.server")
+    record_var = _RecordVar()
+    server_logger.addFilter(record_var)
+    try:
+        async with wsharbor.serve(handler, HOST, 0) as server:
+            async with wsharbor.connect(uri_of(server, "/ok")) as ws:
+                with pytest.raises(wsharbor.ConnectionClosedOK):
+                    await wait(ws.recv())
+                assert ws.close_code == 1000
+            async with wsharbor.connect(uri_of(server, "/fail")) as ws:
+                with pytest.raises(wsharbor.ConnectionClosedError):
+                    await wait(ws.recv())
+                assert (ws.close_code, ws.close_reason) == (1011, "internal error")
+            async with wsharbor.connect(uri_of(server, "/wait")) as ws:
+                pass
+    finally:
+        server_logger.removeFilter(record_var)
+    # Closing waited for every handler task, and each one's end was handled.
+    assert server._handler_tasks == {}
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["connection handler failed"]
+    assert errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], ValueError)
+    assert getattr(errors[0], "handler_var", None) == "/fail"
+
+
+class CallableHandler:
+    """A handler that is an object with an async __call__."""
+
+    async def __call__(self, ws: ServerConnection) -> None:
+        await ws.send("object")
+
+
+def returns_a_coroutine(ws: ServerConnection) -> Awaitable[None]:
+    """A plain function returning the handler's coroutine."""
+    return ws.send("function")
+
+
+def raises_when_called(ws: ServerConnection) -> Awaitable[None]:
+    raise RuntimeError("sync handler bug")
+
+
+def returns_nothing(ws: ServerConnection) -> None:
+    """Not a handler at all: returns nothing awaitable."""
+
+
+async def takes_no_connection() -> None:
+    """A coroutine function that can't be called with the connection."""
+
+
+@pytest.mark.parametrize(
+    ("handler", "sent", "code", "logged"),
+    [
+        (CallableHandler(), "object", 1000, None),
+        (returns_a_coroutine, "function", 1000, None),
+        (raises_when_called, None, 1011, RuntimeError),
+        (returns_nothing, None, 1011, TypeError),
+        (takes_no_connection, None, 1011, TypeError),
+    ],
+    ids=[
+        "callable-object",
+        "function-returning-coroutine",
+        "raises",
+        "not-awaitable",
+        "coroutine-function-without-parameter",
+    ],
+)
+async def test_handlers_that_are_not_coroutine_functions(
+    handler: Any,
+    sent: str | None,
+    code: int,
+    logged: type[Exception] | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="wsharbor.server")
+    async with (
+        wsharbor.serve(handler, HOST, 0) as server,
+        wsharbor.connect(uri_of(server)) as ws,
+    ):
+        if sent is not None:
+            assert await wait(ws.recv()) == sent
+        with pytest.raises(wsharbor.ConnectionClosed):
+            await wait(ws.recv())
+        assert ws.close_code == code
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    if logged is None:
+        assert errors == []
+    else:
+        assert len(errors) == 1 and errors[0].exc_info is not None
+        assert isinstance(errors[0].exc_info[1], logged)
+
+
 async def test_handler_gets_request_path_and_headers() -> None:
     seen: asyncio.Future[tuple[str, str | None, str]] = asyncio.get_running_loop().create_future()
 
@@ -140,6 +262,58 @@ async def test_handler_gets_request_path_and_headers() -> None:
     ):
         assert await wait(ws.recv()) == "/chat/room?id=42"
     assert await wait(seen) == ("/chat/room?id=42", "s3cret", "/chat/room?id=42")
+
+
+async def test_handshake_headers_packed_and_read_right_on_both_sides() -> None:
+    """The handshake's request and response are kept packed (Headers.compact) once the
+    connection is open, on both sides; reading them gives what was sent and leaves them
+    packed, and a handler may still change them."""
+    seen: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        request, response = ws.request, ws.response
+        assert request is not None and response is not None
+        packed_at_start = (request.headers.packed, response.headers.packed)
+        result: dict[str, object] = {
+            "packed": packed_at_start,
+            "token": request.headers["X-Token"],
+            "many": request.headers.get_all("x-many"),
+            "host": request.headers.get("Host"),
+            "items": request.headers.items(),
+            "response": response.headers.items(),
+            "still_packed": request.headers.packed,
+        }
+        request.headers["X-Added"] = "later"
+        result["added"] = request.headers.get_all("X-ADDED")
+        seen.set_result(result)
+        async for message in ws:
+            await ws.send(message)
+
+    async with wsharbor.serve(handler, HOST, 0, server_header="edge/1") as server:
+        port = port_of(server)
+        async with wsharbor.connect(
+            uri_of(server, "/room"),
+            additional_headers=[("X-Token", "s3cret"), ("X-Many", "1"), ("x-many", "2 ,3")],
+        ) as ws:
+            await ws.send("hello")
+            assert await wait(ws.recv()) == "hello"
+            assert ws.request is not None and ws.response is not None
+            assert ws.request.headers.packed and ws.response.headers.packed
+            assert ws.response.headers["Server"] == "edge/1"
+            assert ws.response.headers["Upgrade"] == "websocket"
+            client_request = ws.request.headers.items()
+            client_response = ws.response.headers.items()
+        result = await wait(seen)
+    assert result["packed"] == (True, True)
+    assert result["token"] == "s3cret"
+    assert result["many"] == ["1", "2 ,3"]
+    assert result["host"] == f"{HOST}:{port}"
+    # What the server read is what the client sent, and the other way round.
+    assert result["items"] == client_request
+    assert result["response"] == client_response
+    assert ("Sec-WebSocket-Accept", client_response[2][1]) in client_response
+    assert result["still_packed"] is True
+    assert result["added"] == ["later"]
 
 
 async def test_two_argument_handler_gets_path() -> None:

@@ -231,3 +231,159 @@ def test_headers_serialize_parse_round_trip(items: list[tuple[str, str]]) -> Non
     assert request is not None
     # llhttp strips surrounding whitespace from values.
     assert request.headers.items() == [(n, v.strip(" \t")) for n, v in items]
+
+
+# ---------------------------------------------------------------------------
+# compact(): packed headers behave as unpacked ones
+# ---------------------------------------------------------------------------
+
+HANDSHAKE = (
+    b"GET /chat HTTP/1.1\r\nHost: example.com:8080\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nX-Many: 1\r\nx-many: 2\r\nX-Empty: \r\n"
+    b"X-Text: a: b ,\xe9 c\r\n\r\n"
+)
+
+
+def parsed_headers() -> Headers:
+    request = RequestParser().feed(HANDSHAKE)
+    assert request is not None
+    return request.headers
+
+
+def packed(headers: Headers) -> Headers:
+    copy = headers.copy()
+    copy.compact()
+    assert copy.packed
+    return copy
+
+
+class TestCompact:
+    def test_every_reading_method_answers_the_same(self) -> None:
+        plain = parsed_headers()
+        headers = packed(plain)
+        assert headers.items() == plain.items()
+        assert headers.raw_items() == plain.raw_items()
+        assert headers.items()[-1] == ("X-Text", "a: b ,é c")
+        assert headers.items()[-2] == ("X-Empty", "")
+        assert list(headers) == list(plain)
+        assert len(headers) == len(plain) == 8
+        assert repr(headers) == repr(plain)
+        assert headers.serialize() == plain.serialize()
+        assert headers == plain and plain == headers
+        assert headers != Headers([("Host", "example.com:8080")])
+        for name in ("host", "SEC-WEBSOCKET-KEY", "x-empty", "X-Text", "missing", "X-Many"):
+            assert (name in headers) is (name in plain)
+            assert headers.get_all(name) == plain.get_all(name)
+            assert headers._get_all(name.lower()) == plain._get_all(name.lower())
+        assert headers["Sec-WebSocket-Key"] == "dGhlIHNhbXBsZSBub25jZQ=="
+        assert headers.get("x-empty", "d") == ""
+        assert headers.get("missing", "d") == "d"
+        assert headers.get_all("x-many") == ["1", "2"]
+        with pytest.raises(MultipleValuesError):
+            headers["X-Many"]
+        with pytest.raises(MultipleValuesError):
+            headers.get("x-many")
+        with pytest.raises(KeyError):
+            headers["missing"]
+        assert 42 not in headers
+        assert headers.has_any({"upgrade", "nothing"})
+        assert not headers.has_any({"content-length"})
+        # Reading kept nothing: still packed.
+        assert headers.packed
+
+    def test_changes_unpack(self) -> None:
+        headers = packed(parsed_headers())
+        headers["X-New"] = "v"
+        assert not headers.packed
+        assert headers.items() == [*parsed_headers().items(), ("X-New", "v")]
+        assert headers.get_all("x-new") == ["v"]
+
+        headers = packed(parsed_headers())
+        del headers["x-many"]
+        assert not headers.packed
+        assert "X-Many" not in headers
+        assert len(headers) == 7
+
+        headers = packed(parsed_headers())
+        with pytest.raises(KeyError):
+            del headers["missing"]
+        assert headers.items() == parsed_headers().items()
+
+        headers = packed(parsed_headers())
+        headers.update({"A": "1"}, B="2")
+        assert headers.items()[-2:] == [("A", "1"), ("B", "2")]
+
+        headers = packed(parsed_headers())
+        with pytest.raises(ValueError):
+            headers["X"] = "a\r\nb"
+        assert headers.items() == parsed_headers().items()
+
+    def test_copies_are_independent_and_unpacked(self) -> None:
+        headers = packed(parsed_headers())
+        copy = headers.copy()
+        assert not copy.packed
+        copy["B"] = "2"
+        assert headers.items() == parsed_headers().items()
+        items = headers.items()
+        items.append(("C", "3"))
+        assert "C" not in headers
+        assert Headers(headers) == headers
+        other = Headers()
+        other.update(headers)
+        assert other == headers
+
+    def test_compact_twice_and_empty(self) -> None:
+        headers = packed(parsed_headers())
+        headers.compact()
+        assert headers.packed
+        assert headers.items() == parsed_headers().items()
+        empty = Headers()
+        empty.compact()
+        assert empty.packed
+        assert empty.items() == []
+        assert len(empty) == 0
+        assert "A" not in empty
+        assert empty.serialize() == b""
+        empty["A"] = "1"
+        assert not empty.packed
+        assert empty["a"] == "1"
+
+    def test_response_headers(self) -> None:
+        headers = Headers._trusted(
+            [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")],
+            ["upgrade", "sec-websocket-accept"],
+        )
+        serialized = headers.serialize()
+        headers.compact()
+        assert headers.packed
+        assert headers.serialize() == serialized
+        assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+    def test_saves_memory(self) -> None:
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            many = [parsed_headers() for _ in range(200)]
+            unpacked = tracemalloc.get_traced_memory()[0] - before
+            for headers in many:
+                headers.compact()
+            compacted = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert compacted < unpacked / 2
+
+
+@given(items=st.lists(st.tuples(tokens, st.text(max_size=10)), max_size=6))
+def test_compact_round_trip(items: list[tuple[str, str]]) -> None:
+    try:
+        headers = Headers(items)
+    except ValueError:
+        return
+    compacted = packed(headers)
+    assert compacted.items() == items
+    assert compacted == headers
+    for name, _ in items:
+        assert compacted.get_all(name) == headers.get_all(name)

@@ -80,6 +80,10 @@ class ClientConnection(Connection):
             self._handshake_failed(exc)
             return
         self.subprotocol = accepted.subprotocol
+        # Kept as long as the connection: packed (Headers.compact), as the server does.
+        if self.request is not None:
+            self.request.headers.compact()
+        response.headers.compact()
         self.protocol = WebSocketProtocol(
             Side.CLIENT,
             extensions=accepted.extensions,

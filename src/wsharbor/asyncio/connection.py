@@ -688,14 +688,18 @@ class Connection(asyncio.BufferedProtocol):
             self._receiving = False
 
     def __aiter__(self) -> AsyncIterator[Data]:
-        return self._iterate()
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Data]:
+    async def __anext__(self) -> Data:
+        """The next message, as :meth:`recv` returns it; the iteration ends when
+        the connection closes normally (:exc:`~wsharbor.exceptions.ConnectionClosedOK`)."""
+        # The connection is its own iterator rather than an async generator: an
+        # idle connection waits here, and a generator cost it ~400 bytes more
+        # (its frame, its asend object, and asyncio's weak set of generators).
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
 
     def _queue(self) -> collections.deque[Data | Fragment]:
         if self._messages is None:
@@ -1140,11 +1144,18 @@ class Connection(asyncio.BufferedProtocol):
         Waits at most ``close_timeout`` for the peer, then aborts the connection.
         Calling it on a closed connection does nothing.
         """
+        if self._start_closing(code, reason):
+            await self.wait_closed()
+
+    def _start_closing(self, code: int, reason: str) -> bool:
+        """What :meth:`close` does before it waits: send the close frame (the
+        close timer then bounds the closing handshake). False if there is nothing
+        to wait for: no WebSocket connection yet, the TCP connection aborted."""
         protocol = self.protocol
         if protocol is None:
             if self.transport is not None:
                 self.transport.abort()
-            return
+            return False
         if protocol.state is State.OPEN:
             if self._fragmenting is not None:
                 # A fragmented message is half-sent: fail instead (RFC 6455 5.4).
@@ -1152,7 +1163,7 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 protocol.send_close(code, reason)
             self._flush()
-        await self.wait_closed()
+        return True
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""

@@ -607,7 +607,9 @@ class RequestParser(_HTTPParser[Request]):
         headers = self._headers()
         try:
             path = self._cb.url.decode("ascii")
-            method = self._request_parser.get_method().decode("ascii")
+            raw_method = self._request_parser.get_method()
+            # The handshake's method, shared rather than a new string a connection.
+            method = "GET" if raw_method == b"GET" else raw_method.decode("ascii")
         except UnicodeDecodeError as exc:  # pragma: no cover - llhttp rejects it first
             raise InvalidMessage("malformed HTTP request: non-ASCII request line") from exc
         # RFC 7230 section 3.3: a body is announced by Content-Length or
