@@ -204,7 +204,7 @@ class ServerConnection(Connection):
     username: str
 
     def __init__(self, server: Server) -> None:
-        super().__init__(server.options)
+        super().__init__(server.options, server.loop)
         self.server = server
         self._parser: RequestParser | None = RequestParser()
         self._pending = b""
@@ -683,7 +683,7 @@ class Server:
             # (asyncio closed the socket.)
             self.logger.info("connection failed before the opening handshake: %r", exc)
         finally:
-            self._tasks.discard(asyncio.current_task())
+            self._tasks.discard(asyncio.current_task(self.loop))
             if connection.transport is None:
                 # No connection_made(), so no connection_lost() either: this is
                 # the end of this connection for the server and its observer.
@@ -733,7 +733,7 @@ class Server:
         else:
             await connection.close()
         finally:
-            self._handler_tasks.discard(asyncio.current_task())
+            self._handler_tasks.discard(asyncio.current_task(self.loop))
 
     async def _close(
         self,
