@@ -306,3 +306,31 @@ async def test_handler_in_recv_ends_inside_connection_lost(
         await wait(all_lost.wait())
     assert finished == ["closed 1000"] * 3
     assert inside == [True] * 3
+
+
+async def test_handler_in_recv_ends_even_if_the_observer_raises_on_close() -> None:
+    """An observer raising in connection_closed() doesn't leave the handler
+    waiting in recv() forever: it is woken all the same."""
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    errors: list[Any] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+
+    class Raising(wsharbor.ConnectionObserver):
+        def connection_closed(self, connection: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except wsharbor.ConnectionClosedOK:
+            ended.set()
+
+    try:
+        async with wsharbor.serve(handler, HOST, 0, compression=None, observer=Raising()) as server:
+            async with wsharbor.connect(uri_of(server), compression=None):
+                pass
+            await wait(ended.wait())
+    finally:
+        loop.set_exception_handler(None)
+    assert any(isinstance(error, RuntimeError) for error in errors)

@@ -1316,22 +1316,25 @@ class Connection(asyncio.BufferedProtocol):
             waiter.fail(closed_exc)
         else:
             waiter = None
-        for drain in self._drain_waiters or ():
-            if not drain.done():
-                drain.set_exception(closed_exc)
-        self._drain_waiters = None
-        for ping_waiter, _ in (self._pings or {}).values():
-            if not ping_waiter.done():
-                ping_waiter.set_exception(closed_exc)
-        self._pings = None
-        if self._closed_waiter is not None and not self._closed_waiter.done():
-            self._closed_waiter.set_result(None)
-        self._connection_closed()
-        observer = self.options.observer
-        if observer is not None:
-            observer.connection_closed(self)
-        if waiter is not None:
-            waiter.wake()
+        try:
+            for drain in self._drain_waiters or ():
+                if not drain.done():
+                    drain.set_exception(closed_exc)
+            self._drain_waiters = None
+            for ping_waiter, _ in (self._pings or {}).values():
+                if not ping_waiter.done():
+                    ping_waiter.set_exception(closed_exc)
+            self._pings = None
+            if self._closed_waiter is not None and not self._closed_waiter.done():
+                self._closed_waiter.set_result(None)
+            self._connection_closed()
+            observer = self.options.observer
+            if observer is not None:
+                observer.connection_closed(self)
+        finally:
+            # Even if an observer raised: the receiver mustn't wait forever.
+            if waiter is not None:
+                waiter.wake()
 
     def _connection_closed(self) -> None:
         """Hook for subclasses: the TCP connection is closed."""
