@@ -68,6 +68,35 @@ async def test_wake_from_a_callback_runs_the_task_at_once() -> None:
     assert request_id.get() == "-"  # the task's context didn't leak here
 
 
+async def test_fail_and_wake_from_a_callback_raises_in_the_task_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    future: DirectFuture[str] = DirectFuture(loop=loop)
+    task = await started(future)
+    done = loop.create_future()
+
+    def callback() -> None:  # a protocol callback: no task is running
+        future.fail(ConnectionResetError("gone"))
+        assert not task.done()
+        future.wake()
+        assert task.done()  # the task took its step inside wake()
+        done.set_result(None)
+
+    loop.call_soon(callback)
+    await wait(done)
+    with pytest.raises(ConnectionResetError, match="gone"):
+        task.result()
+
+
+async def test_fail_and_wake_from_a_task_waits_for_the_next_iteration() -> None:
+    future: DirectFuture[int] = DirectFuture(loop=asyncio.get_running_loop())
+    task = await started(future)
+    future.fail(ValueError("later"))
+    future.wake()
+    assert not task.done()
+    with pytest.raises(ValueError, match="later"):
+        await wait(task)
+
+
 async def test_wake_from_a_task_waits_for_the_next_iteration() -> None:
     loop = asyncio.get_running_loop()
     future: DirectFuture[int] = DirectFuture(loop=loop)
@@ -239,3 +268,69 @@ async def test_a_burst_is_answered_in_order_in_one_step() -> None:
         for index in range(count):
             assert await wait(client.recv()) == index.to_bytes(2, "big")
     assert len(steps) == count
+
+
+async def test_handler_in_recv_ends_inside_connection_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client closes while the handler waits in recv(): the handler gets
+    ConnectionClosedOK and runs to its end inside connection_lost(), after the
+    server forgot the connection, not one loop iteration later."""
+    finished: list[str] = []
+    inside: list[bool] = []
+    all_lost = asyncio.Event()
+    original = ServerConnection.connection_lost
+
+    def connection_lost(self: ServerConnection, exc: Exception | None) -> None:
+        before = len(finished)
+        original(self, exc)
+        inside.append(len(finished) > before)
+        if len(inside) == 3:
+            all_lost.set()
+
+    monkeypatch.setattr(ServerConnection, "connection_lost", connection_lost)
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except wsharbor.ConnectionClosedOK:
+            # Everything connection_lost() does was done before this step.
+            assert ws not in ws.server._connections
+            await ws.wait_closed()  # returns at once: TCP is closed
+            finished.append(f"closed {ws.close_code}")
+
+    async with wsharbor.serve(handler, HOST, 0, compression=None) as server:
+        for _ in range(3):
+            async with wsharbor.connect(uri_of(server), compression=None):
+                pass  # the handler waits in recv() until this closes
+        await wait(all_lost.wait())
+    assert finished == ["closed 1000"] * 3
+    assert inside == [True] * 3
+
+
+async def test_handler_in_recv_ends_even_if_the_observer_raises_on_close() -> None:
+    """An observer raising in connection_closed() doesn't leave the handler
+    waiting in recv() forever: it is woken all the same."""
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    errors: list[Any] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+
+    class Raising(wsharbor.ConnectionObserver):
+        def connection_closed(self, connection: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except wsharbor.ConnectionClosedOK:
+            ended.set()
+
+    try:
+        async with wsharbor.serve(handler, HOST, 0, compression=None, observer=Raising()) as server:
+            async with wsharbor.connect(uri_of(server), compression=None):
+                pass
+            await wait(ended.wait())
+    finally:
+        loop.set_exception_handler(None)
+    assert any(isinstance(error, RuntimeError) for error in errors)

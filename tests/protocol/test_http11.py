@@ -921,3 +921,42 @@ def feed_bytewise_raising(data: bytes) -> None:
     parser = RequestParser()
     for i in range(len(data)):
         parser.feed(data[i : i + 1])
+
+
+# Field names received are decoded once and kept (http11._FIELD_NAMES), bounded.
+
+
+def test_field_names_keep_their_case_and_their_keys() -> None:
+    request = RequestParser().feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Token: 1\r\nx-token: 2\r\nX-TOKEN: 3\r\n\r\n"
+    )
+    assert request is not None
+    assert request.headers.raw_items() == [
+        ("Host", "a"),
+        ("X-Token", "1"),
+        ("x-token", "2"),
+        ("X-TOKEN", "3"),
+    ]
+    assert request.headers.get_all("X-token") == ["1", "2", "3"]
+    # A second request gets the same names from the cache, and equal headers.
+    again = RequestParser().feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Token: 1\r\nx-token: 2\r\nX-TOKEN: 3\r\n\r\n"
+    )
+    assert again is not None
+    assert again.headers == request.headers
+    assert again.headers.raw_items() == request.headers.raw_items()
+
+
+def test_made_up_field_names_dont_grow_the_name_cache() -> None:
+    from wsharbor.protocol import http11
+
+    for batch in range(4):
+        names = [f"X-Made-Up-{batch}-{index}" for index in range(100)]
+        head = "".join(f"{name}: {index}\r\n" for index, name in enumerate(names))
+        request = RequestParser().feed(f"GET / HTTP/1.1\r\nHost: a\r\n{head}\r\n".encode())
+        assert request is not None
+        # Past the bound, names are still decoded right, every time.
+        assert [name for name, _ in request.headers.raw_items()] == ["Host", *names]
+        assert request.headers.get_all(names[-1].lower()) == ["99"]
+        assert len(http11._FIELD_NAMES) <= http11._FIELD_NAMES_MAX
+    assert len(http11._FIELD_NAMES) == http11._FIELD_NAMES_MAX

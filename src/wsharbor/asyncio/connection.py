@@ -384,8 +384,12 @@ class Connection(asyncio.BufferedProtocol):
 
     side: Side
 
-    def __init__(self, options: ConnectionOptions) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(
+        self, options: ConnectionOptions, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        # ``loop``: the running loop, when the caller has it (a server accepting
+        # a connection): asyncio.get_running_loop() costs a getpid() system call.
+        self.loop = asyncio.get_running_loop() if loop is None else loop
         self.options = options
         self._timers = options.timers(self.loop)
         self.transport: asyncio.Transport | None = None
@@ -1318,21 +1322,30 @@ class Connection(asyncio.BufferedProtocol):
         )
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(closed_exc)
-        for drain in self._drain_waiters or ():
-            if not drain.done():
-                drain.set_exception(closed_exc)
-        self._drain_waiters = None
-        for ping_waiter, _ in (self._pings or {}).values():
-            if not ping_waiter.done():
-                ping_waiter.set_exception(closed_exc)
-        self._pings = None
-        if self._closed_waiter is not None and not self._closed_waiter.done():
-            self._closed_waiter.set_result(None)
-        self._connection_closed()
-        observer = self.options.observer
-        if observer is not None:
-            observer.connection_closed(self)
+            # Woken at the end, once every other effect of the close is done:
+            # the receiver runs in this callback, not in the next iteration.
+            waiter.fail(closed_exc)
+        else:
+            waiter = None
+        try:
+            for drain in self._drain_waiters or ():
+                if not drain.done():
+                    drain.set_exception(closed_exc)
+            self._drain_waiters = None
+            for ping_waiter, _ in (self._pings or {}).values():
+                if not ping_waiter.done():
+                    ping_waiter.set_exception(closed_exc)
+            self._pings = None
+            if self._closed_waiter is not None and not self._closed_waiter.done():
+                self._closed_waiter.set_result(None)
+            self._connection_closed()
+            observer = self.options.observer
+            if observer is not None:
+                observer.connection_closed(self)
+        finally:
+            # Even if an observer raised: the receiver mustn't wait forever.
+            if waiter is not None:
+                waiter.wake()
 
     def _connection_closed(self) -> None:
         """Hook for subclasses: the TCP connection is closed."""

@@ -205,7 +205,7 @@ class ServerConnection(Connection):
     username: str
 
     def __init__(self, server: Server) -> None:
-        super().__init__(server.options)
+        super().__init__(server.options, server.loop)
         self.server = server
         self._parser: RequestParser | None = RequestParser()
         self._pending = b""
@@ -693,7 +693,7 @@ class Server:
             # (asyncio closed the socket.)
             self.logger.info("connection failed before the opening handshake: %r", exc)
         finally:
-            self._tasks.discard(asyncio.current_task())
+            self._tasks.discard(asyncio.current_task(self.loop))
             if connection.transport is None:
                 # No connection_made(), so no connection_lost() either: this is
                 # the end of this connection for the server and its observer.

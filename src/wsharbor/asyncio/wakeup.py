@@ -96,9 +96,14 @@ class DirectFuture(asyncio.Future[T], Generic[T]):
         """Set the result; the callbacks wait for :meth:`wake`."""
         super().set_result(result)
 
+    def fail(self, exception: BaseException) -> None:
+        """Set the exception; the callbacks wait for :meth:`wake`."""
+        super().set_exception(exception)
+
     def wake(self) -> None:
-        """Run the callbacks of a future completed with :meth:`complete`: at once
-        when no task is running, else in the next loop iteration."""
+        """Run the callbacks of a future completed with :meth:`complete` or
+        :meth:`fail`: at once when no task is running, else in the next loop
+        iteration."""
         callback, context = self._callback, self._context
         if callback is None or context is None:
             return

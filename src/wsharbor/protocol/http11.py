@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import http
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 
@@ -232,6 +233,24 @@ class _Callbacks:
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PROTOCOL_VERSION_RE = re.compile(rb"[A-Za-z]+/[0-9.]+")
 _BODY_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
+
+
+#: Field names received, as bytes, to their ``str`` and their interned lowercase
+#: key (what :class:`Headers` keeps beside each field): the same few names arrive
+#: in every request, and a lookup costs less than decoding, lowercasing and
+#: interning each one again. Bounded, so that a peer sending made-up names can't
+#: grow it; names past the bound are decoded every time.
+_FIELD_NAMES: dict[bytes, tuple[str, str]] = {}
+_FIELD_NAMES_MAX: Final = 256
+
+
+def _field_name(raw: bytes) -> tuple[str, str]:
+    """The name and the key of a field name received (see :data:`_FIELD_NAMES`)."""
+    name = raw.decode("ascii")
+    entry = (name, sys.intern(name.lower()))
+    if len(_FIELD_NAMES) < _FIELD_NAMES_MAX:
+        _FIELD_NAMES[raw] = entry
+    return entry
 
 
 def _httptools_error(exc: Exception) -> Literal["upgrade", "error"]:
@@ -533,16 +552,18 @@ class _HTTPParser(Generic[_M]):
 
     def _headers(self) -> Headers:
         # llhttp checked that names are tokens and values hold no CR, LF or NUL.
+        names = _FIELD_NAMES
+        fields: list[tuple[str, str]] = []
+        keys: list[str] = []
         try:
-            return Headers._from_parser(
-                [
-                    # RFC 7230 section 3.2.4: OWS around the field-value is not part of it.
-                    (name.decode("ascii"), value.decode("latin-1").strip(" \t"))
-                    for name, value in self._cb.fields
-                ]
-            )
+            for raw, value in self._cb.fields:
+                name = names.get(raw) or _field_name(raw)
+                # RFC 7230 section 3.2.4: OWS around the field-value is not part of it.
+                fields.append((name[0], value.decode("latin-1").strip(" \t")))
+                keys.append(name[1])
         except UnicodeDecodeError as exc:  # pragma: no cover - llhttp checks
             raise InvalidMessage(f"malformed HTTP {self._kind}: invalid header") from exc
+        return Headers._trusted(fields, keys)
 
     def _http_version(self) -> None:
         version = self._parser.get_http_version()
