@@ -113,6 +113,11 @@ def test_single_process_instances_are_independent(single: Metrics) -> None:
 
 def test_update_memory(single: Metrics) -> None:
     metrics = single
+    # The baseline: garbage of earlier tests freed now, not between the two
+    # readings (a long test session made this test flaky).
+    import gc
+
+    gc.collect()
     metrics.update_memory(0)
     families = parse(metrics.exposition())
     rss = value(families, "wsharbor_worker_resident_memory_bytes")
@@ -120,12 +125,12 @@ def test_update_memory(single: Metrics) -> None:
     assert value(families, "wsharbor_connection_memory_bytes") == 0  # no connection
 
     # Grow the resident set by a known amount, held while measuring.
-    ballast = bytearray(16 * 1024 * 1024)
+    ballast = bytearray(64 * 1024 * 1024)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page
     metrics.update_memory(4)
     per_connection = value(parse(metrics.exposition()), "wsharbor_connection_memory_bytes")
     assert per_connection is not None
-    assert per_connection >= len(ballast) / 4 * 0.9
+    assert per_connection >= len(ballast) / 4 * 0.8
     del ballast
 
 

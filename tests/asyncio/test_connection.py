@@ -430,6 +430,35 @@ async def test_remote_address() -> None:
         assert await wait(rec.result) == client_address
 
 
+async def test_server_transport_extras() -> None:
+    # The server's plain transport (.transport) makes sockname and socket when
+    # asked; peername comes from accept() and stays after the connection closed.
+    rec = Recorder()
+
+    async def body(ws: ServerConnection) -> Any:
+        transport = ws.transport
+        assert transport is not None
+        seen = {
+            "sockname": transport.get_extra_info("sockname"),
+            "socket_fileno": transport.get_extra_info("socket").fileno(),
+            "local_address": ws.local_address,
+            "unknown": transport.get_extra_info("nothing", "default"),
+        }
+        await ws.wait_closed()
+        seen["peername_after"] = ws.remote_address
+        return seen
+
+    async with wsharbor.serve(rec.wrap(body), HOST, 0) as server:
+        port = port_of(server)
+        async with wsharbor.connect(uri_of(server)) as ws:
+            client_address = ws.local_address
+        seen = await wait(rec.result)
+    assert seen["sockname"] == seen["local_address"] == (HOST, port)
+    assert seen["socket_fileno"] >= 0
+    assert seen["unknown"] == "default"
+    assert seen["peername_after"] == client_address
+
+
 # Subprotocols.
 
 

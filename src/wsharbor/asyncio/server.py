@@ -81,6 +81,7 @@ from .connection import (
 from .eager import start_eagerly
 from .observer import ConnectionObserver
 from .tls import TLS_TRANSPORTS, TLSTransport, TLSTransportName
+from .transport import make_transport
 
 __all__ = [
     "Server",
@@ -606,7 +607,7 @@ class Server:
             if not self._readers:
                 return  # paused (maybe by the observer) or closing
             try:
-                conn, _ = sock.accept()
+                conn, address = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -623,7 +624,7 @@ class Server:
                     self.loop.time() - self._starved_since,
                 )
                 self._starved_since = None
-            self._start_connection(conn)
+            self._start_connection(conn, address)
 
     def _starved(self, exc: OSError) -> None:
         """Out of file descriptors (or socket buffers): stop accepting, retry later.
@@ -649,15 +650,35 @@ class Server:
         self._retry = None
         self._listen()
 
-    def _start_connection(self, sock: socket.socket) -> None:
+    def _start_connection(self, sock: socket.socket, address: Any) -> None:
         connection = self.create_connection(self)
         self._connections.add(connection)
         self._opening.add(connection)
         observer = self.options.observer
         if observer is not None:
             observer.connection_accepted(connection)
+        if self.ssl is None:
+            # Plain TCP on asyncio's selector loop: the transport at once, no
+            # task (see .transport); connection_made() follows as with asyncio.
+            try:
+                transport = make_transport(self.loop, sock, connection, address)
+            except OSError as exc:  # the client left already
+                sock.close()
+                self.logger.info("connection failed before the opening handshake: %r", exc)
+                self._forget_unopened(connection)
+                return
+            if transport is not None:
+                return
         task = self.loop.create_task(self._connect(connection, sock))
         self._tasks.add(task)
+
+    def _forget_unopened(self, connection: ServerConnection) -> None:
+        # No connection_made(), so no connection_lost() either: this is the end
+        # of this connection for the server and its observer.
+        self._lost(connection)
+        observer = self.options.observer
+        if observer is not None:
+            observer.connection_closed(connection)
 
     async def _connect(self, connection: ServerConnection, sock: socket.socket) -> None:
         """Make the accepted socket a transport (and do the TLS handshake)."""
@@ -695,12 +716,7 @@ class Server:
         finally:
             self._tasks.discard(asyncio.current_task(self.loop))
             if connection.transport is None:
-                # No connection_made(), so no connection_lost() either: this is
-                # the end of this connection for the server and its observer.
-                self._lost(connection)
-                observer = self.options.observer
-                if observer is not None:
-                    observer.connection_closed(connection)
+                self._forget_unopened(connection)
 
     # Connection lifecycle, from ServerConnection.
 
