@@ -198,6 +198,14 @@ def assert_contiguous(messages: list[dict[str, Any]]) -> None:
             assert after["o"] == before["o"] + 1, (before, after)
 
 
+def is_contiguous(messages: list[dict[str, Any]]) -> bool:
+    """:func:`assert_contiguous` as a predicate."""
+    return all(
+        before["e"] != after["e"] or after["o"] == before["o"] + 1
+        for before, after in itertools.pairwise(messages)
+    )
+
+
 @pytest.fixture
 async def clients() -> AsyncIterator[list[Client]]:
     """Clients to close at teardown."""
