@@ -59,7 +59,7 @@ MIN_READ = 1024
 class ReadBudget:
     """The bytes buffered by all the connections of a server, and their bound."""
 
-    __slots__ = ("held", "high", "members", "over", "paused", "total")
+    __slots__ = ("held", "high", "members", "over", "paused", "spent", "total")
 
     def __init__(self, high: int) -> None:
         if high <= 0:
@@ -74,11 +74,13 @@ class ReadBudget:
         #: Connections whose reading the budget paused.
         self.paused: set[Connection] = set()
         self.over = False
+        #: Less than MIN_READ left under ``high``: every connection is paused.
+        self.spent = False
 
     @property
     def usable(self) -> int:
-        """``max_buffered`` less what small reads may still add: two ``MIN_READ``
-        per open connection (see the module docstring)."""
+        """``max_buffered`` less the reserve for small reads: two ``MIN_READ`` per
+        open connection, and at least a quarter of it (see the module docstring)."""
         reserve = max(2 * MIN_READ * len(self.members), self.high // 4)
         return max(0, self.high - reserve)
 
@@ -96,11 +98,15 @@ class ReadBudget:
         self.total += held - before
         usable = self.usable
         if self.high - self.total < MIN_READ:
-            # Spent, whatever the shares were (see the module docstring).
-            self.over = True
-            for member in self.members:
-                if member not in self.paused:
-                    self._pause(member)
+            if not self.spent:
+                # Spent, whatever the shares were (see the module docstring):
+                # everyone waits (join() pauses those opening meanwhile).
+                self.spent = self.over = True
+                for member in self.members:
+                    if member not in self.paused:
+                        self._pause(member)
+            elif connection not in self.paused:
+                self._pause(connection)  # one that opened while it was falling
         elif self.total > usable // 2:
             if not self.over:
                 self.over = True
@@ -113,7 +119,7 @@ class ReadBudget:
                 # small read: then only connections holding almost nothing read.
                 self._pause(connection)
         elif self.over and self.total <= usable * 3 // 8:
-            self.over = False
+            self.over = self.spent = False
             paused, self.paused = self.paused, set()
             for one in paused:
                 one._budget_resume()
