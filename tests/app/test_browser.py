@@ -190,7 +190,8 @@ async def test_page_resumes_after_a_dropped_connection(browser: Browser, demo: D
     await say(alice, "back")
     await expect(message_item(bob, "alice", "back")).to_have_count(1)
     await expect(message_item(alice, "alice", "back")).to_have_count(1)
-    # The attempts made while offline failed in the browser, and nothing else.
+    # The attempts made while offline (if one came before the network was back:
+    # a matter of timers) failed in alice's page, and nothing else failed.
     offline = [e for e in errors if "ERR_INTERNET_DISCONNECTED" in e]
-    assert offline and all(e.startswith("alice: console:") for e in offline)
+    assert all(e.startswith("alice: console:") for e in offline)
     assert [e for e in errors if e not in offline] == []
