@@ -20,7 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from benchmarks.harness import Config, Harness
-from benchmarks.registry import BASELINE, DEFAULT_SERVERS, SERVERS, WORKLOADS, Workload
+from benchmarks.registry import BASELINE, DEFAULT_SERVERS, SERVERS, WORKLOADS, Workload, fmt
 
 JSON = dict[str, Any]
 
@@ -163,14 +163,6 @@ def machine() -> JSON:
             d: version(d) for d in ("wsharbor", "websockets", "aiohttp", "picows", "uvloop")
         },
     }
-
-
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def render(data: JSON, harness: Harness, servers: list[str], workloads: list[Workload]) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "Metric",
     "ServerSpec",
     "Workload",
+    "fmt",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -294,3 +295,12 @@ WORKLOADS: dict[str, Workload] = {
         ),
     )
 }
+
+
+def fmt(value: float) -> str:
+    """A figure for the tables: three significant digits or so."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"

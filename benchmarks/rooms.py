@@ -73,7 +73,7 @@ from benchmarks.loadgen import (
     raise_nofile_limit,
     upgrade_request,
 )
-from benchmarks.registry import REPO_ROOT
+from benchmarks.registry import REPO_ROOT, fmt
 
 __all__ = ["SERVERS", "WORKLOADS", "main"]
 
@@ -636,14 +636,6 @@ async def measure(
 
 
 # The whole benchmark.
-
-
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def render(results: JSON, settings: Settings, servers: list[str], workloads: list[str]) -> str:

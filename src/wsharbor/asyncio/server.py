@@ -63,7 +63,7 @@ from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..protocol.auth import basic_credentials, credentials_checker, www_authenticate_basic
 from ..protocol.connection import Side, State, WebSocketProtocol
 from ..protocol.datastructures import Headers
-from ..protocol.deflate import DeflateSettings, enable_server_deflate
+from ..protocol.deflate import DeflateSettings, server_extension_factories
 from ..protocol.extensions import ServerExtensionFactory
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, Accepted, DefaultType, ServerHandshake, error_response
@@ -847,18 +847,6 @@ def _socket_name(sock: socket.socket) -> str:
     return str(address)
 
 
-def _server_extensions(
-    extensions: Sequence[ServerExtensionFactory] | None,
-    compression: str | DeflateSettings | None,
-) -> list[ServerExtensionFactory]:
-    """``extensions`` (custom factories, in order), then permessage-deflate for
-    ``compression`` unless ``extensions`` has a factory of that name already."""
-    factories = list(extensions or ())
-    if not any(factory.name == "permessage-deflate" for factory in factories):
-        factories += enable_server_deflate(compression)
-    return factories
-
-
 def _bind(
     host: str | Sequence[str] | None,
     port: int | None,
@@ -1040,7 +1028,7 @@ class serve:
         self._handshake = ServerHandshake(
             origins=origins,
             subprotocols=subprotocols,
-            extensions=_server_extensions(extensions, compression),
+            extensions=server_extension_factories(extensions, compression),
             server_header=server_header,
         )
         self._process_request = process_request

@@ -92,6 +92,7 @@ __all__ = [
     "backend",
     "enable_client_deflate",
     "enable_server_deflate",
+    "server_extension_factories",
     "set_backend",
 ]
 
@@ -982,3 +983,17 @@ def enable_server_deflate(
     """
     settings = _settings_for(compression, SERVER_DEFAULTS)
     return [] if settings is None else [ServerPerMessageDeflateFactory(settings)]
+
+
+def server_extension_factories(
+    extensions: Sequence[ServerExtensionFactory] | None,
+    compression: DeflateSettings | str | None,
+) -> list[ServerExtensionFactory]:
+    """What a server negotiates: ``extensions`` (custom factories, in order), then
+    permessage-deflate for ``compression`` unless ``extensions`` has a factory
+    of that name already. ``compression`` is checked either way."""
+    factories = list(extensions or ())
+    deflate = enable_server_deflate(compression)
+    if not any(factory.name == "permessage-deflate" for factory in factories):
+        factories += deflate
+    return factories

@@ -6,12 +6,21 @@ and ``for ws in reconnect(...)`` (:mod:`wsharbor.sync.client`).
 from __future__ import annotations
 
 import random
+import urllib.parse
 from collections.abc import Iterator
 
 from .. import defaults
-from ..exceptions import InvalidMessage, InvalidStatus
+from ..exceptions import InvalidMessage, InvalidStatus, SecurityError
+from .datastructures import Headers, HeadersLike
+from .uri import WebSocketURI, parse_uri
 
-__all__ = ["backoff", "process_exception"]
+__all__ = ["backoff", "follow_redirect", "process_exception", "without_credentials"]
+
+#: Statuses a client follows with the response's ``Location`` header.
+REDIRECT_STATUSES = (300, 301, 302, 303, 307, 308)
+
+#: Headers that carry credentials: not sent to another origin after a redirect.
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 
 def process_exception(exc: Exception) -> Exception | None:
@@ -48,3 +57,62 @@ def backoff(
         delay *= factor
     while True:
         yield max_delay
+
+
+def follow_redirect(
+    exc: Exception,
+    uri: str,
+    current: WebSocketURI,
+    *,
+    preexisting_socket: bool,
+    unix: bool,
+    fixed_address: str | None,
+) -> Exception | tuple[str, bool]:
+    """The URI to follow if ``exc`` is a redirect, and whether it goes to another
+    origin; else the exception to raise.
+
+    ``uri`` is the URI just tried, ``current`` its parsed form. A redirect can't
+    be followed on a socket the caller gave (``preexisting_socket``), from
+    ``wss://`` to ``ws://``, or to another origin over a Unix socket or with an
+    address the caller fixed (``fixed_address`` names it in the error, as
+    ``"host or port"``; None when there is none).
+    """
+    if not (
+        isinstance(exc, InvalidStatus)
+        and exc.response.status in REDIRECT_STATUSES
+        and "Location" in exc.response.headers
+    ):
+        return exc
+    new_uri = urllib.parse.urljoin(uri, exc.response.headers["Location"])
+    new = parse_uri(new_uri)
+    if preexisting_socket:
+        return ValueError(f"cannot follow redirect to {new_uri} with a preexisting socket")
+    if current.secure and not new.secure:
+        return SecurityError(f"cannot follow redirect to non-secure URI {new_uri}")
+    cross_origin = (current.secure, current.host, current.port) != (
+        new.secure,
+        new.host,
+        new.port,
+    )
+    if cross_origin:
+        if unix:
+            return ValueError(
+                f"cannot follow cross-origin redirect to {new_uri} with a Unix socket"
+            )
+        if fixed_address is not None:
+            return ValueError(
+                f"cannot follow cross-origin redirect to {new_uri} with an explicit {fixed_address}"
+            )
+    return new_uri, cross_origin
+
+
+def without_credentials(headers: Headers | HeadersLike) -> Headers:
+    """``headers`` less those carrying credentials: they are for the origin they
+    were given for, not for the one a redirect leads to."""
+    return Headers(
+        [
+            (name, value)
+            for name, value in Headers(headers).raw_items()
+            if name.lower() not in CREDENTIAL_HEADERS
+        ]
+    )

@@ -17,7 +17,6 @@ import socket
 import ssl as ssl_module
 import time
 import traceback as traceback_module
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -26,7 +25,6 @@ from .. import defaults
 from ..exceptions import (
     InvalidMessage,
     InvalidProxyMessage,
-    InvalidStatus,
     ProxyError,
     SecurityError,
 )
@@ -37,7 +35,7 @@ from ..protocol.extensions import ClientExtensionFactory
 from ..protocol.handshake import DEFAULT, ClientHandshake, DefaultType
 from ..protocol.http11 import ResponseParser
 from ..protocol.proxy import ConnectParser, Proxy, connect_request, get_proxy, parse_proxy
-from ..protocol.reconnect import backoff, process_exception
+from ..protocol.reconnect import backoff, follow_redirect, process_exception, without_credentials
 from ..protocol.reconnect import process_exception as _process_exception
 from ..protocol.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike, Origin, Subprotocol
@@ -326,37 +324,21 @@ class reconnect:  # a class used like a function, as in websockets
 
     def _redirect(self, exc: Exception) -> Exception | str:
         """The URI to follow if ``exc`` is a redirect, else the exception to raise."""
-        if not (
-            isinstance(exc, InvalidStatus)
-            and exc.response.status in (300, 301, 302, 303, 307, 308)
-            and "Location" in exc.response.headers
-        ):
-            return exc
-        new_uri = urllib.parse.urljoin(self.uri, exc.response.headers["Location"])
-        old, new = self.ws_uri, parse_uri(new_uri)
-        if self.sock is not None:
-            return ValueError(f"cannot follow redirect to {new_uri} with a preexisting socket")
-        if old.secure and not new.secure:
-            return SecurityError(f"cannot follow redirect to non-secure URI {new_uri}")
-        if (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
-            if self._unix:
-                return ValueError(
-                    f"cannot follow cross-origin redirect to {new_uri} with a Unix socket"
-                )
-            if self._socket_options.get("address") is not None:
-                return ValueError(
-                    f"cannot follow cross-origin redirect to {new_uri} "
-                    "with an explicit host and port"
-                )
-            # Credentials are for the origin they were given for.
-            if self.additional_headers is not None:
-                self.additional_headers = Headers(
-                    [
-                        (name, value)
-                        for name, value in Headers(self.additional_headers).raw_items()
-                        if name.lower() not in ("authorization", "cookie", "proxy-authorization")
-                    ]
-                )
+        target = follow_redirect(
+            exc,
+            self.uri,
+            self.ws_uri,
+            preexisting_socket=self.sock is not None,
+            unix=self._unix,
+            fixed_address=(
+                "host and port" if self._socket_options.get("address") is not None else None
+            ),
+        )
+        if isinstance(target, Exception):
+            return target
+        new_uri, cross_origin = target
+        if cross_origin and self.additional_headers is not None:
+            self.additional_headers = without_credentials(self.additional_headers)
         return new_uri
 
     def connect(self) -> ClientConnection:

@@ -36,7 +36,7 @@ from .. import defaults
 from ..exceptions import ConnectionClosed, InvalidHandshake
 from ..protocol.auth import basic_credentials, credentials_checker, www_authenticate_basic
 from ..protocol.connection import Side, State
-from ..protocol.deflate import DeflateSettings, enable_server_deflate
+from ..protocol.deflate import DeflateSettings, server_extension_factories
 from ..protocol.extensions import Extension, ServerExtensionFactory
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import DEFAULT, DefaultType, ServerHandshake, error_response
@@ -417,17 +417,6 @@ def _socket_name(sock: socket.socket) -> str:
     return str(name)
 
 
-def _extensions(
-    extensions: Sequence[ServerExtensionFactory] | None,
-    compression: str | DeflateSettings | None,
-) -> list[ServerExtensionFactory]:
-    factories = list(extensions or ())
-    deflate = enable_server_deflate(compression)
-    if not any(factory.name == "permessage-deflate" for factory in factories):
-        factories += deflate
-    return factories
-
-
 def serve(
     handler: Callable[[ServerConnection], None],
     host: str | None = None,
@@ -526,7 +515,7 @@ def serve(
     base_handshake = ServerHandshake(
         origins=origins,
         subprotocols=subprotocols,
-        extensions=_extensions(extensions, compression),
+        extensions=server_extension_factories(extensions, compression),
         server_header=server_header,
     )
     # Checked here, before the socket is bound.
