@@ -1169,3 +1169,17 @@ def test_backend_bombs_refused(backend: str) -> None:
 def test_backend_corrupt_stream(backend: str) -> None:
     with pytest.raises(ProtocolError, match="invalid compressed data"):
         pmd(remote_nct=True).decode(compressed(b"\xff\xff\xff\xff"))
+
+
+def test_server_extension_factories() -> None:
+    from wsharbor.protocol.deflate import server_extension_factories
+
+    custom = ServerPerMessageDeflateFactory(SERVER_DEFAULTS)
+    # A custom permessage-deflate factory is kept, and not doubled.
+    assert server_extension_factories([custom], "deflate") == [custom]
+    [added] = server_extension_factories(None, "deflate")
+    assert added.name == "permessage-deflate"
+    assert server_extension_factories(None, None) == []
+    # A bad compression argument is an error even beside a custom factory.
+    with pytest.raises(ValueError, match="unsupported compression"):
+        server_extension_factories([custom], "bogus")
