@@ -186,8 +186,9 @@ async def test_echo_to_a_client_that_never_reads_stays_bounded() -> None:
     path of recv()): outgoing memory is bounded too, by the transport's write
     buffer plus the batch, and the flood's incoming side by max_queue/read_limit."""
     write_limit, read_limit, max_queue, size, count = 16384, 16384, 8, 8192, 256
-    # The batch is flushed once it reaches write_limit (at most write_limit +
-    # one message), on top of a transport buffer not over write_limit.
+    # The batch is flushed once it reaches 4 KiB (at most 4 KiB + one
+    # message, well under write_limit + one message), on top of a transport
+    # buffer not over write_limit.
     out_bound = 2 * (write_limit + size + HEADER)
     in_bound = max_queue * size + read_limit
     messages = [message(i, size) for i in range(count)]
@@ -381,3 +382,40 @@ async def test_broadcast_rejects_non_messages_and_skips_closed() -> None:
         assert wsharbor.fanout([server_ws], b"late") == [server_ws]
         with pytest.raises(TypeError):
             wsharbor.fanout([server_ws], 1)  # type: ignore[arg-type]
+
+
+async def test_answers_to_a_burst_go_out_in_writes_of_about_4_kib() -> None:
+    """A pipelined burst is answered in writes of about 4 KiB: not one write per
+    message (a system call each), and not one write at the end of the burst
+    (the peer would wait for the whole burst before sending more)."""
+    count, size = 400, 64
+    writes: list[int] = []
+
+    class Writes(wsharbor.ConnectionObserver):
+        def data_sent(self, connection: Any, nbytes: int) -> None:
+            writes.append(nbytes)
+
+    async def handler(ws: ServerConnection) -> None:
+        async for data in ws:
+            await ws.send(data)
+
+    async with wsharbor.serve(
+        handler, HOST, 0, observer=Writes(), compression=None, max_queue=None
+    ) as server:
+        client = await RawClient.connect(port_of(server))
+        writes.clear()  # the 101 response
+        messages = [message(i, size) for i in range(count)]
+        for data in messages:
+            client.send_binary(data, fin=True)
+        for data in messages:
+            assert await client.recv_message(TIMEOUT) == data
+        frame = size + 2
+        print(f"\n{count} answers of {frame} bytes in {len(writes)} writes: {writes}")
+        assert sum(writes) == count * frame
+        assert max(writes) < 4096 + frame
+        # The messages arrive in reads of up to read_limit: most answers share
+        # a write with others.
+        assert len(writes) < count // 10
+        client.send_close()
+        assert (await client.expect_close()).code == 1000
+        await client.close_transport()

@@ -117,6 +117,15 @@ _joining_writelines: dict[type, bool] = {}
 #: written on their own (see :func:`_writelines`); smaller ones are joined.
 _WRITE_APART_FROM = 128 * 1024
 
+#: A batch of answers to a burst (see :meth:`Connection._flush`) is written
+#: once it holds this many bytes (or ``write_limit``, if lower), not only when
+#: the loop iteration ends: the peer gets the first answers, and sends more,
+#: while the rest of the burst is worked through. Written only at the end, a
+#: burst of 100 pipelined messages left the server idle for the peer's
+#: turnaround after each burst (90-95% busy against 99% at 1-4 KiB); a write
+#: of 4 KiB costs about 0.05 µs per 64-byte answer in it.
+_BATCH_WRITE = 4096
+
 
 def _writelines(transport: asyncio.WriteTransport, buffers: list[bytes]) -> None:
     """Write ``buffers`` in order with as few calls and copies as the transport allows.
@@ -159,6 +168,7 @@ class ConnectionOptions:
 
     __slots__ = (
         "_timers",
+        "batch_write",
         "budget",
         "close_timeout",
         "logger",
@@ -252,6 +262,8 @@ class ConnectionOptions:
         self.max_queue_low = max_queue_low
         self.read_limit = min(read_limit, _SCRATCH_SIZE)
         self.write_limit = write_limit
+        #: A batch of answers is written once it holds this many bytes.
+        self.batch_write = min(write_limit, _BATCH_WRITE)
         #: ``send()`` resumes when the write buffer is down to this many bytes.
         self.write_limit_low = write_limit_low
         self.ping_interval = ping_interval
@@ -913,9 +925,10 @@ class Connection(asyncio.BufferedProtocol):
         Writes go to the transport at once, except while the application works
         through a burst of queued messages (see :meth:`recv`): then they are
         coalesced and written with one ``writelines`` call when the loop
-        iteration ends, or as soon as the batch reaches ``write_limit``. A lone
-        request-response exchange pays no added latency; a pipelined burst pays
-        one system call instead of one per message.
+        iteration ends, or as soon as the batch reaches 4 KiB (``write_limit``
+        if lower). A lone request-response exchange pays no added latency; a
+        pipelined burst pays a system call per 4 KiB of answers instead of one
+        per message.
         """
         protocol = self.protocol
         transport = self.transport
@@ -935,7 +948,7 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 batch.extend(data)
                 self._batch_size += sum(map(len, data))
-                if self._batch_size >= self.options.write_limit:
+                if self._batch_size >= self.options.batch_write:
                     self._write_batch()
         if protocol.close_transport:
             self._write_batch()

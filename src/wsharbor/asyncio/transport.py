@@ -11,7 +11,13 @@ and with less kept per connection:
 - the ``sockname`` and ``socket`` extras (a tuple and a wrapper object, about
   200 bytes per idle connection) are made when asked for, not for every
   connection: while the socket is open they are what asyncio's transport
-  would give; once it is closed, None.
+  would give; once it is closed, None;
+- on Python 3.11, whose socket transport inherits a ``writelines`` that joins
+  its buffers into one new ``bytes`` before writing, ``writelines`` hands them
+  to one ``sendmsg()`` (scatter/gather) when nothing is buffered, as Python
+  3.12's transport does: a frame's header and its 64 KiB payload go out
+  without a copy of the payload, and what the socket doesn't take is buffered
+  as asyncio's ``write()`` buffers it.
 
 Everything else is asyncio's own ``_SelectorSocketTransport``, a private class
 of the standard library, present with the same constructor from Python 3.8 to
@@ -23,7 +29,9 @@ the caller then uses ``connect_accepted_socket()``.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["make_transport"]
@@ -73,6 +81,57 @@ if _Base is not None:
                 return default
             return extra[name]
 
+    if _Base.writelines is asyncio.WriteTransport.writelines and hasattr(socket.socket, "sendmsg"):
+        # Python 3.11: the inherited writelines joins (see the module's doc).
+        _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+        class _Transport(_LazyExtraTransport):
+            """The lazy-extra transport whose ``writelines`` is one ``sendmsg()``."""
+
+            def writelines(self, list_of_data: Iterable[Any]) -> None:
+                buffers = list_of_data if isinstance(list_of_data, list) else list(list_of_data)
+                if (
+                    self._buffer
+                    or self._eof
+                    or self._conn_lost
+                    or self._empty_waiter is not None
+                    or len(buffers) > _IOV_MAX
+                ):
+                    # Something is buffered already (its order must be kept),
+                    # or asyncio's own checks apply: join and write.
+                    super().writelines(buffers)
+                    return
+                try:
+                    sent = self._sock.sendmsg(buffers)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal write error on socket transport")
+                    return
+                index = 0
+                for data in buffers:
+                    size = len(data)
+                    if sent < size:
+                        break
+                    sent -= size
+                    index += 1
+                else:
+                    return  # all sent
+                # What the socket didn't take: buffered, and written when the
+                # socket is writable again, as asyncio's write() does.
+                self._loop._add_writer(self._sock_fd, self._write_ready)
+                buffer = self._buffer
+                buffer.extend(memoryview(buffers[index])[sent:])
+                for data in buffers[index + 1 :]:
+                    buffer.extend(data)
+                self._maybe_pause_protocol()
+
+        _transport_class: Any = _Transport
+    else:
+        _transport_class = _LazyExtraTransport
+
 
 def make_transport(
     loop: asyncio.AbstractEventLoop,
@@ -89,5 +148,5 @@ def make_transport(
     if _Base is None or not isinstance(loop, _SelectorLoop):
         return None
     sock.setblocking(False)
-    transport: asyncio.Transport = _LazyExtraTransport(loop, sock, protocol, peername)
+    transport: asyncio.Transport = _transport_class(loop, sock, protocol, peername)
     return transport
