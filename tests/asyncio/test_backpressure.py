@@ -44,19 +44,25 @@ def message(index: int, size: int) -> bytes:
 
 
 def record_write_buffer(transport: Any, on_size: Callable[[int], None]) -> None:
-    """Call ``on_size`` with the transport's write buffer size after every write."""
-    write, writelines = transport.write, transport.writelines
+    """Call ``on_size`` with the transport's write buffer size after every write.
 
-    def recording_write(data: Any) -> None:
-        write(data)
-        on_size(transport.get_write_buffer_size())
+    The transport's class is swapped for a subclass that records (the
+    transport has ``__slots__``: its methods can't be replaced per instance).
+    """
+    base = type(transport)
 
-    def recording_writelines(data: Any) -> None:
-        writelines(data)
-        on_size(transport.get_write_buffer_size())
+    class Recording(base):  # type: ignore[misc, valid-type]
+        __slots__ = ()
 
-    transport.write = recording_write
-    transport.writelines = recording_writelines
+        def write(self, data: Any) -> None:
+            super().write(data)
+            on_size(self.get_write_buffer_size())
+
+        def writelines(self, data: Any) -> None:
+            super().writelines(data)
+            on_size(self.get_write_buffer_size())
+
+    transport.__class__ = Recording
 
 
 async def test_flooding_client_is_bounded_by_max_queue_max_size_read_limit() -> None:

@@ -78,23 +78,128 @@ async def test_extras_are_asyncios() -> None:
         await client.close_transport()
 
 
-def test_writelines_does_not_join_on_the_selector_loop() -> None:
-    """On asyncio's selector loop the accepted connection's transport writes
-    a list of buffers without joining them first (Python 3.11: ours; 3.12+:
-    asyncio's own)."""
+class Recorder(asyncio.BufferedProtocol):
+    """A buffered protocol that records what happens to it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.data = bytearray()
+        self.buffer = bytearray(4096)
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.events.append("made")
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data += self.buffer[:nbytes]
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        return True  # half-closed: we may still write
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def test_socket_transport_over_a_socket_pair() -> None:
+    """SocketTransport alone, as asyncio's transport behaves: connection_made
+    before reading, scatter/gather writes, flow control with water marks, a
+    buffer that exists only while something waits, half-close on EOF, and
+    connection_lost after close() once the buffer has drained."""
+    from wsharbor.asyncio.transport import SocketTransport, make_transport
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    protocol = Recorder()
+    transport = make_transport(loop, ours, protocol, ("peer", 1))
+    assert isinstance(transport, SocketTransport)
+    assert make_transport(loop, socket.socket(), asyncio.Protocol(), None) is None
+    assert transport.get_extra_info("peername") == ("peer", 1)
+    await asyncio.sleep(0)
+    assert protocol.events == ["made"]
+    try:
+        # Reading.
+        await loop.sock_sendall(theirs, b"hello")
+        for _ in range(100):
+            if protocol.data:
+                break
+            await asyncio.sleep(0.01)
+        assert bytes(protocol.data) == b"hello"
+
+        # Writing lists of buffers of every kind, in order.
+        transport.writelines([b"ab", memoryview(b"cd"), bytearray(b"ef")])
+        assert await loop.sock_recv(theirs, 16) == b"abcdef"
+        assert transport.get_write_buffer_size() == 0
+
+        # More than the socket takes: buffered, then flow control.
+        transport.set_write_buffer_limits(high=1024)
+        assert transport.get_write_buffer_limits() == (256, 1024)
+        big = bytes(range(256)) * 8192  # 2 MiB
+        transport.writelines([b"head", big])
+        transport.write(b"tail")
+        assert transport.get_write_buffer_size() > 1024
+        assert protocol.events == ["made", "pause"]
+        expected = b"head" + big + b"tail"
+        received = bytearray()
+        while len(received) < len(expected):
+            received += await loop.sock_recv(theirs, 1 << 16)
+        assert received == expected
+        await asyncio.sleep(0)
+        assert protocol.events == ["made", "pause", "resume"]
+        assert transport.get_write_buffer_size() == 0
+
+        # EOF from the peer: half-closed, writing still works.
+        theirs.shutdown(socket.SHUT_WR)
+        for _ in range(100):
+            if "eof" in protocol.events:
+                break
+            await asyncio.sleep(0.01)
+        assert protocol.events[-1] == "eof"
+        transport.write(b"after eof")
+        assert await loop.sock_recv(theirs, 16) == b"after eof"
+
+        # write_eof, then close: connection_lost once, the socket closed.
+        transport.write_eof()
+        with pytest.raises(RuntimeError):
+            transport.write(b"x")
+        assert await loop.sock_recv(theirs, 16) == b""
+        transport.close()
+        assert transport.is_closing()
+        assert await wait(protocol.lost) is None
+        assert protocol.events[-1] == "lost"
+        assert transport.get_extra_info("sockname") is None
+        assert ours.fileno() == -1
+    finally:
+        transport.abort()
+        theirs.close()
+
+
+async def test_socket_transport_reports_a_reset() -> None:
+    """The peer resets the connection: connection_lost gets the OSError."""
     from wsharbor.asyncio.transport import make_transport
 
-    loop = asyncio.new_event_loop()
-    left, right = socket.socketpair()
-    try:
-        transport = make_transport(loop, left, asyncio.Protocol(), None)
-        assert transport is not None
-        assert type(transport).writelines is not asyncio.WriteTransport.writelines
-        transport.writelines([b"ab", memoryview(b"cd"), bytearray(b"ef")])
-        right.settimeout(TIMEOUT)
-        assert right.recv(16) == b"abcdef"
-        transport.close()
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        right.close()
-        loop.close()
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server((HOST, 0))
+    client = socket.create_connection(listener.getsockname())
+    ours, address = listener.accept()
+    listener.close()
+    protocol = Recorder()
+    transport = make_transport(loop, ours, protocol, address)
+    assert transport is not None
+    await asyncio.sleep(0)
+    # SO_LINGER 0: close() sends a reset.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()
+    exc = await wait(protocol.lost)
+    assert isinstance(exc, ConnectionResetError)

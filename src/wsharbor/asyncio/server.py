@@ -81,7 +81,7 @@ from .connection import (
 from .eager import start_eagerly
 from .observer import ConnectionObserver
 from .tls import TLS_TRANSPORTS, TLSTransport, TLSTransportName
-from .transport import make_transport
+from .transport import inherits_nodelay, make_transport
 
 __all__ = [
     "Server",
@@ -582,7 +582,8 @@ class Server:
             return  # out of file descriptors: the retry timer resumes
         for sock in self._sockets:
             fd = sock.fileno()
-            self.loop.add_reader(fd, self._accept, sock)
+            # TCP_NODELAY on each accepted socket, unless it inherits it.
+            self.loop.add_reader(fd, self._accept, sock, not inherits_nodelay(sock))
             self._readers.append(fd)
 
     def _unlisten(self) -> None:
@@ -600,7 +601,7 @@ class Server:
             sock.close()
         self._sockets.clear()
 
-    def _accept(self, sock: socket.socket) -> None:
+    def _accept(self, sock: socket.socket, nodelay: bool) -> None:
         # At most a backlog's worth per wake-up, as asyncio does, so that a
         # storm of connections can't starve the connections already open.
         for _ in range(self._backlog):
@@ -624,7 +625,7 @@ class Server:
                     self.loop.time() - self._starved_since,
                 )
                 self._starved_since = None
-            self._start_connection(conn, address)
+            self._start_connection(conn, address, nodelay)
 
     def _starved(self, exc: OSError) -> None:
         """Out of file descriptors (or socket buffers): stop accepting, retry later.
@@ -650,7 +651,7 @@ class Server:
         self._retry = None
         self._listen()
 
-    def _start_connection(self, sock: socket.socket, address: Any) -> None:
+    def _start_connection(self, sock: socket.socket, address: Any, nodelay: bool) -> None:
         connection = self.create_connection(self)
         self._connections.add(connection)
         self._opening.add(connection)
@@ -661,7 +662,7 @@ class Server:
             # Plain TCP on asyncio's selector loop: the transport at once, no
             # task (see .transport); connection_made() follows as with asyncio.
             try:
-                transport = make_transport(self.loop, sock, connection, address)
+                transport = make_transport(self.loop, sock, connection, address, nodelay=nodelay)
             except OSError as exc:  # the client left already
                 sock.close()
                 self.logger.info("connection failed before the opening handshake: %r", exc)
