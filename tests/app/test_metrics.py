@@ -111,13 +111,15 @@ def test_single_process_instances_are_independent(single: Metrics) -> None:
     assert value(parse(other.exposition()), "wsharbor_messages_received_total") == 0
 
 
-def test_update_memory(single: Metrics) -> None:
-    metrics = single
-    # The baseline: garbage of earlier tests freed now, not between the two
-    # readings (a long test session made this test flaky).
+def test_update_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The baseline, taken when Metrics is made: garbage of earlier tests freed
+    # before it, not between it and the reading below (a long test session
+    # freed more than the ballast there, and the figure came out 0).
     import gc
 
     gc.collect()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = Metrics()
     metrics.update_memory(0)
     families = parse(metrics.exposition())
     rss = value(families, "wsharbor_worker_resident_memory_bytes")
