@@ -531,15 +531,7 @@ class Connection(asyncio.BufferedProtocol):
             )
         messages = self._messages
         if messages:
-            data = messages.popleft()
-            self._queued_bytes -= len(data)
-            if self._reading_paused:
-                self._maybe_resume_reading()
-            budget = self.options.budget
-            if budget is not None:
-                budget.update(self, self.buffered_bytes)
-            if self._batch is None:
-                self._start_batch()
+            data = self._take(messages)
         else:
             # Written out here, not in a helper coroutine: an idle connection
             # waits here, and a second coroutine frame would cost it ~300 bytes.
@@ -712,10 +704,48 @@ class Connection(asyncio.BufferedProtocol):
         # The connection is its own iterator rather than an async generator: an
         # idle connection waits here, and a generator cost it ~400 bytes more
         # (its frame, its asend object, and asyncio's weak set of generators).
+        # recv() is written out here again, rather than awaited: an idle
+        # connection waits here, and recv()'s coroutine would cost it 264 bytes.
+        if self._receiving or self._recv_waiter is not None:
+            raise ConcurrencyError(
+                "cannot call recv while another coroutine is already running recv or recv_streaming"
+            )
+        messages = self._messages
         try:
-            return await self.recv()
+            if messages:
+                data = self._take(messages)
+            else:
+                protocol = self._open_protocol()
+                if protocol.state is State.CLOSED:
+                    raise protocol.close_exc
+                waiter: DirectFuture[Data | Fragment] = DirectFuture(loop=self.loop)
+                self._recv_waiter = waiter
+                try:
+                    data = await waiter
+                except asyncio.CancelledError:
+                    self._keep_delivered(waiter)
+                    raise
+                finally:
+                    self._recv_waiter = None
+                    del waiter  # no cycle through the exception's traceback (see recv)
+            if type(data) is Fragment:
+                data = await self._rest_of_message(data)
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
+        return data  # type: ignore[return-value]
+
+    def _take(self, messages: collections.deque[Data | Fragment]) -> Data | Fragment:
+        """The first queued message, for recv() and __anext__()."""
+        data = messages.popleft()
+        self._queued_bytes -= len(data)
+        if self._reading_paused:
+            self._maybe_resume_reading()
+        budget = self.options.budget
+        if budget is not None:
+            budget.update(self, self.buffered_bytes)
+        if self._batch is None:
+            self._start_batch()
+        return data
 
     def _queue(self) -> collections.deque[Data | Fragment]:
         if self._messages is None:

@@ -264,8 +264,11 @@ class WebSocketProtocol:
         self.state = State.OPEN
         self._mask = side is Side.CLIENT
         self._parser = FrameParser(mask=side is Side.SERVER, max_size=self._parser_limit(max_size))
-        self._events: list[Event] = []
-        self._output: list[bytes] = []
+        # Made when the first event or bytes to send come, given away by
+        # events_received() and data_to_send(): an idle connection holds no
+        # list (112 bytes).
+        self._events: list[Event] | None = None
+        self._output: list[bytes] | None = None
 
         # Message being received, when fragmented: its opcode, size and number
         # of frames so far, its payload (created for the first fragmented
@@ -300,7 +303,10 @@ class WebSocketProtocol:
 
     def events_received(self) -> list[Event]:
         """Return the events received since the last call, and forget them."""
-        events, self._events = self._events, []
+        events = self._events
+        if events is None:
+            return []
+        self._events = None
         return events
 
     def data_to_send(self) -> list[bytes]:
@@ -310,7 +316,10 @@ class WebSocketProtocol:
         two of them, its header and its payload (see
         :data:`~wsharbor.protocol.frames.SEND_JOIN_BELOW`), for a transport's
         ``writelines``."""
-        output, self._output = self._output, []
+        output = self._output
+        if output is None:
+            return []
+        self._output = None
         return output
 
     @property
@@ -394,9 +403,18 @@ class WebSocketProtocol:
             return
         self._parse()
 
+    def _emit(self, event: Event) -> None:
+        events = self._events
+        if events is None:
+            self._events = [event]
+        else:
+            events.append(event)
+
     def _parse(self) -> None:
         parser = self._parser
         events = self._events
+        if events is None:
+            events = self._events = []
         try:
             while not self._discard_input:
                 raw = parser.parse_raw()
@@ -533,6 +551,8 @@ class WebSocketProtocol:
                 "or without compression context"
             )
         self._check_can_send_data()
+        if self._output is None:
+            self._output = []
         self._output.append(data)
 
     def send_ping(self, data: bytes = b"") -> None:
@@ -609,9 +629,9 @@ class WebSocketProtocol:
                     # If the frame arrived in pieces, their validation made it
                     # fail early if it could; decoding validates it whole.
                     self._recv_validator = None
-                    self._events.append(TextMessage(data.decode()))
+                    self._emit(TextMessage(data.decode()))
                 else:
-                    self._events.append(BinaryMessage(data))
+                    self._emit(BinaryMessage(data))
                 return
             self._recv_opcode = opcode
             self._recv_size = 0
@@ -635,10 +655,10 @@ class WebSocketProtocol:
             # unless a close frame was already sent.
             if self.close_sent is None:
                 self._send_frame(Frame(Opcode.PONG, frame.data))
-            self._events.append(PingReceived(frame.data))
+            self._emit(PingReceived(frame.data))
 
         elif opcode is Opcode.PONG:
-            self._events.append(PongReceived(frame.data))
+            self._emit(PongReceived(frame.data))
 
         else:  # Opcode.CLOSE
             self._receive_close(frame)
@@ -690,7 +710,7 @@ class WebSocketProtocol:
         if self.stream_fragments:
             decoder = self._recv_decoder
             part: str | bytes = data if decoder is None else decoder.decode(data, fin)
-            self._events.append(Fragment(part, fin))
+            self._emit(Fragment(part, fin))
         else:
             buffer = self._recv_buffer
             if buffer is None:
@@ -698,9 +718,9 @@ class WebSocketProtocol:
             buffer += data
             if fin:
                 if self._recv_opcode is Opcode.TEXT:
-                    self._events.append(TextMessage(buffer.decode()))
+                    self._emit(TextMessage(buffer.decode()))
                 else:
-                    self._events.append(BinaryMessage(bytes(buffer)))
+                    self._emit(BinaryMessage(bytes(buffer)))
                 buffer.clear()
         if fin:
             self._recv_opcode = None
@@ -749,7 +769,7 @@ class WebSocketProtocol:
             # RFC 6455 section 5.5.1: echo the status code received.
             # An empty close payload (1005) is answered with an empty one.
             self._send_close(Close(close.code, ""))
-        self._events.append(CloseReceived(close.code, close.reason))
+        self._emit(CloseReceived(close.code, close.reason))
         # No more frames are expected after a close frame (section 5.5.1).
         self._discard_input = True
         self._parser.discard()
@@ -772,6 +792,8 @@ class WebSocketProtocol:
             self._check_open("send a message")
         else:
             self._check_can_send_data()
+        if self._output is None:
+            self._output = []
         if self.extensions or self.debug:
             self._send_frame(Frame(opcode, data, fin))
         elif len(data) < SEND_JOIN_BELOW:
@@ -788,6 +810,8 @@ class WebSocketProtocol:
             frame = extension.encode(frame)
         if self.debug:
             self.logger.debug("> %s", frame)
+        if self._output is None:
+            self._output = []
         if len(frame.data) < SEND_JOIN_BELOW:
             self._output.append(serialize_frame(frame, mask=self._mask))
         else:
