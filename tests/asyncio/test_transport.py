@@ -203,3 +203,31 @@ async def test_socket_transport_reports_a_reset() -> None:
     client.close()
     exc = await wait(protocol.lost)
     assert isinstance(exc, ConnectionResetError)
+
+
+@pytest.mark.parametrize("own_listener", [False, True])
+async def test_accepted_sockets_have_tcp_nodelay(own_listener: bool) -> None:
+    """Every accepted connection sends small frames at once (TCP_NODELAY), on a
+    listener the server made and on one passed with ``sock=`` (asyncio's
+    transport left Nagle on for a socket whose ``proto`` is 0, as ours are)."""
+    seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.transport is not None
+        sock = ws.transport.get_extra_info("socket")
+        seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        await ws.wait_closed()
+
+    if own_listener:
+        listener = socket.socket()
+        listener.bind((HOST, 0))
+        listener.listen()
+        server_cm = wsharbor.serve(handler, sock=listener)
+    else:
+        server_cm = wsharbor.serve(handler, HOST, 0)
+    async with server_cm as server:
+        client = await RawClient.connect(port_of(server))
+        assert await wait(seen) != 0
+        client.send_close()
+        await client.expect_close()
+        await client.close_transport()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -362,6 +363,15 @@ async def test_a_reader_that_never_reads_is_closed_and_memory_stays_bounded(
         await until(lambda: len(hub.local_members("r")) == 3)
         (never_ws,) = [ws for ws in hub.local_members("r") if ws not in server.connections[:2]]
         assert never_ws.transport is not None
+        # The listener's 4 KiB send buffers are for the stalled reader. The
+        # fast members get ordinary ones: each message is a TCP segment of its
+        # own (TCP_NODELAY), and a few dozen unacknowledged ones fill 4 KiB
+        # while the fast clients, in this same thread, wait for the burst to end.
+        for ws in server.connections:
+            if ws is not never_ws:
+                sock = ws.transport.get_extra_info("socket") if ws.transport else None
+                assert sock is not None
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         transport = never_ws.transport
         largest = 0
         payload = "x" * size
