@@ -848,6 +848,40 @@ def test_receive_buffer_reads_a_large_payload_in_place(mask: bool) -> None:
     assert parser.buffered == 0
 
 
+@pytest.mark.parametrize("mask", [True, False])
+def test_reads_of_large_frames_stop_at_the_next_header(mask: bool) -> None:
+    """read_size() as an I/O layer uses it: after a large frame, the next read
+    asks for a header at most, so the payload after it is lent in place and
+    nothing is fed (copied) but headers and the short end of a payload."""
+    small = serialize_frame(Frame(Opcode.TEXT, b"small"), mask=mask)
+    payloads = [os.urandom(3 * DIRECT_READ_MIN + n) for n in (5, 0, 77)]
+    wire = b"".join(serialize_frame(Frame(Opcode.BINARY, p), mask=mask) for p in payloads)
+    wire = small + wire + small
+    parser = FrameParser(mask=mask)
+    read_limit = 65536
+    assert parser.read_size(read_limit) == read_limit  # nothing seen yet
+    pos, fed, frames = 0, 0, []
+    while pos < len(wire):
+        view = parser.receive_buffer(1 << 20)
+        if view is not None:
+            size = min(len(view), len(wire) - pos)
+            view[:size] = wire[pos : pos + size]
+            parser.received_into(size)
+        else:
+            size = min(parser.read_size(read_limit), len(wire) - pos)
+            parser.feed(wire[pos : pos + size])
+            fed += size
+        pos += size
+        while (frame := parser.parse()) is not None:
+            frames.append(frame)
+    assert [f.data for f in frames] == [b"small", *payloads, b"small"]
+    if SPEEDUPS:
+        # The first large frame's beginning came with the small frame before
+        # it; after it, only headers and the second small frame were fed.
+        assert fed < read_limit + 3 * 14 + len(small)
+    assert parser.read_size(read_limit) == read_limit  # once after the small frame
+
+
 def test_received_into_checks_its_count() -> None:
     parser = FrameParser(mask=False)
     with pytest.raises(ValueError, match="no buffer"):

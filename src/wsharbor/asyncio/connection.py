@@ -1284,6 +1284,7 @@ class Connection(asyncio.BufferedProtocol):
             view = protocol.receive_buffer(_DIRECT_READ_MAX)
             if view is not None:
                 return view if budget is None else view[:size]
+            size = protocol.read_size(size)
         try:
             scratch: memoryview = _scratch.view
         except AttributeError:

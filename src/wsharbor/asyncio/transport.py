@@ -51,6 +51,8 @@ logger = logging.getLogger("asyncio")
 
 #: Buffers handed to one ``sendmsg()`` at most (more are joined first).
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+#: Reads at most per readiness event (see _read_ready).
+_READS_PER_EVENT = 4
 #: After this many writes to a lost connection, asyncio logs a warning.
 _LOG_LOST_WRITES = 5
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
@@ -173,38 +175,48 @@ class SocketTransport(asyncio.Transport):
         self._loop.add_reader(self._fd, self._read_ready)
 
     def _read_ready(self) -> None:
-        if self._conn_lost:
-            return
-        protocol = self._protocol
-        sock = self._sock
-        assert protocol is not None and sock is not None
-        try:
-            buffer = protocol.get_buffer(-1)
-            if not len(buffer):  # type: ignore[arg-type]
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        try:
-            nbytes = sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not nbytes:
-            self._eof_received()
-            return
-        try:
-            protocol.buffer_updated(nbytes)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        # A read that fills the buffer is followed by another at once, up to
+        # _READS_PER_EVENT: what remains is likely there already, and a loop
+        # iteration (a poll) costs more than a read that finds nothing. A
+        # large payload is read in pieces this way (header, then payload
+        # straight into its buffer), without waiting for the loop between.
+        for _ in range(_READS_PER_EVENT):
+            if self._conn_lost or self._paused or self._closing:
+                return
+            protocol = self._protocol
+            sock = self._sock
+            assert protocol is not None and sock is not None
+            try:
+                buffer = protocol.get_buffer(-1)
+                size = len(buffer)  # type: ignore[arg-type]
+                if not size:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            try:
+                nbytes = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal read error on socket transport")
+                return
+            if not nbytes:
+                self._eof_received()
+                return
+            try:
+                protocol.buffer_updated(nbytes)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return
+            if nbytes < size:
+                return  # the socket had no more
 
     def _eof_received(self) -> None:
         assert self._protocol is not None and self._loop is not None

@@ -389,6 +389,13 @@ class WebSocketProtocol:
         self.receiving_into = view is not None
         return view
 
+    def read_size(self, size: int) -> int:
+        """How many bytes, at most ``size``, to read next into a buffer of your
+        own when :meth:`receive_buffer` returned None: fewer after large
+        frames, so that the next large payload can be read straight into its
+        buffer (see :meth:`FrameParser.read_size`)."""
+        return self._parser.read_size(size)
+
     def received_into(self, nbytes: int) -> None:
         """Process ``nbytes`` read into the view :meth:`receive_buffer` returned,
         before any other input. Never raises."""

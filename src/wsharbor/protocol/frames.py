@@ -395,6 +395,12 @@ _SLICE_BELOW = 2048
 #: cost less than one more read.
 DIRECT_READ_MIN = 16384
 
+#: After a frame whose payload was read straight into its buffer, the next read
+#: at a frame boundary asks for at most a header (:meth:`FrameParser.read_size`):
+#: if that frame is large too, its payload is then read straight into its own
+#: buffer, not copied from the I/O layer's. 14 bytes: 2, 8 of length, 4 of mask.
+_HEADER_MAX = 14
+
 
 class PendingFrame:
     """A frame whose header was parsed and whose payload is still arriving.
@@ -559,7 +565,7 @@ class FrameParser:
     arrived whole).
     """
 
-    __slots__ = ("_buf", "_input", "_pending", "_pos", "mask", "max_size", "taken")
+    __slots__ = ("_after_large", "_buf", "_input", "_pending", "_pos", "mask", "max_size", "taken")
 
     def __init__(self, *, mask: bool, max_size: int | None = None) -> None:
         self._buf = bytearray()
@@ -568,6 +574,8 @@ class FrameParser:
         self._input: bytes | bytearray | memoryview | None = None
         self._pos = 0
         self._pending: PendingFrame | None = None
+        # The last frame was large (see read_size).
+        self._after_large = False
         self.mask = mask
         self.max_size = max_size
         self.taken = 0
@@ -609,6 +617,29 @@ class FrameParser:
             return pending
         return None
 
+    def read_size(self, size: int) -> int:
+        """How many bytes, at most ``size``, to read next into the I/O layer's
+        own buffer (when :meth:`receive_buffer` has none to lend).
+
+        Reads stop at frame boundaries after large frames, so that a stream of
+        large frames is read header, payload, header, payload, each payload
+        straight into its buffer: the rest of a pending payload (too short to
+        be lent) and at most the next frame's header; after a large frame, at
+        most a header. Otherwise ``size``.
+        """
+        pending = self._pending
+        if pending is not None:
+            rest = pending.length - pending.received
+            if rest > 0:
+                self._after_large = True
+                return min(size, rest + _HEADER_MAX)
+            return size
+        if self._after_large:
+            self._after_large = False  # once: a small frame next reads normally
+            if self._input is None and self._pos == len(self._buf):
+                return min(size, _HEADER_MAX)
+        return size
+
     def receive_buffer(self, size: int) -> memoryview | None:
         """Where the socket may read the next bytes straight into: the rest of a
         pending payload (at most ``size`` bytes) when at least
@@ -618,6 +649,7 @@ class FrameParser:
         pending = self._pending
         if pending is None or pending.length - pending.received < DIRECT_READ_MIN:
             return None
+        self._after_large = True
         return pending.receive_buffer(size)
 
     @property
