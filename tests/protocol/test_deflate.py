@@ -494,6 +494,57 @@ def test_no_context_takeover_messages_decode_independently() -> None:
         assert receiver._decoder is None
 
 
+def test_held_decompressor_serves_a_burst_then_is_freed() -> None:
+    """Between hold() and release() (the protocol holds for one read), messages
+    without context takeover share one decompressor; release() frees it."""
+    sender = pmd(local_nct=True)
+    messages = [b"Hello, World! " * 10, b"Goodbye " * 300, b"Hello, World! " * 11]
+    encoded = [sender.encode(Frame(Opcode.TEXT, message)) for message in messages]
+    receiver = pmd(remote_nct=True)
+    receiver.hold()
+    assert receiver.decode(encoded[0]).data == messages[0]
+    decoder = receiver._decoder
+    assert decoder is not None
+    for message, frame in zip(messages[1:], encoded[1:], strict=True):
+        assert receiver.decode(frame).data == message
+        assert receiver._decoder is decoder
+    receiver.release()
+    assert receiver._decoder is None
+    # Released in the middle of a fragmented message: kept until its end.
+    first, last = (
+        sender.encode(Frame(Opcode.TEXT, b"part " * 50, fin=False)),
+        sender.encode(Frame(Opcode.CONT, b"end", fin=True)),
+    )
+    receiver.hold()
+    assert receiver.decode(first).data == b"part " * 50
+    receiver.release()
+    assert receiver._decoder is not None
+    assert receiver.decode(last).data == b"end"
+    assert receiver._decoder is None
+
+
+def test_protocol_holds_the_decompressor_for_one_read() -> None:
+    """A burst of compressed messages in one read: all decoded, no decompressor
+    kept after; and the same messages one read each decode the same."""
+    from wsharbor.protocol.connection import Side, WebSocketProtocol
+    from wsharbor.protocol.frames import serialize_frame
+
+    client, _ = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
+    _, server_ext = negotiate(CLIENT_DEFAULTS, SERVER_DEFAULTS)
+    messages = [(b'{"n":%d,"text":"' % i) + b"hello " * (10 + i) + b'"}' for i in range(20)]
+    wire = b"".join(
+        serialize_frame(client.encode(Frame(Opcode.TEXT, m)), mask=True) for m in messages
+    )
+    for chunks in ([wire], [wire[i : i + 7] for i in range(0, len(wire), 7)]):
+        protocol = WebSocketProtocol(Side.SERVER, extensions=[server_ext])
+        received = []
+        for chunk in chunks:
+            protocol.receive_data(chunk)
+            assert server_ext._decoder is None
+            received += [event.data for event in protocol.events_received()]
+        assert received == [m.decode() for m in messages]
+
+
 def test_context_takeover_keeps_state() -> None:
     sender, receiver = pmd(), pmd()
     message = b"Hello, World! " * 10

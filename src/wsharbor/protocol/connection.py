@@ -418,6 +418,22 @@ class WebSocketProtocol:
             events.append(event)
 
     def _parse(self) -> None:
+        extensions = self.extensions
+        if not extensions:
+            self._parse_frames()
+            return
+        # Extensions that keep state for the length of one read (the deflate
+        # decompressor of a burst, see PerMessageDeflate.hold).
+        held: list[Any] = [ext for ext in extensions if hasattr(ext, "hold")]
+        for ext in held:
+            ext.hold()
+        try:
+            self._parse_frames()
+        finally:
+            for ext in held:
+                ext.release()
+
+    def _parse_frames(self) -> None:
         parser = self._parser
         events = self._events
         if events is None:

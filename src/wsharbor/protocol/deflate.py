@@ -424,6 +424,7 @@ class PerMessageDeflate:
         "_decoding",
         "_encoder",
         "_encoding",
+        "_holding",
         "_in_message",
         "_shared",
         "_zlib",
@@ -470,6 +471,9 @@ class PerMessageDeflate:
         # while a fragmented message is being sent.
         self._encoder: _Compressor | None = None
         self._decoder: _Decompressor | None = None
+        # Between hold() and release(): a decompressor is kept across messages
+        # without context takeover.
+        self._holding = False
         # The implementation of the shared compressors and of the decompressors
         # of one-frame messages without context takeover (see BACKENDS).
         self._zlib = _zlib
@@ -567,12 +571,31 @@ class PerMessageDeflate:
         finally:
             if frame.fin:
                 self._decoding = False
-        if frame.fin and self.remote_no_context_takeover:
+        if frame.fin and self.remote_no_context_takeover and not self._holding:
             # RFC 7692 section 7.2.2: with server_no_context_takeover (on a
             # client) the peer starts each message with an empty window; free
             # the decompressor rather than keep it between messages.
             self._decoder = None
         return Frame(opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
+
+    def hold(self) -> None:
+        """Keep the decompressor across messages until :meth:`release`.
+
+        The protocol holds it while it parses one read's worth of input: the
+        messages of a burst are decompressed by one decompressor instead of a
+        new one each (creating one is about 4 µs, a tenth of a small compressed
+        message's cost). Without context takeover a message may refer to
+        nothing before it, so a decompressor that has just finished a message
+        decompresses the next exactly as a new one would; it is freed by
+        :meth:`release`, so an idle connection still holds none.
+        """
+        self._holding = True
+
+    def release(self) -> None:
+        """End :meth:`hold`: free a decompressor kept only for it."""
+        self._holding = False
+        if self.remote_no_context_takeover and not self._decoding:
+            self._decoder = None
 
     def _decompress(self, data: bytes, fin: bool, max_size: int | None) -> bytes:
         decoder = self._decoder
