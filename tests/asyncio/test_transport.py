@@ -231,3 +231,39 @@ async def test_accepted_sockets_have_tcp_nodelay(own_listener: bool) -> None:
         client.send_close()
         await client.expect_close()
         await client.close_transport()
+
+
+async def test_abort_from_resume_writing_loses_the_connection_once() -> None:
+    """A protocol that aborts in resume_writing() (called while the buffer
+    drains) gets connection_lost() once."""
+    from wsharbor.asyncio.transport import make_transport
+
+    class Aborting(Recorder):
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            transport.abort()
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    protocol = Aborting()
+    transport = make_transport(loop, ours, protocol, None)
+    assert transport is not None
+    try:
+        await asyncio.sleep(0)
+        transport.set_write_buffer_limits(high=1024)
+        transport.write(bytes(4 << 20))  # more than the socket takes
+        assert protocol.events[-1] == "pause"
+        while not protocol.lost.done():
+            try:
+                await asyncio.wait_for(loop.sock_recv(theirs, 1 << 16), 0.5)
+            except TimeoutError:
+                break
+        await wait(protocol.lost)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert protocol.events.count("lost") == 1
+        assert protocol.events[-2:] == ["resume", "lost"]
+    finally:
+        transport.abort()
+        theirs.close()

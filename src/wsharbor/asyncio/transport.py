@@ -353,8 +353,8 @@ class SocketTransport(asyncio.Transport):
             return
         if sent:
             del buffer[:sent]
-        self._maybe_resume_protocol()  # may write more: to the buffer
-        if buffer:
+        self._maybe_resume_protocol()  # may write more (to the buffer), or abort
+        if buffer or self._conn_lost:
             return
         self._buffer = None  # its memory goes back
         self._loop.remove_writer(self._fd)

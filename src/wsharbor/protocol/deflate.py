@@ -587,7 +587,10 @@ class PerMessageDeflate:
         message's cost). Without context takeover a message may refer to
         nothing before it, so a decompressor that has just finished a message
         decompresses the next exactly as a new one would; it is freed by
-        :meth:`release`, so an idle connection still holds none.
+        :meth:`release`, so an idle connection still holds none. (A peer that
+        breaks the negotiation and refers to an earlier message of the same
+        read gets that decoded instead of refused: its own bytes, nothing of
+        another connection's.)
         """
         self._holding = True
 
