@@ -21,7 +21,10 @@ connection and does per handshake:
   gives the buffer's memory back when it has drained;
 - ``writelines()`` hands its buffers to one ``sendmsg()`` (scatter/gather):
   a frame's header and its payload go out without being joined (Python
-  3.11's transport joins them into one new ``bytes``).
+  3.11's transport joins them into one new ``bytes``);
+- a read that fills the protocol's buffer is followed at once by another, up
+  to four per readiness event, instead of a trip through the loop: a large
+  message is read header first, then straight into its payload's buffer.
 
 Its behaviour is asyncio's: the ``asyncio.BufferedProtocol`` callbacks, write
 flow control with high and low water marks (``pause_writing()`` /
