@@ -970,6 +970,79 @@ def compressed_frame(payload: bytes, *, fin: bool = True) -> bytes:
     return serialize_frame(encoded, mask=True)
 
 
+def compressed_text_frame(payload: bytes) -> bytes:
+    encoded = deflate().encode(Frame(Opcode.TEXT, payload))
+    assert encoded.rsv1
+    return serialize_frame(encoded, mask=True)
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [
+        (compressed_text_frame("héllo ".encode() * 50), TextMessage("héllo " * 50)),
+        (compressed_frame(b"\x00\x01" * 300), BinaryMessage(b"\x00\x01" * 300)),
+        (compressed_text_frame(b"ok" * 100 + b"\xff"), 1007),
+        (compressed_frame(b"a" * 5000), 1009),  # max_size 4096 below
+        (serialize_frame(Frame(BINARY, b"\xff" * 40, rsv1=True), mask=True), 1002),
+    ],
+    ids=["text", "binary", "invalid-utf8", "too-big", "corrupt"],
+)
+def test_compressed_one_frame_message_fast_path_is_the_slow_path(
+    wire: bytes, expected: Event | int
+) -> None:
+    """A whole compressed message in one frame takes the protocol's fast path,
+    or the general one when a debug logger is on: same message, same failure."""
+    quiet = logging.getLogger("test.fast")
+    quiet.setLevel(logging.INFO)
+    verbose = logging.getLogger("test.slow")
+    verbose.setLevel(logging.DEBUG)
+    outcomes = []
+    for logger in (quiet, verbose):
+        server = make(extensions=[deflate()], max_size=4096, logger=logger)
+        assert server.debug is (logger is verbose)
+        events = feed(server, wire)
+        if isinstance(expected, int):
+            assert events == []
+            outcomes.append(assert_failed(server, expected))
+        else:
+            assert events == [expected]
+            outcomes.append(events)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_compressed_send_fast_path_is_the_slow_path() -> None:
+    """Sending with permessage-deflate alone skips building frames unless a
+    debug logger is on: the same bytes either way, for short (uncompressed),
+    compressed, large and fragmented messages, and the same errors."""
+    quiet = logging.getLogger("test.fast")
+    quiet.setLevel(logging.INFO)
+    verbose = logging.getLogger("test.slow")
+    verbose.setLevel(logging.DEBUG)
+    wires = []
+    for logger in (quiet, verbose):
+        client = make(Side.CLIENT, extensions=[deflate()], logger=logger)
+        assert client.debug is (logger is verbose)
+        client.send_text(b"hi")  # under the threshold: not compressed
+        client.send_text("héllo " * 40)
+        client.send_binary(random.Random(7).randbytes(40_000))  # header and payload apart
+        client.send_text(b"part one, ", fin=False)
+        client.send_continuation(b"part two", fin=True)
+        with pytest.raises(InvalidState):
+            client.send_continuation(b"no message in progress", fin=True)
+        wires.append(b"".join(client.data_to_send()))
+    frames = []
+    for wire in wires:  # masked with random keys: compare the frames
+        parser = FrameParser(mask=True)
+        parser.feed(wire)
+        frames.append(list(iter(parser.parse, None)))
+    assert len(frames[0]) == 5
+    assert frames[0] == frames[1]
+    # And a server reads them back.
+    server = make(extensions=[deflate()])
+    server.receive_data(wires[0])
+    assert server.events_received()[:2] == [TextMessage("hi"), TextMessage("héllo " * 40)]
+
+
 @pytest.mark.parametrize("rsv", [0, 4], ids=["plain", "rsv1"])
 def test_huge_declared_length_with_deflate_is_1009_from_the_header(rsv: int) -> None:
     """Issue 13, item 1: with permessage-deflate negotiated, a header announcing

@@ -54,6 +54,7 @@ from ..exceptions import (
     TooManyFragments,
 )
 from ..typing import LoggerLike
+from .deflate import PerMessageDeflate
 from .extensions import Extension
 from .frames import (
     SEND_JOIN_BELOW,
@@ -187,6 +188,11 @@ def _without_tracebacks(exc: Exception) -> Exception:
         chain.append(link)
         link = link.__cause__ or link.__context__
     return exc
+
+
+#: Opcode by value, for frames whose opcode the parser already checked (an
+#: enum call costs about a microsecond).
+_OPCODES = {opcode.value: opcode for opcode in Opcode}
 
 
 class WebSocketProtocol:
@@ -470,8 +476,36 @@ class WebSocketProtocol:
                         _set_text_data(event, data.decode())
                     events.append(event)
                     continue
+                if (
+                    (b0 == 0xC2 or b0 == 0xC1)
+                    and self._recv_opcode is None
+                    and len(self.extensions) == 1
+                    and type(self.extensions[0]) is PerMessageDeflate
+                    and not self.stream_fragments
+                    and not self.debug
+                ):
+                    # The same with permessage-deflate alone: a whole compressed
+                    # message in one frame (FIN and RSV1), decompressed within
+                    # the limits _decode() applies, then as above.
+                    limit = self.max_size
+                    if self.max_frame_size is not None:
+                        limit = (
+                            self.max_frame_size
+                            if limit is None
+                            else min(limit, self.max_frame_size)
+                        )
+                    data = self.extensions[0].decode_message(data, max_size=limit)
+                    if b0 == 0xC2:
+                        event = _new_event(BinaryMessage)
+                        _set_binary_data(event, data)
+                    else:
+                        self._recv_validator = None
+                        event = _new_event(TextMessage)
+                        _set_text_data(event, data.decode())
+                    events.append(event)
+                    continue
                 frame = Frame(
-                    Opcode(b0 & 0x0F),
+                    _OPCODES[b0 & 0x0F],
                     data,
                     bool(b0 & 0x80),
                     bool(b0 & 0x40),
@@ -817,15 +851,26 @@ class WebSocketProtocol:
             self._check_can_send_data()
         if self._output is None:
             self._output = []
-        if self.extensions or self.debug:
-            self._send_frame(Frame(opcode, data, fin))
-        elif len(data) < SEND_JOIN_BELOW:
-            # No extension to apply and no frame to log: encode it directly.
-            self._output.append(serialize_data_frame(opcode, data, fin=fin, mask=self._mask))
+        extensions = self.extensions
+        rsv1 = False
+        if extensions or self.debug:
+            if self.debug or len(extensions) != 1 or type(extensions[0]) is not PerMessageDeflate:
+                self._send_frame(Frame(opcode, data, fin))
+                self._send_opcode = None if fin else (self._send_opcode or opcode)
+                return
+            # permessage-deflate alone, no frame to log: what _send_frame
+            # does, without building frames.
+            data, rsv1 = extensions[0].encode_data(opcode, data, fin)
+        if len(data) < SEND_JOIN_BELOW:
+            self._output.append(
+                serialize_data_frame(opcode, data, fin=fin, mask=self._mask, rsv1=rsv1)
+            )
         else:
             # A large payload goes out as it is, after its header: not copied
             # into one buffer with it (masking on the client side copies it).
-            self._output += serialize_data_frame_parts(opcode, data, fin=fin, mask=self._mask)
+            self._output += serialize_data_frame_parts(
+                opcode, data, fin=fin, mask=self._mask, rsv1=rsv1
+            )
         self._send_opcode = None if fin else (self._send_opcode or opcode)
 
     def _send_frame(self, frame: Frame) -> None:

@@ -578,6 +578,17 @@ class PerMessageDeflate:
             self._decoder = None
         return Frame(opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
 
+    def decode_message(self, data: bytes, *, max_size: int | None = None) -> bytes:
+        """Decompress the payload of a whole message received in one frame with
+        RSV1 set: what :meth:`decode` does for such a frame, without building
+        frames (the protocol's fast path). The caller checked that no message is
+        in progress; ``max_size`` and the errors are :meth:`decode`'s.
+        """
+        data = self._decompress(data + _EMPTY_UNCOMPRESSED_BLOCK, True, max_size)
+        if self.remote_no_context_takeover and not self._holding:
+            self._decoder = None
+        return data
+
     def hold(self) -> None:
         """Keep the decompressor across messages until :meth:`release`.
 
@@ -659,30 +670,33 @@ class PerMessageDeflate:
         ended.
         """
         opcode = frame.opcode
+        if opcode is not Opcode.CONT and opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+            return frame
+        data, rsv1 = self.encode_data(opcode, frame.data, frame.fin)
+        if data is frame.data:
+            return frame  # not compressed
+        return Frame(opcode, data, frame.fin, rsv1, frame.rsv2, frame.rsv3)
+
+    def encode_data(self, opcode: Opcode, data: bytes, fin: bool) -> tuple[bytes, bool]:
+        """The payload to send for a data frame, and its RSV1 bit: what
+        :meth:`encode` does for TEXT, BINARY and CONT frames, without building
+        frames (the protocol's send path). ``data`` itself when it isn't
+        compressed; the errors are :meth:`encode`'s."""
         if opcode is Opcode.CONT:
             if not self._in_message:
                 raise InvalidState("continuation frame sent without a message in progress")
             compress = self._encoding
-        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+        else:
             if self._in_message:
                 raise InvalidState("new message sent before the previous one ended")
             # RFC 7692 section 6: an endpoint may send a message uncompressed.
-            compress = not (frame.fin and len(frame.data) < self.threshold)
+            compress = not (fin and len(data) < self.threshold)
             self._encoding = compress
-        else:
-            return frame
-        self._in_message = not frame.fin
+        self._in_message = not fin
         if not compress:
-            return frame
+            return data, False
         # RFC 7692 section 6.1: RSV1 is set on the first frame only.
-        return Frame(
-            opcode,
-            self._compress(frame.data, frame.fin),
-            frame.fin,
-            opcode is not Opcode.CONT,
-            frame.rsv2,
-            frame.rsv3,
-        )
+        return self._compress(data, fin), opcode is not Opcode.CONT
 
     def _compress(self, data: bytes, fin: bool) -> bytes:
         encoder = self._encoder

@@ -312,11 +312,13 @@ def serialize_frame(frame: Frame, *, mask: bool) -> bytes:
     return _encode(first, frame.data, mask)
 
 
-def serialize_data_frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool) -> bytes:
-    """``serialize_frame(Frame(opcode, data, fin), mask=mask)`` for a data frame
-    without reserved bits, without building the :class:`Frame`: the send path of
-    a message when no extension is in effect."""
-    return _encode((0x80 if fin else 0) | opcode, data, mask)
+def serialize_data_frame(
+    opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool, rsv1: bool = False
+) -> bytes:
+    """``serialize_frame(Frame(opcode, data, fin, rsv1), mask=mask)`` for a data
+    frame, without building the :class:`Frame`: the send path of a message when
+    no extension but permessage-deflate (which sets ``rsv1``) is in effect."""
+    return _encode((0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode, data, mask)
 
 
 #: Payloads from this size on are sent as a header and the payload itself, two
@@ -345,11 +347,11 @@ def serialize_frame_parts(frame: Frame, *, mask: bool) -> tuple[bytes, ...]:
 
 
 def serialize_data_frame_parts(
-    opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool
+    opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool, rsv1: bool = False
 ) -> tuple[bytes, ...]:
     """:func:`serialize_data_frame` as the buffers to write in order (see
     :func:`serialize_frame_parts`)."""
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     if len(data) < SEND_JOIN_BELOW:
         return (_encode(first, data, mask),)
     return _encode_parts(first, data, mask)
