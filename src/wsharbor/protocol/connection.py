@@ -453,57 +453,34 @@ class WebSocketProtocol:
                         self._receive_pending(pending)
                     break
                 b0, data = raw
-                if (
-                    (b0 == 0x82 or b0 == 0x81)
-                    and self._recv_opcode is None
-                    and not self.extensions
-                    and not self.stream_fragments
-                    and not self.debug
-                ):
-                    # Fast path: a whole message in one frame (FIN, no reserved
-                    # bit, text or binary), no extension: what _receive_frame
-                    # does, without a Frame or a call.
-                    if self.max_size is not None and len(data) > self.max_size:
-                        raise PayloadTooBig(self._too_big(len(data)))
-                    if b0 == 0x82:
-                        event: Event = _new_event(BinaryMessage)
-                        _set_binary_data(event, data)
-                    else:
-                        # If the frame arrived in pieces, they were validated
-                        # as they came; decoding validates it whole.
-                        self._recv_validator = None
-                        event = _new_event(TextMessage)
-                        _set_text_data(event, data.decode())
-                    events.append(event)
-                    continue
-                if (
-                    (b0 == 0xC2 or b0 == 0xC1)
-                    and self._recv_opcode is None
-                    and len(self.extensions) == 1
-                    and type(self.extensions[0]) is PerMessageDeflate
-                    and not self.stream_fragments
-                    and not self.debug
-                ):
-                    # The same with permessage-deflate alone: a whole compressed
-                    # message in one frame (FIN and RSV1), decompressed within
-                    # the limits _decode() applies, then as above.
-                    limit = self.max_size
-                    if self.max_frame_size is not None:
-                        limit = (
-                            self.max_frame_size
-                            if limit is None
-                            else min(limit, self.max_frame_size)
-                        )
-                    data = self.extensions[0].decode_message(data, max_size=limit)
-                    if b0 == 0xC2:
-                        event = _new_event(BinaryMessage)
-                        _set_binary_data(event, data)
-                    else:
-                        self._recv_validator = None
-                        event = _new_event(TextMessage)
-                        _set_text_data(event, data.decode())
-                    events.append(event)
-                    continue
+                if self._recv_opcode is None and not self.stream_fragments and not self.debug:
+                    # Fast path: a whole message in one frame (FIN, text or
+                    # binary, no RSV2/3), with no extension or with
+                    # permessage-deflate alone (RSV1: compressed): what
+                    # _receive_frame does, without building a Frame.
+                    whole = False
+                    if (b0 == 0x82 or b0 == 0x81) and not self.extensions:
+                        if self.max_size is not None and len(data) > self.max_size:
+                            raise PayloadTooBig(self._too_big(len(data)))
+                        whole = True
+                    elif b0 == 0xC2 or b0 == 0xC1:
+                        deflate = self._only_deflate()
+                        if deflate is not None:
+                            data = deflate.decode_message(data, max_size=self._inflated_limit(0))
+                            whole = True
+                    if whole:
+                        if b0 & 0x0F == 0x02:
+                            event: Event = _new_event(BinaryMessage)
+                            _set_binary_data(event, data)
+                        else:
+                            # If the frame arrived in pieces, they were
+                            # validated as they came; decoding validates it
+                            # whole.
+                            self._recv_validator = None
+                            event = _new_event(TextMessage)
+                            _set_text_data(event, data.decode())
+                        events.append(event)
+                        continue
                 frame = Frame(
                     _OPCODES[b0 & 0x0F],
                     data,
@@ -720,23 +697,28 @@ class WebSocketProtocol:
         else:  # Opcode.CLOSE
             self._receive_close(frame)
 
+    def _only_deflate(self) -> PerMessageDeflate | None:
+        """The negotiated permessage-deflate when it is the only extension (the
+        protocol's fast paths then skip building frames), else None."""
+        extensions = self.extensions
+        if len(extensions) == 1 and type(extensions[0]) is PerMessageDeflate:
+            return extensions[0]
+        return None
+
+    def _inflated_limit(self, so_far: int) -> int | None:
+        """How large a data frame may decode to, when ``so_far`` bytes of its
+        message were received: what is left of ``max_size``, at most
+        ``max_frame_size``."""
+        limit = None if self.max_size is None else self.max_size - so_far
+        frame_limit = self.max_frame_size
+        if frame_limit is not None:
+            limit = frame_limit if limit is None else min(limit, frame_limit)
+        return limit
+
     def _decode(self, frame: Frame) -> Frame:
         remaining: int | None = None
-        if self.max_size is not None and frame.opcode not in (
-            Opcode.PING,
-            Opcode.PONG,
-            Opcode.CLOSE,
-        ):
-            so_far = self._recv_size if frame.opcode is Opcode.CONT else 0
-            remaining = self.max_size - so_far
-        if self.max_frame_size is not None and frame.opcode not in (
-            Opcode.PING,
-            Opcode.PONG,
-            Opcode.CLOSE,
-        ):
-            remaining = (
-                self.max_frame_size if remaining is None else min(remaining, self.max_frame_size)
-            )
+        if frame.opcode not in (Opcode.PING, Opcode.PONG, Opcode.CLOSE):
+            remaining = self._inflated_limit(self._recv_size if frame.opcode is Opcode.CONT else 0)
         for extension in reversed(self.extensions):
             frame = extension.decode(frame, max_size=remaining)
         return frame
@@ -851,16 +833,16 @@ class WebSocketProtocol:
             self._check_can_send_data()
         if self._output is None:
             self._output = []
-        extensions = self.extensions
         rsv1 = False
-        if extensions or self.debug:
-            if self.debug or len(extensions) != 1 or type(extensions[0]) is not PerMessageDeflate:
+        if self.extensions or self.debug:
+            deflate = None if self.debug else self._only_deflate()
+            if deflate is None:
                 self._send_frame(Frame(opcode, data, fin))
                 self._send_opcode = None if fin else (self._send_opcode or opcode)
                 return
             # permessage-deflate alone, no frame to log: what _send_frame
             # does, without building frames.
-            data, rsv1 = extensions[0].encode_data(opcode, data, fin)
+            data, rsv1 = deflate.encode_data(opcode, data, fin)
         if len(data) < SEND_JOIN_BELOW:
             self._output.append(
                 serialize_data_frame(opcode, data, fin=fin, mask=self._mask, rsv1=rsv1)
