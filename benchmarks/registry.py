@@ -101,9 +101,10 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("wsharbor", "wsharbor.serve", module="benchmarks.servers.wsharbor_server"),
         ServerSpec(
             "asyncio-floor",
-            "reference, not a WebSocket server: canned 101, unmask and echo in one callback",
+            "reference, not a WebSocket server: canned 101, unmask and echo in one callback "
+            "(fan-out: one transport.write per connection in a plain loop)",
             module="benchmarks.servers.floor_server",
-            workloads=frozenset({"echo-64-1", "echo-64-100", "handshake", "memory"}),
+            workloads=frozenset({"echo-64-1", "echo-64-100", "handshake", "memory", "fanout"}),
         ),
         ServerSpec(
             "blocking-floor",

@@ -10,8 +10,16 @@ of that and cannot be faster than this on the same event loop.
 
 Its figures in the benchmark tables are an upper bound for the ratio any server on the
 same loop can reach against websockets in the same run. It is run on the small-message,
-handshake and memory workloads only: it accumulates large messages in one bytearray,
-which says nothing about a floor for them.
+handshake, memory and fan-out workloads only: it accumulates large messages in one
+bytearray, which says nothing about a floor for them.
+
+With ``--fanout``, a data frame is not echoed: it is unmasked once, and the same
+unmasked frame is handed to ``transport.write()`` of every upgraded connection, one call
+each, in a plain loop. That is the least an asyncio server can do to deliver a message to
+N connections (one ``send()`` system call per connection, as no system call writes to
+several TCP sockets). Its time per delivery bounds every server's fan-out on the loop,
+compressed or not: a server that compresses once has the same write per connection
+left. It doesn't negotiate permessage-deflate, so it is not run on ``fanout-deflate``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ def _header(first: int, length: int) -> bytes:
 
 
 class FloorEcho(asyncio.Protocol):
+    #: With ``--fanout``: the transports of the upgraded connections, else None.
+    fanout: set[asyncio.Transport] | None = None
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
@@ -45,6 +56,10 @@ class FloorEcho(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.fanout is not None and self.transport is not None:
+            self.fanout.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
@@ -69,6 +84,8 @@ class FloorEcho(asyncio.Protocol):
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
             )
             self.upgraded = True
+            if self.fanout is not None:
+                self.fanout.add(transport)
             del buffer[: end + 4]
         out: list[bytes] = []
         offset = 0
@@ -91,9 +108,14 @@ class FloorEcho(asyncio.Protocol):
             if size < end:
                 break
             payload = apply_mask(buffer[start:end], bytes(buffer[start - 4 : start]))
+            offset = end
+            if self.fanout is not None and first & 0x0F in (0x1, 0x2):
+                frame = _header(first, length) + payload
+                for receiver in self.fanout:
+                    receiver.write(frame)
+                continue
             out.append(_header(first, length))
             out.append(payload)
-            offset = end
             if first & 0x0F == 0x8:  # close: echo it and close the TCP connection
                 transport.writelines(out)
                 transport.close()
@@ -106,6 +128,8 @@ class FloorEcho(asyncio.Protocol):
 
 
 async def main(args: ServerArgs) -> None:
+    if args.fanout:
+        FloorEcho.fanout = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FloorEcho, args.host, args.port)
     async with server:
@@ -115,7 +139,7 @@ async def main(args: ServerArgs) -> None:
 
 if __name__ == "__main__":
     arguments = parse_args(__doc__ or "")
-    if arguments.compression or arguments.fanout:
-        print("a reference server has no --compression or --fanout", file=sys.stderr)
+    if arguments.compression:
+        print("a reference server has no --compression", file=sys.stderr)
         sys.exit(3)
     sys.exit(run(main, arguments))

@@ -258,3 +258,27 @@ async def test_broadcast_is_fanout_with_reporting() -> None:
             assert [type(e) for e in info.value.exceptions] == [wsharbor.ConcurrencyError]
             harness.release.set()
             assert await wait(fragmenting.recv(), TIMEOUT) == "first, last"
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_broadcast_keeps_order_with_answers_to_a_burst(compression: str | None) -> None:
+    """A handler working through a burst of queued messages sends its answers in
+    batches: a broadcast from that handler goes into the same batch, after the
+    answer sent before it, not straight to the socket ahead of it (with and
+    without a frame encoded once for every connection)."""
+    count = 200
+
+    async def handler(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(f"answer {message}")
+            wsharbor.broadcast([ws], f"broadcast {message}")
+
+    async with wsharbor.serve(handler, HOST, 0, compression=compression) as server:
+        async with wsharbor.connect(
+            f"ws://{HOST}:{port_of(server)}", compression=compression
+        ) as client:
+            for n in range(count):  # sent back to back: the server reads bursts
+                await client.send(str(n))
+            received = [await wait(client.recv(), TIMEOUT) for _ in range(2 * count)]
+    expected = [f"{kind} {n}" for n in range(count) for kind in ("answer", "broadcast")]
+    assert received == expected

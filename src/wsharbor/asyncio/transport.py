@@ -274,7 +274,7 @@ class SocketTransport(asyncio.Transport):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
-        if not self._writable(bool(data)):
+        if (self._eof or self._conn_lost or not data) and not self._writable(bool(data)):
             return
         buffer = self._buffer
         if buffer is not None:

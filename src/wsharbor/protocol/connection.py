@@ -579,15 +579,18 @@ class WebSocketProtocol:
         :func:`wsharbor.broadcast` encodes a message once and writes the same
         bytes to every connection with the same :meth:`preencode_key`.
         """
-        if self.preencode_key() is None:
+        if self.side is not Side.SERVER or (self.extensions and self.preencode_key() is None):
             raise InvalidState(
                 "pre-encoded frames need a server connection without extensions "
                 "or without compression context"
             )
-        self._check_can_send_data()
-        if self._output is None:
-            self._output = []
-        self._output.append(data)
+        if self.state is not State.OPEN or self._send_opcode is not None:
+            self._check_can_send_data()  # raises
+        output = self._output
+        if output is None:
+            self._output = [data]
+        else:
+            output.append(data)
 
     def send_ping(self, data: bytes = b"") -> None:
         """Send a ping frame (payload of at most 125 bytes)."""
