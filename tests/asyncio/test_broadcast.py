@@ -274,9 +274,8 @@ async def test_broadcast_keeps_order_with_answers_to_a_burst(compression: str | 
             wsharbor.broadcast([ws], f"broadcast {message}")
 
     async with wsharbor.serve(handler, HOST, 0, compression=compression) as server:
-        async with wsharbor.connect(
-            f"ws://{HOST}:{port_of(server)}", compression=compression
-        ) as client:
+        uri = f"ws://{HOST}:{port_of(server)}"
+        async with wsharbor.connect(uri, compression=compression) as client:
             for n in range(count):  # sent back to back: the server reads bursts
                 await client.send(str(n))
             received = [await wait(client.recv(), TIMEOUT) for _ in range(2 * count)]

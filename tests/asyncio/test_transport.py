@@ -267,3 +267,90 @@ async def test_abort_from_resume_writing_loses_the_connection_once() -> None:
     finally:
         transport.abort()
         theirs.close()
+
+
+class VectoredRecorder(Recorder):
+    """A Recorder that asks for two buffers at once: ``first`` bytes, then ``second``."""
+
+    def __init__(self, first: int, second: int) -> None:
+        super().__init__()
+        self.first = memoryview(bytearray(first))
+        self.second = memoryview(bytearray(second))
+        self.calls: list[tuple[int, ...]] = []
+
+    def get_read_buffers(self) -> tuple[memoryview, memoryview | None]:
+        return self.first, self.second
+
+    def buffers_updated(self, first: int, second: int) -> None:
+        assert first == len(self.first)  # the first one is full
+        self.calls.append((first, second))
+        self.data += self.first
+        self.data += self.second[:second]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.calls.append((nbytes,))
+        self.data += self.first[:nbytes]
+
+
+async def test_socket_transport_reads_into_two_buffers_at_once() -> None:
+    """A protocol with get_read_buffers() is read with one recvmsg_into() into
+    both of its buffers: buffers_updated() when bytes reached the second one,
+    buffer_updated() when they fit in the first; the bytes arrive in order."""
+    from wsharbor.asyncio.transport import make_transport
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    protocol = VectoredRecorder(10, 4)
+    transport = make_transport(loop, ours, protocol, None)
+    assert transport is not None
+    try:
+        for chunk, call in ((b"0123456789ab", (10, 2)), (b"xyz", (3,)), (b"A" * 14, (10, 4))):
+            before = len(protocol.data)
+            await loop.sock_sendall(theirs, chunk)
+            for _ in range(100):
+                if len(protocol.data) == before + len(chunk):
+                    break
+                await asyncio.sleep(0.01)
+            assert protocol.calls[-1] == call
+            assert bytes(protocol.data[before:]) == chunk
+    finally:
+        transport.abort()
+        theirs.close()
+
+
+async def test_large_messages_back_to_back_are_read_with_the_next_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client sends large frames back to back, with small ones between: the
+    rest of each large payload and the next frame's header come in one read
+    (buffers_updated), and every message is echoed intact, in order."""
+    vectored = 0
+    original = ServerConnection.buffers_updated
+
+    def counting(self: ServerConnection, first: int, second: int) -> None:
+        nonlocal vectored
+        vectored += 1
+        original(self, first, second)
+
+    monkeypatch.setattr(ServerConnection, "buffers_updated", counting)
+    sizes = [200_000, 65_536, 5, 100_000, 70_000, 1, 300_000, 40_000, 65_536]
+    messages = [payload(i, size) for i, size in enumerate(sizes)]
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with wsharbor.serve(echo, HOST, 0, compression=None, max_size=None) as server:
+        client = await RawClient.connect(port_of(server))
+        for data in messages:
+            client.send_binary(data)
+        text = "the end, in a text frame that is large too " * 2000
+        client.send_text(text)
+        for index, data in enumerate(messages):
+            assert await client.recv_message(TIMEOUT) == data, f"message {index} differs"
+        assert await client.recv_message(TIMEOUT) == text
+        client.send_close()
+        assert (await client.expect_close()).code == 1000
+        await client.close_transport()
+    assert vectored > 0

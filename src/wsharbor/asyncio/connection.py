@@ -62,7 +62,7 @@ from ..protocol.connection import (
     TextMessage,
     WebSocketProtocol,
 )
-from ..protocol.frames import CloseCode, Opcode
+from ..protocol.frames import HEADER_MAX, CloseCode, Opcode
 from ..protocol.http11 import Request, Response
 from ..typing import Data, DataLike, LoggerLike
 from .budget import ReadBudget
@@ -1290,6 +1290,19 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        return self.get_read_buffers()[0]
+
+    def get_read_buffers(self) -> tuple[memoryview, memoryview | None]:
+        """:meth:`get_buffer`, with a second buffer when one read may fill two.
+
+        :class:`~wsharbor.asyncio.transport.SocketTransport` calls this instead
+        of :meth:`get_buffer` (other transports call :meth:`get_buffer`, which
+        drops the second buffer). While the rest of a large payload is read
+        straight into its buffer, the next frame's header may come with it,
+        into the second buffer, by the same system call
+        (:meth:`buffers_updated`). Not with a read budget, whose reads are
+        bounded to the byte.
+        """
         options = self.options
         size = options.read_limit
         budget = options.budget
@@ -1303,13 +1316,27 @@ class Connection(asyncio.BufferedProtocol):
             # The rest of a large frame's payload: read straight into it.
             view = protocol.receive_buffer(_DIRECT_READ_MAX)
             if view is not None:
-                return view if budget is None else view[:size]
+                if budget is not None:
+                    return view[:size], None
+                return view, _scratch_buffer()[:HEADER_MAX]
             size = protocol.read_size(size)
         try:
             scratch: memoryview = _scratch.view
         except AttributeError:
             scratch = _scratch_buffer()
-        return scratch[:size]
+        return scratch[:size], None
+
+    def buffers_updated(self, first: int, second: int) -> None:
+        """The rest of a payload (``first`` bytes, filling the view lent) and
+        ``second`` bytes after it were read (see :meth:`get_read_buffers`)."""
+        observer = self.options.observer
+        if observer is not None:
+            observer.data_received(self, first + second)
+        protocol = self.protocol
+        assert protocol is not None and protocol.receiving_into
+        protocol.received_into(first)
+        protocol.receive_data(_scratch_buffer()[:second])
+        self._process_events()
 
     def buffer_updated(self, nbytes: int) -> None:
         observer = self.options.observer

@@ -62,6 +62,7 @@ __all__ = [
     "CTRL_OPCODES",
     "DATA_OPCODES",
     "DIRECT_READ_MIN",
+    "HEADER_MAX",
     "SEND_JOIN_BELOW",
     "SPEEDUPS",
     "Close",
@@ -401,7 +402,9 @@ DIRECT_READ_MIN = 16384
 #: at a frame boundary asks for at most a header (:meth:`FrameParser.read_size`):
 #: if that frame is large too, its payload is then read straight into its own
 #: buffer, not copied from the I/O layer's. 14 bytes: 2, 8 of length, 4 of mask.
-_HEADER_MAX = 14
+#: An I/O layer that can read into two buffers at once reads the rest of a
+#: payload and at most this many bytes after it in one system call.
+HEADER_MAX = 14
 
 
 class PendingFrame:
@@ -634,12 +637,12 @@ class FrameParser:
             rest = pending.length - pending.received
             if rest > 0:
                 self._after_large = True
-                return min(size, rest + _HEADER_MAX)
+                return min(size, rest + HEADER_MAX)
             return size
         if self._after_large:
             self._after_large = False  # once: a small frame next reads normally
             if self._input is None and self._pos == len(self._buf):
-                return min(size, _HEADER_MAX)
+                return min(size, HEADER_MAX)
         return size
 
     def receive_buffer(self, size: int) -> memoryview | None:
