@@ -11,6 +11,7 @@ import pytest
 
 import wsharbor
 from wsharbor import ServerConnection
+from wsharbor.protocol.frames import SPEEDUPS
 
 from .conftest import HOST, TIMEOUT, RawClient, port_of, small_buffer_listener, wait
 
@@ -353,4 +354,5 @@ async def test_large_messages_back_to_back_are_read_with_the_next_header(
         client.send_close()
         assert (await client.expect_close()).code == 1000
         await client.close_transport()
-    assert vectored > 0
+    # Without the C accelerator nothing is read straight into a payload.
+    assert vectored > 0 if SPEEDUPS else vectored == 0

@@ -75,6 +75,7 @@ __all__ = [
     "apply_mask_inplace",
     "apply_mask_inplace_python",
     "apply_mask_python",
+    "parse_frame_python",
     "serialize_data_frame",
     "serialize_data_frame_parts",
     "serialize_frame",
@@ -282,6 +283,8 @@ try:
     from ._speedups import PayloadBuffer as _PayloadBuffer
     from ._speedups import apply_mask as _apply_mask_c
     from ._speedups import apply_mask_inplace as _apply_mask_inplace_c
+    from ._speedups import parse_frame as _parse_frame_c
+    from ._speedups import set_exceptions as _set_exceptions
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = apply_mask_python
     apply_mask_inplace = apply_mask_inplace_python
@@ -289,6 +292,7 @@ except ImportError:  # pragma: no cover - depends on the build
 else:
     apply_mask = _apply_mask_c
     apply_mask_inplace = _apply_mask_inplace_c
+    _set_exceptions(ProtocolError, PayloadTooBig)
     SPEEDUPS = True
 
 
@@ -547,6 +551,77 @@ class PendingFrame:
         return data
 
 
+def parse_frame_python(
+    buf: bytes | bytearray | memoryview, pos: int, mask: bool, max_size: int | None
+) -> tuple[int, bytes | None, int, int] | None:
+    """The frame that starts at ``pos`` in ``buf``, its header checked.
+
+    ``None`` while the header is incomplete; else ``(b0, data, header_size,
+    length)``: the first header byte, the payload unmasked (``None`` while it
+    is incomplete), the header's size (masking key included) and the payload's
+    length. Raises :class:`ProtocolError` for a header RFC 6455 forbids and
+    :class:`PayloadTooBig` for a data frame over ``max_size``.
+
+    The reference for ``_speedups.parse_frame``, the C version
+    :meth:`FrameParser.parse_raw` uses when it was built: the same results
+    and the same errors (tests compare them).
+    """
+    available = len(buf) - pos
+    if available < 2:
+        return None
+    b0 = buf[pos]
+    b1 = buf[pos + 1]
+    opcode_value = b0 & 0x0F
+    if opcode_value not in _OPCODES:
+        raise ProtocolError(f"reserved opcode {opcode_value:#x} (RFC 6455 section 5.2)")
+    masked = bool(b1 & 0x80)
+    if masked != mask:
+        if mask:
+            raise ProtocolError("client frame not masked (RFC 6455 section 5.1)")
+        raise ProtocolError("server frame masked (RFC 6455 section 5.1)")
+    length = b1 & 0x7F
+    header_size = 2
+    if length == 126:
+        if available < 4:
+            return None
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        header_size = 4
+    elif length == 127:
+        if available < 10:
+            return None
+        (length,) = struct.unpack_from("!Q", buf, pos + 2)
+        if length >> 63:
+            raise ProtocolError(
+                "64-bit payload length with most significant bit set (RFC 6455 section 5.2)"
+            )
+        header_size = 10
+    # max_size applies to data frames; control frames are bounded to 125 bytes.
+    if opcode_value >= 0x8:
+        if length > 125:
+            raise ProtocolError("control frame too long (RFC 6455 section 5.5)")
+        if not b0 & 0x80:
+            raise ProtocolError("fragmented control frame (RFC 6455 section 5.5)")
+    elif max_size is not None and length > max_size:
+        raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {max_size} bytes")
+    if masked:
+        header_size += 4
+    if available < header_size:
+        return None
+    if length > available - header_size:
+        return b0, None, header_size, length  # the payload is incomplete
+    start = pos + header_size
+    end = start + length
+    if not masked:
+        return b0, bytes(buf[start:end]), header_size, length
+    if length <= _SLICE_BELOW:
+        return b0, apply_mask(buf[start:end], buf[start - 4 : start]), header_size, length
+    with memoryview(buf) as view:
+        return b0, apply_mask(view[start:end], buf[start - 4 : start]), header_size, length
+
+
+_parse_frame = _parse_frame_c if SPEEDUPS else parse_frame_python
+
+
 class FrameParser:
     """Incremental frame parser.
 
@@ -735,70 +810,21 @@ class FrameParser:
         borrowed = self._input
         buf = self._buf if borrowed is None else borrowed
         pos = self._pos
-        available = len(buf) - pos
-        if available < 2:
+        parsed = _parse_frame(buf, pos, self.mask, self.max_size)
+        if parsed is None:
             if borrowed is not None:
                 self._keep_input()
             return None
-        b0 = buf[pos]
-        b1 = buf[pos + 1]
-        opcode_value = b0 & 0x0F
-        try:
-            opcode = _OPCODES[opcode_value]
-        except KeyError:
-            raise ProtocolError(
-                f"reserved opcode {opcode_value:#x} (RFC 6455 section 5.2)"
-            ) from None
-        masked = bool(b1 & 0x80)
-        if masked != self.mask:
-            if self.mask:
-                raise ProtocolError("client frame not masked (RFC 6455 section 5.1)")
-            raise ProtocolError("server frame masked (RFC 6455 section 5.1)")
-        length = b1 & 0x7F
-        header_size = 2
-        if length == 126:
-            if available < 4:
-                if borrowed is not None:
-                    self._keep_input()
-                return None
-            length = (buf[pos + 2] << 8) | buf[pos + 3]
-            header_size = 4
-        elif length == 127:
-            if available < 10:
-                if borrowed is not None:
-                    self._keep_input()
-                return None
-            (length,) = struct.unpack_from("!Q", buf, pos + 2)
-            if length >> 63:
-                raise ProtocolError(
-                    "64-bit payload length with most significant bit set (RFC 6455 section 5.2)"
-                )
-            header_size = 10
-        fin = bool(b0 & 0x80)
-        # max_size applies to data frames; control frames are bounded to 125 bytes.
-        if opcode >= 0x8:
-            if length > 125:
-                raise ProtocolError("control frame too long (RFC 6455 section 5.5)")
-            if not fin:
-                raise ProtocolError("fragmented control frame (RFC 6455 section 5.5)")
-        elif self.max_size is not None and length > self.max_size:
-            raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {self.max_size} bytes")
-        if masked:
-            header_size += 4
-        end = pos + header_size + length
-        if len(buf) < end:
-            if available < header_size:
-                if borrowed is not None:
-                    self._keep_input()
-                return None
+        b0, data, header_size, length = parsed
+        if data is None:
             # The payload is incomplete: assemble it in place from here on.
             start = pos + header_size
             pending = PendingFrame(
                 bytes(buf[pos:start]),
-                opcode,
+                _OPCODES[b0 & 0x0F],
                 length,
-                bytes(buf[start - 4 : start]) if masked else None,
-                fin,
+                bytes(buf[start - 4 : start]) if self.mask else None,
+                bool(b0 & 0x80),
                 bool(b0 & 0x40),
                 bool(b0 & 0x20),
                 bool(b0 & 0x10),
@@ -813,15 +839,7 @@ class FrameParser:
             self._pos = 0
             self._pending = pending
             return None
-        if masked:
-            start = pos + header_size
-            if length <= _SLICE_BELOW:
-                data = apply_mask(buf[start:end], buf[start - 4 : start])
-            else:
-                with memoryview(buf) as view:
-                    data = apply_mask(view[start:end], buf[start - 4 : start])
-        else:
-            data = bytes(buf[pos + header_size : end])
+        end = pos + header_size + length
         if end == len(buf):
             if borrowed is None:
                 self._buf.clear()
