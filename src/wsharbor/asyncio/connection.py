@@ -1334,14 +1334,24 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffers_updated(self, first: int, second: int) -> None:
         """The rest of a payload (``first`` bytes, filling the view lent) and
-        ``second`` bytes after it were read (see :meth:`get_read_buffers`)."""
+        ``second`` bytes after it were read (see :meth:`get_read_buffers`, which
+        gives a second buffer only without a read budget: none to update)."""
         observer = self.options.observer
         if observer is not None:
             observer.data_received(self, first + second)
         protocol = self.protocol
         assert protocol is not None and protocol.receiving_into
+        # The message whose payload just completed goes to the application
+        # before the next frame's header is parsed, which allocates the next
+        # payload's buffer: the other way round, a stream of 1 MiB messages ran
+        # 20% slower (perf showed page faults that the header-first order
+        # didn't have).
+        # The header is copied out of the shared scratch buffer first (at most
+        # HEADER_MAX bytes): the application runs in between.
+        tail = bytes(_scratch_buffer()[:second])
         protocol.received_into(first)
-        protocol.receive_data(_scratch_buffer()[:second])
+        self._process_events()
+        protocol.receive_data(tail)
         self._process_events()
 
     def buffer_updated(self, nbytes: int) -> None:

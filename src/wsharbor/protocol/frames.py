@@ -38,8 +38,11 @@ at most one partial header, a read's worth. The protocol looks at the pending
 frame to check its header and validate the UTF-8 of text payloads as each piece
 arrives (RFC 6455 section 8.1: fail fast).
 
-Masking uses the C accelerator (``_speedups.apply_mask`` and
-``apply_mask_inplace``) when it was built, and a pure-Python fallback otherwise.
+Masking and the reading of a frame's header use the C accelerator
+(``_speedups.apply_mask``, ``apply_mask_inplace`` and ``parse_frame``, which
+checks a header and unmasks a whole payload in one call) when it was built, and
+a pure-Python fallback otherwise (:func:`parse_frame_python` is the reference
+for ``parse_frame``).
 ``SPEEDUPS`` tells which one is in use. With the accelerator, a payload buffer
 is a ``bytes`` object filled in place (``_speedups.PayloadBuffer``, not
 initialised, so that a header announcing a large frame costs no resident memory
