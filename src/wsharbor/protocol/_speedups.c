@@ -1,4 +1,4 @@
-/* C accelerator for wsharbor.protocol: masking, payload buffers, UTF-8 validation.
+/* C accelerator for wsharbor.protocol: masking, frame headers, payload buffers, UTF-8 validation.
  *
  * apply_mask(data, mask) -> bytes
  *     XORs a bytes-like object with a 4-byte mask repeated (RFC 6455 section
@@ -682,7 +682,7 @@ static PyMethodDef speedups_methods[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsharbor.protocol._speedups",
-    "C accelerator for WebSocket masking, payload buffers and UTF-8 validation.",
+    "C accelerator for WebSocket masking, frame headers, payload buffers and UTF-8 validation.",
     -1,
     speedups_methods,
 };
