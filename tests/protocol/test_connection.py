@@ -963,25 +963,29 @@ def deflate() -> PerMessageDeflate:
     return PerMessageDeflate(False, False, 15, 15)
 
 
-def compressed_frame(payload: bytes, *, fin: bool = True) -> bytes:
+def compressed_frame(payload: bytes, *, fin: bool = True, opcode: Opcode = BINARY) -> bytes:
     """A client's compressed data frame, as permessage-deflate writes it."""
-    encoded = deflate().encode(Frame(BINARY, payload, fin))
+    encoded = deflate().encode(Frame(opcode, payload, fin))
     assert encoded.rsv1
     return serialize_frame(encoded, mask=True)
 
 
-def compressed_text_frame(payload: bytes) -> bytes:
-    encoded = deflate().encode(Frame(Opcode.TEXT, payload))
-    assert encoded.rsv1
-    return serialize_frame(encoded, mask=True)
+def fast_and_general_path_loggers() -> tuple[logging.Logger, logging.Logger]:
+    """A logger at INFO (the protocol takes its fast paths) and one at DEBUG
+    (it takes the general path, which logs each frame)."""
+    quiet = logging.getLogger("test.fast")
+    quiet.setLevel(logging.INFO)
+    verbose = logging.getLogger("test.slow")
+    verbose.setLevel(logging.DEBUG)
+    return quiet, verbose
 
 
 @pytest.mark.parametrize(
     ("wire", "expected"),
     [
-        (compressed_text_frame("héllo ".encode() * 50), TextMessage("héllo " * 50)),
+        (compressed_frame("héllo ".encode() * 50, opcode=Opcode.TEXT), TextMessage("héllo " * 50)),
         (compressed_frame(b"\x00\x01" * 300), BinaryMessage(b"\x00\x01" * 300)),
-        (compressed_text_frame(b"ok" * 100 + b"\xff"), 1007),
+        (compressed_frame(b"ok" * 100 + b"\xff", opcode=Opcode.TEXT), 1007),
         (compressed_frame(b"a" * 5000), 1009),  # max_size 4096 below
         (serialize_frame(Frame(BINARY, b"\xff" * 40, rsv1=True), mask=True), 1002),
     ],
@@ -992,10 +996,7 @@ def test_compressed_one_frame_message_fast_path_is_the_slow_path(
 ) -> None:
     """A whole compressed message in one frame takes the protocol's fast path,
     or the general one when a debug logger is on: same message, same failure."""
-    quiet = logging.getLogger("test.fast")
-    quiet.setLevel(logging.INFO)
-    verbose = logging.getLogger("test.slow")
-    verbose.setLevel(logging.DEBUG)
+    quiet, verbose = fast_and_general_path_loggers()
     outcomes = []
     for logger in (quiet, verbose):
         server = make(extensions=[deflate()], max_size=4096, logger=logger)
@@ -1014,10 +1015,7 @@ def test_compressed_send_fast_path_is_the_slow_path() -> None:
     """Sending with permessage-deflate alone skips building frames unless a
     debug logger is on: the same bytes either way, for short (uncompressed),
     compressed, large and fragmented messages, and the same errors."""
-    quiet = logging.getLogger("test.fast")
-    quiet.setLevel(logging.INFO)
-    verbose = logging.getLogger("test.slow")
-    verbose.setLevel(logging.DEBUG)
+    quiet, verbose = fast_and_general_path_loggers()
     wires = []
     for logger in (quiet, verbose):
         client = make(Side.CLIENT, extensions=[deflate()], logger=logger)
