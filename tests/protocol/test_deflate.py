@@ -82,7 +82,7 @@ def test_settings_defaults() -> None:
     assert SERVER_DEFAULTS.peer_window_bits == 12
     assert not SERVER_DEFAULTS.context_takeover and not SERVER_DEFAULTS.peer_context_takeover
     assert SERVER_DEFAULTS.threshold == 64
-    assert SERVER_DEFAULTS.level == 4
+    assert SERVER_DEFAULTS.level == 2
     assert SERVER_CONTEXT_TAKEOVER.window_bits == 12
     assert SERVER_CONTEXT_TAKEOVER.memory_level == 4
     assert SERVER_CONTEXT_TAKEOVER.peer_window_bits == 12

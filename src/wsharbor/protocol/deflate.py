@@ -338,7 +338,7 @@ class DeflateSettings:
 #: small messages, which can't refer to earlier ones: the sample corpus (JSON
 #: messages of 75-366 bytes) compresses to 81% of its size instead of 30%
 #: (window bits 12 with context takeover) or 24% (15); 16 KiB JSON documents
-#: to 25% (23% at level 6) instead of 21% (or 17%).
+#: to 27% (24% at level 6) instead of 21% (or 17%).
 #: To keep the context (smaller messages, 40 KiB per connection), use
 #: :data:`SERVER_CONTEXT_TAKEOVER`.
 #:
@@ -349,10 +349,13 @@ class DeflateSettings:
 #: message can make us hold while it arrives (a 12 KiB decompressor).
 #: Threshold 64: compressed on its own, a JSON message shrinks only from about
 #: 64 bytes (48 bytes: +0.4%, 32: +4%, 16: +12%; 64: -4%, 128: -16%), so
-#: shorter ones are sent as they are. Level 4: compressed on their own, small
+#: shorter ones are sent as they are. Level 2: compressed on their own, small
 #: messages come out the same size at every level from 2 to 6 (the corpus:
-#: 80.8% with zlib-ng), and 16 KiB documents 4.6% larger at 4 than at 6 (24.8%
-#: against 23.7%) for about 30% less CPU (zlib-ng: about 170 µs against 230).
+#: 80.8% with zlib-ng), and 16 KiB documents 9% larger at level 2 than at 4
+#: (27.1% against 24.9%; 23.8% at 6) for 30% less CPU (zlib-ng: 104 µs a
+#: document against 148; 190 at 6), which is most of a server's CPU for a
+#: large compressed message. aiohttp's default is level 1, websockets' 6.
+#: Level 1 is zlib-ng's quick mode: 34% on documents, 92% on the corpus.
 SERVER_DEFAULTS = DeflateSettings(
     window_bits=15,
     memory_level=8,
@@ -360,7 +363,7 @@ SERVER_DEFAULTS = DeflateSettings(
     peer_window_bits=12,
     peer_context_takeover=False,
     threshold=64,
-    level=4,
+    level=2,
 )
 
 #: Server settings that keep the context between messages (the defaults until
