@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +30,7 @@ from wsharbor.exceptions import (
     StatusLineTooLong,
     TooManyHeaders,
 )
+from wsharbor.protocol import http11
 from wsharbor.protocol.datastructures import Headers
 from wsharbor.protocol.http11 import Request, RequestParser, Response, ResponseParser
 
@@ -947,9 +949,11 @@ def test_field_names_keep_their_case_and_their_keys() -> None:
     assert again.headers.raw_items() == request.headers.raw_items()
 
 
-def test_made_up_field_names_dont_grow_the_name_cache() -> None:
+def test_made_up_field_names_dont_grow_the_name_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from wsharbor.protocol import http11
 
+    # The cache is the general path's (the C parser decodes names itself).
+    monkeypatch.setattr(http11, "_parse_request", None)
     for batch in range(4):
         names = [f"X-Made-Up-{batch}-{index}" for index in range(100)]
         head = "".join(f"{name}: {index}\r\n" for index, name in enumerate(names))
@@ -960,3 +964,211 @@ def test_made_up_field_names_dont_grow_the_name_cache() -> None:
         assert request.headers.get_all(names[-1].lower()) == ["99"]
         assert len(http11._FIELD_NAMES) <= http11._FIELD_NAMES_MAX
     assert len(http11._FIELD_NAMES) == http11._FIELD_NAMES_MAX
+
+
+# ---------------------------------------------------------------------------
+# The C parser of the usual handshake (_speedups.parse_request)
+# ---------------------------------------------------------------------------
+
+needs_c_parser = pytest.mark.skipif(
+    http11._parse_request is None, reason="the C accelerator isn't in use"
+)
+
+#: The opening handshake Chromium sends, field for field.
+CHROMIUM_REQUEST = block(
+    b"GET /chat?room=1 HTTP/1.1",
+    [
+        b"Host: 127.0.0.1:8765",
+        b"Connection: Upgrade",
+        b"Pragma: no-cache",
+        b"Cache-Control: no-cache",
+        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        b"HeadlessChrome/131.0.0.0 Safari/537.36",
+        b"Upgrade: websocket",
+        b"Origin: http://127.0.0.1:8765",
+        b"Sec-WebSocket-Version: 13",
+        b"Accept-Encoding: gzip, deflate, br, zstd",
+        b"Accept-Language: en-US,en;q=0.9",
+        b"Sec-WebSocket-Key: " + RFC_KEY.encode(),
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    ],
+)
+
+
+def parse_generally(data: bytes, **limits: int) -> tuple[Request, bytes]:
+    """``data`` fed whole to a parser without the C path."""
+    parser = RequestParser(**limits)
+    saved, http11._parse_request = http11._parse_request, None
+    try:
+        request = parser.feed(data)
+    finally:
+        http11._parse_request = saved
+    assert request is not None
+    return request, parser.leftover
+
+
+def parse_in_c(data: bytes, **limits: int) -> tuple[str, list[tuple[str, str]], list[str]] | None:
+    """The C parser's answer, as RequestParser asks it (None without CRLF CRLF)."""
+    assert http11._parse_request is not None
+    end = data.find(b"\r\n\r\n")
+    if end <= 0:
+        return None
+    merged = {**dict(max_request_line=8192, max_header_line=8192), **limits}
+    merged.setdefault("max_headers", 128)
+    merged.setdefault("max_headers_size", 65536)
+    return http11._parse_request(
+        data,
+        end,
+        merged["max_request_line"],
+        merged["max_header_line"],
+        merged["max_headers"],
+        merged["max_headers_size"],
+    )
+
+
+def assert_same_as_general(data: bytes, **limits: int) -> bool:
+    """If the C parser takes ``data``, the general path returns the same request (it
+    must not raise, either); return whether the C parser took it."""
+    parsed = parse_in_c(data, **limits)
+    if parsed is None:
+        return False
+    path, fields, keys = parsed
+    request, leftover = parse_generally(data, **limits)
+    assert (request.method, request.path) == ("GET", path)
+    assert request.headers.raw_items() == fields
+    assert request.headers._keys == keys
+    assert all(key is sys.intern(key) for key in keys)
+    # And the parser's own result with the C path on.
+    fast = RequestParser(**limits)
+    assert fast.feed(data) == request
+    assert fast.leftover == leftover == data[data.find(b"\r\n\r\n") + 4 :]
+    assert fast._request_parser is None  # llhttp was never needed
+    return True
+
+
+@needs_c_parser
+@pytest.mark.parametrize(
+    "data",
+    [
+        RFC_REQUEST,
+        RFC_REQUEST + FRAME,
+        CHROMIUM_REQUEST,
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET /!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ HTTP/1.1\r\n\r\n",
+        b"GET /%zz HTTP/1.1\r\nX:\r\nY: \t \r\nZ:v\r\nW: a  b \t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Latin: caf\xe9\r\nx-latin: \xff\r\n\r\n",
+        b"GET / HTTP/1.1\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n",
+        ODD["bare LF after the block"],
+    ],
+    ids=[
+        "RFC 6455",
+        "RFC 6455 and a frame",
+        "Chromium",
+        "no header",
+        "every VCHAR in the target",
+        "empty values and OWS",
+        "obs-text",
+        "every tchar",
+        "bare LF after the block",
+    ],
+)
+def test_c_parser_takes_the_usual_requests(data: bytes) -> None:
+    assert assert_same_as_general(data)
+
+
+@needs_c_parser
+@pytest.mark.parametrize(
+    "data",
+    [
+        # Bytes after a plain block are no part of it: that one is the C parser's.
+        *(data for name, data in ODD.items() if name != "bare LF after the block"),
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a/b?c#d HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET ! HTTP/1.1\r\nHost: a\r\n\r\n",
+        upgrade().replace(b"GET", b"HEAD"),
+        upgrade().replace(b"GET", b"get"),
+        upgrade().replace(b"GET /chat", b"GET  /chat"),
+        upgrade().replace(b"GET /chat", b"GET /chat "),
+        upgrade().replace(b"Host:", b"Host :"),
+        upgrade().replace(b"Host:", b"Ho(st:"),
+        upgrade({b"X": [b"a\x7fb"]}),
+        upgrade({b"X": [b"a\x1bb"]}),
+        upgrade({b"Content-Length": [b"0"]}),
+        upgrade({b"TRANSFER-ENCODING": [b"chunked"]}),
+        b"GET / HTTP/1.1\r\n:v\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+    ],
+)
+def test_c_parser_leaves_the_rest_to_the_general_path(data: bytes) -> None:
+    assert not assert_same_as_general(data)
+    # Fed whole, the parser gives what it gives byte by byte (the general path).
+    both_ways(RequestParser, data)
+
+
+@needs_c_parser
+@pytest.mark.parametrize("name", list(AT_LIMITS))
+def test_c_parser_at_and_over_each_limit(name: str) -> None:
+    data = block(REQUEST_LINE, UPGRADE_FIELDS)
+    assert assert_same_as_general(data, **AT_LIMITS)
+    over = {**AT_LIMITS, name: AT_LIMITS[name] - 1}
+    assert parse_in_c(data, **over) is None
+    # Over a limit, the general path reports it, whole as byte by byte.
+    outcome, _ = both_ways(functools.partial(RequestParser, **over), data)
+    assert outcome[0] == "error" and outcome[1] is not InvalidMessage
+
+
+@needs_c_parser
+def test_c_parser_arguments() -> None:
+    assert http11._parse_request is not None
+    with pytest.raises(ValueError):
+        http11._parse_request(RFC_REQUEST, 3, 1, 1, 1, 1)
+    with pytest.raises(ValueError):
+        http11._parse_request(RFC_REQUEST, len(RFC_REQUEST), 1, 1, 1, 1)
+    with pytest.raises(TypeError):
+        http11._parse_request(bytearray(RFC_REQUEST), 0, 1, 1, 1, 1)  # type: ignore[arg-type]
+
+
+field_names = st.one_of(
+    st.sampled_from(
+        [b"Host", b"Upgrade", b"Connection", b"Content-Length", b"Transfer-Encoding", b"X"]
+    ),
+    st.binary(min_size=0, max_size=6),
+    st.text(alphabet="!#$%&'*+-.^_`|~aZ09(): ", max_size=6).map(str.encode),
+)
+field_values = st.one_of(
+    st.binary(max_size=10),
+    st.text(alphabet=" \tabc09,;=/\x7f\x00\r\n\xe9", max_size=10).map(
+        lambda text: text.encode("latin-1")
+    ),
+)
+request_lines = st.tuples(
+    st.sampled_from([b"GET", b"GET ", b"HEAD", b"get", b""]),
+    st.one_of(
+        st.binary(max_size=8),
+        st.binary(max_size=8).map(lambda target: b"/" + target),
+        st.sampled_from([b"/", b"/chat?x=1", b"*", b"/a b", b"http://a/", b"!"]),
+    ),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.1 ", b"http/1.1", b"HTTP/1.11"]),
+).map(lambda parts: parts[0] + b" " + parts[1] + b" " + parts[2])
+field_lines = st.tuples(
+    field_names, st.sampled_from([b": ", b":", b" :", b":\t", b""]), field_values
+).map(b"".join)
+
+
+@needs_c_parser
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=request_lines,
+    fields=st.lists(field_lines, max_size=5),
+    eol=st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r"]),
+    tail=st.binary(max_size=8),
+    small=st.booleans(),
+)
+def test_c_parser_accepts_only_what_the_general_path_parses_the_same(
+    first: bytes, fields: list[bytes], eol: bytes, tail: bytes, small: bool
+) -> None:
+    data = eol.join([first, *fields]) + b"\r\n\r\n" + tail
+    if data.find(b"\r\n\r\n") <= 0:
+        return
+    limits = dict(max_request_line=20, max_header_line=12, max_headers=3, max_headers_size=40)
+    assert_same_as_general(data, **(limits if small else {}))

@@ -1,4 +1,5 @@
-/* C accelerator for wsharbor.protocol: masking, frame headers, payload buffers, UTF-8 validation.
+/* C accelerator for wsharbor.protocol: masking, frame headers, payload buffers, UTF-8
+ * validation, the usual handshake request.
  *
  * apply_mask(data, mask) -> bytes
  *     XORs a bytes-like object with a 4-byte mask repeated (RFC 6455 section
@@ -32,6 +33,21 @@
  *     unmasked into a new bytes object. Raises the ProtocolError and
  *     PayloadTooBig classes given to set_exceptions() (frames.py does, at
  *     import) for a header RFC 6455 forbids or a frame over ``max_size``.
+ *
+ * parse_request(data, end, max_request_line, max_header_line, max_headers,
+ *               max_headers_size) -> (path, fields, keys) | None
+ *     The usual opening handshake in one call: a GET request whose header
+ *     block, ``data[:end + 4]``, is within every limit and written the plain
+ *     way (one SP between the request line's parts, a target starting with
+ *     "/", HTTP/1.1, a token and a
+ *     colon starting each header line, no control character, no bare CR or
+ *     LF, no Content-Length or Transfer-Encoding). Returns the request-target,
+ *     the ``(name, value)`` fields (values without the OWS around them, decoded
+ *     as ISO-8859-1) and their lowercase names, interned. Anything else is
+ *     None, and http11.RequestParser parses it the general way (llhttp, which
+ *     also reports the exact error): this path accepts a subset of what that
+ *     one accepts and must return the same request for it (tests compare
+ *     both).
  *
  * Masking works 8 bytes at a time (16 with SSE2), which is memory-bound on
  * any modern CPU; the GIL is released for large inputs only (releasing it
@@ -664,12 +680,199 @@ exit:
     return result;
 }
 
+/* Bytes of a header name (RFC 9110 section 5.6.2, tchar) and of a header
+ * value as the general path accepts them (HTAB, SP, VCHAR, obs-text). */
+static unsigned char TCHAR[256];
+static unsigned char FIELD_VCHAR[256];
+
+static void
+init_http_tables(void)
+{
+    const char *specials = "!#$%&'*+-.^_`|~";
+    int c;
+    for (c = '0'; c <= '9'; c++) {
+        TCHAR[c] = 1;
+    }
+    for (c = 'a'; c <= 'z'; c++) {
+        TCHAR[c] = 1;
+        TCHAR[c - 'a' + 'A'] = 1;
+    }
+    for (; *specials; specials++) {
+        TCHAR[(unsigned char)*specials] = 1;
+    }
+    FIELD_VCHAR['\t'] = 1;
+    for (c = 0x20; c <= 0x7E; c++) {
+        FIELD_VCHAR[c] = 1;
+    }
+    for (c = 0x80; c <= 0xFF; c++) {
+        FIELD_VCHAR[c] = 1;
+    }
+}
+
+/* The lowercase name of a header, interned; NULL with an error set. */
+static PyObject *
+field_key(const unsigned char *name, Py_ssize_t len)
+{
+    PyObject *key = PyUnicode_New(len, 127);
+    Py_UCS1 *out;
+    Py_ssize_t i;
+    if (key == NULL) {
+        return NULL;
+    }
+    out = PyUnicode_1BYTE_DATA(key);
+    for (i = 0; i < len; i++) {
+        unsigned char c = name[i];
+        out[i] = (c >= 'A' && c <= 'Z') ? (Py_UCS1)(c + 32) : (Py_UCS1)c;
+    }
+    PyUnicode_InternInPlace(&key);
+    return key;
+}
+
+#define IS_OWS(c) ((c) == ' ' || (c) == '\t')
+
+static PyObject *
+parse_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *p;
+    Py_ssize_t len, end, limits[4], i, target, first, pos;
+    Py_ssize_t count = 0, size = 0, longest = 0;
+    PyObject *path = NULL, *fields = NULL, *keys = NULL, *result = NULL;
+    int k;
+
+    if (nargs != 6 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_request(data: bytes, end, max_request_line, max_header_line, "
+                        "max_headers, max_headers_size)");
+        return NULL;
+    }
+    p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    len = PyBytes_GET_SIZE(args[0]);
+    end = PyLong_AsSsize_t(args[1]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    for (k = 0; k < 4; k++) {
+        limits[k] = PyLong_AsSsize_t(args[2 + k]);
+        if (limits[k] == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (end < 0 || end > len - 4 || memcmp(p + end, "\r\n\r\n", 4) != 0) {
+        PyErr_SetString(PyExc_ValueError, "end must be where data has CRLF CRLF");
+        return NULL;
+    }
+    /* request-line = "GET" SP request-target SP "HTTP/1.1", the target in
+     * origin-form (llhttp takes any VCHAR after its first "/"). */
+    if (end < 5 || memcmp(p, "GET /", 5) != 0) {
+        Py_RETURN_NONE;
+    }
+    i = target = 4;
+    while (i < end && p[i] >= 0x21 && p[i] <= 0x7E) {
+        i++;
+    }
+    if (i == target || end - i < 9 || memcmp(p + i, " HTTP/1.1", 9) != 0) {
+        Py_RETURN_NONE;
+    }
+    first = i + 9;
+    if (first > limits[0] || (first < end && (p[first] != '\r' || p[first + 1] != '\n'))) {
+        Py_RETURN_NONE;
+    }
+    path = PyUnicode_DecodeASCII((const char *)p + target, i - target, NULL);
+    fields = PyList_New(0);
+    keys = PyList_New(0);
+    if (path == NULL || fields == NULL || keys == NULL) {
+        goto error;
+    }
+    /* field-line = field-name ":" OWS field-value OWS; each ends with the CRLF
+     * found at its end, the last one with the first half of data[end:end + 4]. */
+    pos = first + 2;
+    while (first < end) {
+        Py_ssize_t name = pos, colon, value, value_end;
+        PyObject *key, *field;
+        while (pos < end && TCHAR[p[pos]]) {
+            pos++;
+        }
+        if (pos == name || pos >= end || p[pos] != ':') {
+            goto general;
+        }
+        colon = pos++;
+        while (pos < end && FIELD_VCHAR[p[pos]]) {
+            pos++;
+        }
+        if (pos < end && (p[pos] != '\r' || p[pos + 1] != '\n')) {
+            goto general;  /* a bare CR or LF, or a control character */
+        }
+        count++;
+        size += pos - name + 2;
+        if (pos - name > longest) {
+            longest = pos - name;
+        }
+        if (count > limits[2] || size > limits[3] || longest > limits[1]) {
+            goto general;
+        }
+        value = colon + 1;
+        value_end = pos;
+        while (value < value_end && IS_OWS(p[value])) {
+            value++;
+        }
+        while (value_end > value && IS_OWS(p[value_end - 1])) {
+            value_end--;
+        }
+        key = field_key(p + name, colon - name);
+        if (key == NULL) {
+            goto error;
+        }
+        if (PyUnicode_GET_LENGTH(key) == 14 || PyUnicode_GET_LENGTH(key) == 17) {
+            /* A body announced: the general path checks it. */
+            if (PyUnicode_CompareWithASCIIString(key, "content-length") == 0 ||
+                PyUnicode_CompareWithASCIIString(key, "transfer-encoding") == 0) {
+                Py_DECREF(key);
+                goto general;
+            }
+        }
+        k = PyList_Append(keys, key);
+        Py_DECREF(key);
+        if (k < 0) {
+            goto error;
+        }
+        field = Py_BuildValue(
+            "(NN)", PyUnicode_DecodeASCII((const char *)p + name, colon - name, NULL),
+            PyUnicode_DecodeLatin1((const char *)p + value, value_end - value, NULL));
+        if (field == NULL) {
+            goto error;
+        }
+        k = PyList_Append(fields, field);
+        Py_DECREF(field);
+        if (k < 0) {
+            goto error;
+        }
+        if (pos == end) {
+            break;
+        }
+        pos += 2;
+    }
+    result = PyTuple_Pack(3, path, fields, keys);
+    goto error;  /* release the references the tuple took */
+
+general:
+    result = Py_NewRef(Py_None);
+error:
+    Py_XDECREF(path);
+    Py_XDECREF(fields);
+    Py_XDECREF(keys);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"set_exceptions", (PyCFunction)set_exceptions, METH_VARARGS,
      "set_exceptions(protocol_error, payload_too_big)\n\nThe classes parse_frame raises."},
     {"parse_frame", (PyCFunction)(void (*)(void))parse_frame, METH_FASTCALL,
      "parse_frame(buf, pos, mask, max_size) -> (b0, data, header_size, length) | None\n\n"
      "The frame at pos in buf (see the module's documentation)."},
+    {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
+     "parse_request(data, end, max_request_line, max_header_line, max_headers, "
+     "max_headers_size) -> (path, fields, keys) | None\n\n"
+     "The usual opening handshake request (see the module's documentation)."},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      "apply_mask(data, mask) -> bytes\n\nXOR data with the 4-byte mask repeated."},
     {"apply_mask_inplace", (PyCFunction)(void (*)(void))apply_mask_inplace,
@@ -682,7 +885,8 @@ static PyMethodDef speedups_methods[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsharbor.protocol._speedups",
-    "C accelerator for WebSocket masking, frame headers, payload buffers and UTF-8 validation.",
+    "C accelerator for WebSocket masking, frame headers, payload buffers, UTF-8 validation and "
+    "the usual handshake request.",
     -1,
     speedups_methods,
 };
@@ -694,6 +898,7 @@ PyInit__speedups(void)
     if (PyType_Ready(&PayloadBuffer_Type) < 0 || PyType_Ready(&Utf8Validator_Type) < 0) {
         return NULL;
     }
+    init_http_tables();
     module = PyModule_Create(&speedups_module);
     if (module == NULL) {
         return NULL;

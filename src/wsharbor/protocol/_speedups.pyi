@@ -8,6 +8,14 @@ def set_exceptions(protocol_error: type[Exception], payload_too_big: type[Except
 def parse_frame(
     buf: bytes | bytearray | memoryview, pos: int, mask: bool, max_size: int | None
 ) -> tuple[int, bytes | None, int, int] | None: ...
+def parse_request(
+    data: bytes,
+    end: int,
+    max_request_line: int,
+    max_header_line: int,
+    max_headers: int,
+    max_headers_size: int,
+) -> tuple[str, list[tuple[str, str]], list[str]] | None: ...
 
 class PayloadBuffer:
     def __init__(self, size: int) -> None: ...
