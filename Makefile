@@ -38,12 +38,13 @@ typecheck: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The whole suite, then the protocol's tests again on the pure-Python fallback
-# (WSHARBOR_NO_SPEEDUPS=1: the C accelerator not loaded).
+# The whole suite, then the tests of the protocol and of the layers that drive
+# it (asyncio, sync, the websockets-compatible API) again on the pure-Python
+# fallback (WSHARBOR_NO_SPEEDUPS=1: the C accelerator not loaded; about 3 min).
 unit: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=wsharbor --cov-report=term
 	$(BIN)/python -m coverage report --include='*/wsharbor/protocol/*' --fail-under=95
-	WSHARBOR_NO_SPEEDUPS=1 WSHARBOR_REQUIRE_SPEEDUPS=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/protocol
+	WSHARBOR_NO_SPEEDUPS=1 WSHARBOR_REQUIRE_SPEEDUPS=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/protocol tests/asyncio tests/sync tests/compat
 
 # The API reference and the guides, warnings as errors, in docs/_build/html
 # (-E: every page read again, so that no warning hides in an old build).
