@@ -39,9 +39,9 @@
  *     The usual opening handshake in one call: a GET request whose header
  *     block, ``data[:end + 4]``, is within every limit and written the plain
  *     way (one SP between the request line's parts, a target starting with
- *     "/", HTTP/1.1, a token and a
- *     colon starting each header line, no control character, no bare CR or
- *     LF, no Content-Length or Transfer-Encoding). Returns the request-target,
+ *     "/", HTTP/1.1, a token and a colon starting each header line, no
+ *     control character, no bare CR or LF, no Content-Length or
+ *     Transfer-Encoding). Returns the request-target,
  *     the ``(name, value)`` fields (values without the OWS around them, decoded
  *     as ISO-8859-1) and their lowercase names, interned. Anything else is
  *     None, and http11.RequestParser parses it the general way (llhttp, which
