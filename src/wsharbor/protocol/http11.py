@@ -49,8 +49,8 @@ characters, no bare CR or LF, no body announced) and within every limit. It
 accepts a subset of what llhttp accepts, returns the same :class:`Request` for it
 (tests compare the two on crafted and random requests), and answers None for
 anything else, which then goes the way above: llhttp is only created for such a
-request, and it alone raises errors. Parsing a browser's handshake goes from
-about 11 µs to 2.
+request, and it alone raises errors. Parsing a handshake of five fields goes from
+about 11 µs to 4 (the C call itself about 1.5).
 
 A request may start with empty lines (RFC 9112 section 2.2): the line by line path
 drops them before llhttp sees anything, within ``max_request_line`` bytes in all.
