@@ -1130,6 +1130,17 @@ def backend(request: pytest.FixtureRequest) -> Any:
     deflate.set_backend(previous)
 
 
+def test_shared_backend(backend: str) -> None:
+    # isal compresses at levels 1 and 2 only; the next implementation at the others.
+    fallback = BACKENDS[1] if backend == "isal" else backend
+    for level in range(-1, 10):
+        expected = backend if level in (1, 2) else fallback
+        assert deflate.shared_backend(level) == expected
+        codec = pmd(local_nct=True, level=level)
+        assert codec.shared_encoding is not None
+        assert codec.shared_encoding[0] is deflate._MODULES[expected]
+
+
 def test_backends() -> None:
     assert BACKENDS[-1] == "zlib"
     assert deflate.backend() in BACKENDS

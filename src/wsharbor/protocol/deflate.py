@@ -94,6 +94,7 @@ __all__ = [
     "enable_server_deflate",
     "server_extension_factories",
     "set_backend",
+    "shared_backend",
 ]
 
 _NAME: ExtensionName = "permessage-deflate"
@@ -210,6 +211,14 @@ _zlib: ModuleType = _MODULES.get(
 def backend() -> str:
     """The name of the zlib implementation that new codecs use (see :data:`BACKENDS`)."""
     return next(name for name, module in _MODULES.items() if module is _zlib)
+
+
+def shared_backend(level: int) -> str:
+    """The name of the implementation that new codecs' shared compressors use at
+    ``level`` (isal only compresses at levels 1 and 2, see :data:`BACKENDS`)."""
+    fast, rest = _implementations(_zlib)
+    module = fast if level in _ISAL_LEVELS else rest
+    return next(name for name, candidate in _MODULES.items() if candidate is module)
 
 
 def set_backend(name: str | None = None) -> str:
