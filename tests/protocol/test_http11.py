@@ -950,8 +950,6 @@ def test_field_names_keep_their_case_and_their_keys() -> None:
 
 
 def test_made_up_field_names_dont_grow_the_name_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wsharbor.protocol import http11
-
     # The cache is the general path's (the C parser decodes names itself).
     monkeypatch.setattr(http11, "_parse_request", None)
     for batch in range(4):
