@@ -488,10 +488,35 @@ class _HTTPParser(Generic[_M]):
             return False
         if length == 0:  # end of the header block
             return False
+        # The limit its bytes broke first, as they arrived one by one (up to
+        # the CR of a CRLF), then the line as a whole.
+        if error := self._first_broken(self._lines - 1, size - 1, buf[start] == 0x0D):
+            raise error
         self._headers_size += size
         if error := self._limit_broken(0, self._lines - 1, length, self._headers_size):
             raise error
         return _CONTROL_RE.search(buf, start, start + length) is not None
+
+    def _first_broken(self, headers: int, received: int, cr_first: bool) -> HeadersTooLarge | None:
+        """The error for the limit that a header line broke first, if any, with
+        ``received`` of its bytes in, measured as :meth:`_check_partial_line`
+        measures an incomplete line after each byte: ``headers`` header lines
+        with it (from its first byte, or its second if that is a CR, which may
+        begin the blank line ending the block), and as long as its bytes but the
+        last (which may be the CR of its end). The same error whatever the cuts
+        of the input: checked only where the input was cut, the measures of
+        the last byte received could break several limits, and the one named
+        would be the first in :meth:`_limit_broken`'s order rather than the one
+        broken first.
+        """
+        # The first byte count at which each limit is broken.
+        first = received + 1
+        if headers > self.max_headers:
+            first = 2 if cr_first else 1
+        first = min(first, self.max_header_line + 2, self.max_headers_size - self._headers_size + 2)
+        if first > received:
+            return None
+        return self._limit_broken(0, headers, first - 1, self._headers_size + first - 1)
 
     def _skip_empty_line(self, size: int) -> None:
         """Ignore an empty line of ``size`` bytes (CRLF or LF) before the first line.
@@ -515,9 +540,9 @@ class _HTTPParser(Generic[_M]):
         if self._lines == 0:
             error = self._limit_broken(length - 1, 0, 0, 0)
         else:
-            # A lone CR may begin the blank line ending the header block: not a header.
-            headers = self._lines - (length == 0 or self._pending == b"\r")
-            error = self._limit_broken(0, headers, length - 1, self._headers_size + length - 1)
+            # The line's first byte counts it as a header, unless that is a CR (it
+            # may begin the blank line ending the header block).
+            error = self._first_broken(self._lines, length, self._pending[:1] == b"\r")
         if error:
             raise error
         # A control character can't be in any line: say so now, rather than
