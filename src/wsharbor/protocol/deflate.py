@@ -192,13 +192,15 @@ BACKENDS: tuple[str, ...] = tuple(_MODULES)
 _ISAL_LEVELS = frozenset({1, 2})
 
 
-def _implementations(module: ModuleType) -> tuple[ModuleType, ModuleType]:
-    """The implementations of the shared compressors of levels 1-2 and of the
-    rest (other levels, decompressors) when ``module`` is the one chosen."""
-    if module is _MODULES.get("isal"):
-        rest = _MODULES[next(name for name in BACKENDS if name != "isal")]
-        return module, rest
-    return module, module
+#: For each implementation chosen, the one of everything it doesn't do: isal's
+#: is the next one (the shared compressors of other levels, the decompressors);
+#: the others do everything themselves.
+_REST: dict[ModuleType, ModuleType] = {
+    module: _MODULES[next(other for other in BACKENDS if other != "isal")]
+    if name == "isal"
+    else module
+    for name, module in _MODULES.items()
+}
 
 
 # The implementation new codecs use: WSHARBOR_DEFLATE_BACKEND if it names an
@@ -216,8 +218,7 @@ def backend() -> str:
 def shared_backend(level: int) -> str:
     """The name of the implementation that new codecs' shared compressors use at
     ``level`` (isal only compresses at levels 1 and 2, see :data:`BACKENDS`)."""
-    fast, rest = _implementations(_zlib)
-    module = fast if level in _ISAL_LEVELS else rest
+    module = _zlib if level in _ISAL_LEVELS else _REST[_zlib]
     return next(name for name, candidate in _MODULES.items() if candidate is module)
 
 
@@ -521,14 +522,15 @@ class PerMessageDeflate:
         # Between hold() and release(): a decompressor is kept across messages
         # without context takeover.
         self._holding = False
-        # The implementation of the shared compressors and of the decompressors
-        # of one-frame messages without context takeover (see BACKENDS).
-        fast, self._zlib = _implementations(_zlib)
+        # The implementation of the decompressors of one-frame messages without
+        # context takeover, and of the shared compressors but at isal's levels
+        # (see BACKENDS).
+        self._zlib = _REST[_zlib]
         # Without context takeover on our side: the key of the shared
         # compressors (and of shared_encoding), the same tuple for every codec.
         self._shared: tuple[ModuleType, int, int, int, int] | None = None
         if local_no_context_takeover:
-            module = fast if level in _ISAL_LEVELS else self._zlib
+            module = _zlib if level in _ISAL_LEVELS else self._zlib
             key = (module, level, local_max_window_bits, memory_level, threshold)
             self._shared = _KEYS.setdefault(key, key)
         # A compressed message is being received / sent.
