@@ -1011,16 +1011,14 @@ def parse_in_c(data: bytes, **limits: int) -> tuple[str, list[tuple[str, str]], 
     end = data.find(b"\r\n\r\n")
     if end <= 0:
         return None
-    merged = {**dict(max_request_line=8192, max_header_line=8192), **limits}
-    merged.setdefault("max_headers", 128)
-    merged.setdefault("max_headers_size", 65536)
+    parser = RequestParser(**limits)  # its limits, defaults included
     return http11._parse_request(
         data,
         end,
-        merged["max_request_line"],
-        merged["max_header_line"],
-        merged["max_headers"],
-        merged["max_headers_size"],
+        parser.max_request_line,
+        parser.max_header_line,
+        parser.max_headers,
+        parser.max_headers_size,
     )
 
 
