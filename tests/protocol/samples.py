@@ -6,6 +6,7 @@ with bytes after it; the outcome (message or error) must be the same.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -205,3 +206,10 @@ def parse_bytewise(data: bytes) -> Request:
         if request is not None:
             return request
     raise AssertionError("incomplete")  # pragma: no cover - the requests are complete
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at ``cuts`` (positions past its end cut at its end)."""
+    points = sorted({min(c, len(data)) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]

@@ -16,6 +16,8 @@ from wsharbor.protocol.handshake import ClientHandshake
 from wsharbor.protocol.http11 import RequestParser, ResponseParser
 from wsharbor.protocol.uri import parse_uri
 
+from .samples import chunked
+
 
 def parse(chunks: list[bytes], **limits: int) -> tuple[type[Exception] | str, str]:
     """Feed ``chunks`` in turn; the error raised, as ``(class, message)``."""
@@ -89,10 +91,8 @@ def test_limit_errors_same_whatever_the_cuts(
     # request or the same error as whole and byte by byte. (Valid lines only: a
     # request that also breaks the grammar may report either, as documented.)
     data = b"\r\n".join([b"GET / HTTP/1.1", *fields]) + b"\r\n\r\n"
-    points = sorted({min(cut, len(data)) for cut in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     whole = parse([data], **limits)
-    assert parse(chunks, **limits) == whole
+    assert parse(chunked(data, cuts), **limits) == whole
     assert parse(bytewise(data), **limits) == whole
 
 

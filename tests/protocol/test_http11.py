@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import sys
 
 import pytest
@@ -45,6 +44,7 @@ from .samples import (
     UPGRADE_FIELDS,
     block,
     both_ways,
+    chunked,
     feed,
     limits_of,
     spy_line_by_line,
@@ -825,12 +825,6 @@ http_fragments = st.sampled_from(
 http_like = st.lists(st.one_of(http_fragments, st.binary(max_size=8)), max_size=40).map(b"".join)
 any_input = st.one_of(st.binary(max_size=300), http_like)
 splits = st.lists(st.integers(min_value=0, max_value=300), max_size=6)
-
-
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({min(c, len(data)) for c in cuts})
-    bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
