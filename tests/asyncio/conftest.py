@@ -17,7 +17,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -27,6 +27,29 @@ from wsharbor.protocol.datastructures import Headers
 from wsharbor.protocol.frames import Close, Frame, FrameParser, Opcode, serialize_frame
 from wsharbor.protocol.handshake import ClientHandshake
 from wsharbor.protocol.http11 import Response, ResponseParser
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loops a test runs on: asyncio's, and uvloop's too for the tests
+    marked ``uvloop_too`` (a module's ``pytestmark``) when uvloop is installed.
+
+    The server's accept path differs between them (a transport of its own on
+    asyncio's selector loop, uvloop's own transport otherwise).
+    """
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    if item.get_closest_marker("uvloop_too") is not None:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
 
 #: Deadline for anything that should happen promptly.
 TIMEOUT = 5.0

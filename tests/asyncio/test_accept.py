@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
+import struct
 import subprocess
 import textwrap
 import time
@@ -36,7 +38,9 @@ from .conftest import (
     wait,
 )
 
-pytestmark = pytest.mark.timeout(60)
+# On asyncio and on uvloop: the server accepts the same way on both, and makes
+# the transport its own way on each.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.uvloop_too]
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -140,16 +144,22 @@ EMFILE_SERVER = textwrap.dedent(
             print(server.sockets[0].getsockname()[1], flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
-    asyncio.run(main())
+    RUN(main())
     """
 )
+
+
+def running_on_uvloop() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
 async def test_out_of_file_descriptors_logs_once_and_resumes() -> None:
     """Item 6: at the fd limit, asyncio logged a traceback per backlog slot and
     spun (24,826 tracebacks in 15 s, 94% CPU while idle)."""
+    # The server runs on the loop this test runs on.
+    run = "__import__('uvloop').run" if running_on_uvloop() else "asyncio.run"
     process = subprocess.Popen(
-        [PYTHON, "-c", EMFILE_SERVER],
+        [PYTHON, "-c", EMFILE_SERVER.replace("RUN", run)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -205,6 +215,43 @@ async def test_out_of_file_descriptors_logs_once_and_resumes() -> None:
     assert all("Too many open files" in line for line in starved)
     assert "Traceback" not in stderr, stderr
     assert len(lines) <= 4, stderr
+
+
+async def test_clients_gone_before_the_handshake_are_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Clients that reset the connection as soon as it is accepted, and one that
+    sends half a request and resets: each is forgotten (the observer hears of
+    each one's end), no error is logged, the server goes on and closes at once."""
+    events: dict[str, int] = {"accepted": 0, "closed": 0}
+
+    class Count(wsharbor.ConnectionObserver):
+        def connection_accepted(self, connection: ServerConnection) -> None:
+            events["accepted"] += 1
+
+        def connection_closed(self, connection: wsharbor.Connection) -> None:
+            events["closed"] += 1
+
+    def reset(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    async with wsharbor.serve(echo, HOST, 0, observer=Count()) as server:
+        port = port_of(server)
+        for _ in range(20):
+            reset(socket.create_connection((HOST, port)))
+        half = socket.create_connection((HOST, port))
+        half.sendall(upgrade_request(port)[:20])
+        await asyncio.sleep(0.1)
+        reset(half)
+        assert await handshake_completes(port, TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while events["closed"] < 22 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert events == {"accepted": 22, "closed": 22}
+        assert not server.connections
+    await wait(server.wait_closed(), 1.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 @pytest.fixture(scope="module")
