@@ -301,6 +301,41 @@ def test_server_header_option() -> None:
         assert websocket.response is not None and websocket.response.headers["Server"] == "custom/1"
 
 
+def test_handshake_headers_packed_and_read_right_on_both_sides() -> None:
+    """As in the asyncio layer: the handshake's request and response are kept packed
+    (Headers.compact) once the connection is open, on both sides; reading them gives
+    what was sent, and a handler may still change them."""
+    seen: dict[str, object] = {}
+
+    def handler(websocket: ServerConnection) -> None:
+        request, response = websocket.request, websocket.response
+        assert request is not None and response is not None
+        seen["packed"] = (request.headers.packed, response.headers.packed)
+        seen["many"] = request.headers.get_all("x-many")
+        seen["items"] = request.headers.items()
+        seen["response"] = response.headers.items()
+        request.headers["X-Added"] = "later"
+        seen["added"] = request.headers.get_all("X-ADDED")
+        echo_once = websocket.recv(TIMEOUT)
+        websocket.send(echo_once)
+
+    with (
+        sync_server(handler, server_header="edge/1") as server,
+        connect(uri_of(server), additional_headers=[("X-Many", "1"), ("x-many", "2")]) as ws,
+    ):
+        ws.send("hello")
+        assert ws.recv(TIMEOUT) == "hello"
+        assert ws.request is not None and ws.response is not None
+        assert ws.request.headers.packed and ws.response.headers.packed
+        assert ws.response.headers["Server"] == "edge/1"
+        client_request, client_response = ws.request.headers.items(), ws.response.headers.items()
+    assert seen["packed"] == (True, True)
+    assert seen["many"] == ["1", "2"]
+    assert seen["items"] == client_request
+    assert seen["response"] == client_response
+    assert seen["added"] == ["later"]
+
+
 def test_open_timeout_closes_idle_connections() -> None:
     with sync_server(open_timeout=0.1) as server:
         sock = raw_connect(server.socket.getsockname()[1])

@@ -539,6 +539,12 @@ class Connection:
 
         ``leftover`` holds the bytes received after the handshake (first frames).
         """
+        # The handshake's request and response are kept as long as the
+        # connection: packed, as the asyncio layer keeps them (Headers.compact;
+        # reading them works as before, the first change unpacks them).
+        for message in (self.request, self.response):
+            if message is not None:
+                message.headers.compact()
         # The protocol checks each frame's declared length against what is
         # left of max_size (and against the frame limit) from its header,
         # before buffering its payload: a peer announcing 2**62 bytes gets
