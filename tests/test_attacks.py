@@ -65,6 +65,7 @@ def test_prints_markdown_table(quick_run: tuple[str, dict[str, object]]) -> None
     assert "| frame-abuse | wsharbor |" in stdout
     assert "| malformed | wsharbor |" in stdout
     assert "- limits (both servers): max_size 1 MiB" in stdout
+    assert "- event loop of the servers: asyncio" in stdout
     assert "- command: python -m benchmarks.attacks --quick" in stdout
 
 
@@ -101,7 +102,10 @@ def test_frame_abuse_close_codes(quick_run: tuple[str, dict[str, object]]) -> No
 
 def test_malformed_statuses(quick_run: tuple[str, dict[str, object]]) -> None:
     _, document = quick_run
-    kinds = results_by_scenario(document)["malformed"]["kinds"]
+    assert_malformed_statuses(results_by_scenario(document)["malformed"]["kinds"])
+
+
+def assert_malformed_statuses(kinds: object) -> None:
     assert isinstance(kinds, dict)
     assert list(kinds) == MALFORMED_KINDS
     for kind in malformed_kinds(0):
@@ -113,6 +117,22 @@ def test_malformed_statuses(quick_run: tuple[str, dict[str, object]]) -> None:
             assert statuses <= {kind.expect, "none"}, f"{kind.name}: {got}"
         else:
             assert statuses == {kind.expect}, f"{kind.name}: {got}"
+
+
+def test_malformed_on_uvloop(tmp_path: Path) -> None:
+    """``--uvloop``: the server runs on uvloop, where it accepts the other way
+    (``Server._adopt``), and answers the malformed handshakes as on asyncio."""
+    pytest.importorskip("uvloop")
+    path = tmp_path / "results.json"
+    done = run_suite(
+        "--quick", "--only", "malformed", "--servers", "wsharbor", "--uvloop", "--json", str(path)
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert "event loop of the servers: uvloop" in done.stdout
+    result = results_by_scenario(json.loads(path.read_text()))["malformed"]
+    assert result["server_alive"] is True
+    assert result["log"]["tracebacks"] == 0  # type: ignore[index]
+    assert_malformed_statuses(result["kinds"])
 
 
 def test_unknown_attack_is_a_clear_error() -> None:

@@ -6,6 +6,7 @@ See :mod:`benchmarks.attacks` for what it does. Examples::
     python -m benchmarks.attacks --quick              # shorter budgets
     python -m benchmarks.attacks --only huge-length,ping-flood --servers wsharbor
     python -m benchmarks.attacks --markdown --json results.json
+    python -m benchmarks.attacks --uvloop             # the servers on uvloop
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated servers to attack (default {','.join(LIBRARIES)})",
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts, shorter budgets")
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the attacked servers on uvloop (what `wsharbor run` picks when it is "
+        "installed) instead of asyncio's loop",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument(
         "--markdown", action="store_true", help="print the table as Markdown (for SECURITY.md)"
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_version('websockets')}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs",
         f"limits (both servers): {describe_limits()}",
+        f"event loop of the servers: {'uvloop' if args.uvloop else 'asyncio'}",
         "target: 127.0.0.1 only; probe: one 32-byte echo every 50 ms on its own connection",
     ]
     for line in header:
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wsharbor-attacks-") as tmp:
         for scenario in args.scenarios:
             for lib in args.server_list:
-                result = run_scenario(harness, scenario, lib, budget, Path(tmp))
+                result = run_scenario(harness, scenario, lib, budget, Path(tmp), args.uvloop)
                 results.append(result)
                 held = "held" if result.get("held") else "NOT HELD"
                 harness.say(

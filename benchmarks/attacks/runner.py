@@ -258,7 +258,7 @@ def _env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _server(
-    harness: Harness, scenario: Scenario, lib: str, workdir: Path
+    harness: Harness, scenario: Scenario, lib: str, workdir: Path, uvloop: bool
 ) -> Iterator[tuple[RunningServer, str | None]]:
     args = ["--lib", lib]
     ca_path = None
@@ -268,7 +268,7 @@ def _server(
     if scenario.nofile is not None:
         args += ["--nofile", str(scenario.nofile)]
     spec = ServerSpec(lib, lib, module="benchmarks.attacks.server", args=tuple(args))
-    with harness.server(spec, uvloop=False) as server:
+    with harness.server(spec, uvloop=uvloop) as server:
         yield server, ca_path
 
 
@@ -282,12 +282,18 @@ async def _bounded(attack: Attack, target: Target, limit: float) -> JSON:
 
 
 def run_scenario(
-    harness: Harness, scenario: Scenario, lib: str, budget: Budget, workdir: Path
+    harness: Harness,
+    scenario: Scenario,
+    lib: str,
+    budget: Budget,
+    workdir: Path,
+    uvloop: bool = False,
 ) -> JSON:
-    """Run ``scenario`` against a fresh ``lib`` server; the row's figures as a dict."""
+    """Run ``scenario`` against a fresh ``lib`` server (on uvloop if ``uvloop``); the
+    row's figures as a dict."""
     result: JSON = {"scenario": scenario.name, "attack": scenario.attack, "server": lib}
     try:
-        with _server(harness, scenario, lib, workdir) as (server, ca_path):
+        with _server(harness, scenario, lib, workdir, uvloop) as (server, ca_path):
             pid = server.pid
             stderr_fd = server.stderr.fileno()
             target = Target(lib, server.port, pid, budget, stderr_fd, ca_path)
