@@ -64,7 +64,6 @@ tree maps every size limit of the header block to one exception and one status.
 from __future__ import annotations
 
 import http
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -85,6 +84,7 @@ from ..exceptions import (
     TooManyHeaders,
 )
 from .datastructures import Headers, HeadersLike
+from .frames import SPEEDUPS
 from .headers import is_token
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ if TYPE_CHECKING:
     from httptools.parser.parser import HttpParser
 
 #: The C parser of the usual handshake request (``_speedups.parse_request``), or
-#: None without the accelerator (``WSHARBOR_NO_SPEEDUPS=1``, or not built).
+#: None without the accelerator (:data:`.frames.SPEEDUPS` decides, as for the
+#: other C routines: ``WSHARBOR_NO_SPEEDUPS=1``, or not built).
 _parse_request: (
     Callable[
         [bytes, int, int, int, int, int],
@@ -100,11 +101,9 @@ _parse_request: (
     ]
     | None
 )
-try:
-    if os.environ.get("WSHARBOR_NO_SPEEDUPS") == "1":
-        raise ImportError("disabled by WSHARBOR_NO_SPEEDUPS")
+if SPEEDUPS:
     from ._speedups import parse_request as _parse_request
-except ImportError:  # pragma: no cover - depends on the build
+else:  # pragma: no cover - depends on the build
     _parse_request = None
 
 __all__ = ["Request", "RequestParser", "Response", "ResponseParser"]
