@@ -215,10 +215,16 @@ def backend() -> str:
     return next(name for name, module in _MODULES.items() if module is _zlib)
 
 
+def _shared_module(level: int) -> ModuleType:
+    """The implementation of new codecs' shared compressors at ``level``: the
+    chosen one, but isal only at its levels (see :data:`BACKENDS`)."""
+    return _zlib if level in _ISAL_LEVELS else _REST[_zlib]
+
+
 def shared_backend(level: int) -> str:
     """The name of the implementation that new codecs' shared compressors use at
     ``level`` (isal only compresses at levels 1 and 2, see :data:`BACKENDS`)."""
-    module = _zlib if level in _ISAL_LEVELS else _REST[_zlib]
+    module = _shared_module(level)
     return next(name for name, candidate in _MODULES.items() if candidate is module)
 
 
@@ -530,8 +536,7 @@ class PerMessageDeflate:
         # compressors (and of shared_encoding), the same tuple for every codec.
         self._shared: tuple[ModuleType, int, int, int, int] | None = None
         if local_no_context_takeover:
-            module = _zlib if level in _ISAL_LEVELS else self._zlib
-            key = (module, level, local_max_window_bits, memory_level, threshold)
+            key = (_shared_module(level), level, local_max_window_bits, memory_level, threshold)
             self._shared = _KEYS.setdefault(key, key)
         # A compressed message is being received / sent.
         self._decoding = False
