@@ -676,7 +676,9 @@ class Server:
         task = self.loop.create_task(self._connect(connection, sock))
         self._tasks.add(task)
 
-    def _adopt(self, coro: Coroutine[Any, Any, Any], connection: ServerConnection) -> None:
+    def _adopt(
+        self, coro: Coroutine[Any, Any, Any], connection: ServerConnection, _: object = None
+    ) -> None:
         """Run ``connect_accepted_socket()``'s coroutine without a task.
 
         Its first step, here in the accept callback, makes the transport and
@@ -687,6 +689,7 @@ class Server:
         server CPU on uvloop. Nothing cancels it: :meth:`close` and
         :meth:`abort` find the connection in ``_connections`` as they find one
         on asyncio's loop between its transport and ``connection_made()``.
+        The last argument is the future, when called back by it.
         """
         try:
             waiting_on = coro.send(None)
@@ -697,19 +700,14 @@ class Server:
         except Exception as exc:
             self.logger.error("connection failed before the opening handshake", exc_info=exc)
         else:
-            resume = functools.partial(self._adopted, coro, connection)
+            resume = functools.partial(self._adopt, coro, connection)
             if isinstance(waiting_on, asyncio.Future):
                 waiting_on.add_done_callback(resume)
             else:  # a bare yield: the next iteration
-                self.loop.call_soon(resume, None)
+                self.loop.call_soon(resume)
             return
         if connection.transport is None:
             self._forget_unopened(connection)
-
-    def _adopted(
-        self, coro: Coroutine[Any, Any, Any], connection: ServerConnection, _: object
-    ) -> None:
-        self._adopt(coro, connection)
 
     def _forget_unopened(self, connection: ServerConnection) -> None:
         # No connection_made(), so no connection_lost() either: this is the end
