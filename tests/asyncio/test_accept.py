@@ -24,6 +24,7 @@ import pytest
 
 import wsharbor
 from wsharbor import ServerConnection
+from wsharbor.app.worker import loop_name
 
 from .conftest import (
     HOST,
@@ -149,15 +150,12 @@ EMFILE_SERVER = textwrap.dedent(
 )
 
 
-def running_on_uvloop() -> bool:
-    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
-
-
 async def test_out_of_file_descriptors_logs_once_and_resumes() -> None:
     """Item 6: at the fd limit, asyncio logged a traceback per backlog slot and
     spun (24,826 tracebacks in 15 s, 94% CPU while idle)."""
     # The server runs on the loop this test runs on.
-    run = "__import__('uvloop').run" if running_on_uvloop() else "asyncio.run"
+    on_uvloop = loop_name(asyncio.get_running_loop()) == "uvloop"
+    run = "__import__('uvloop').run" if on_uvloop else "asyncio.run"
     process = subprocess.Popen(
         [PYTHON, "-c", EMFILE_SERVER.replace("RUN", run)],
         stdin=subprocess.PIPE,
