@@ -47,7 +47,7 @@ from wsharbor.protocol.connection import (
     WebSocketProtocol,
 )
 from wsharbor.protocol.deflate import PerMessageDeflate
-from wsharbor.protocol.frames import Close, Frame, FrameParser, Opcode, serialize_frame
+from wsharbor.protocol.frames import HEADER_MAX, Close, Frame, FrameParser, Opcode, serialize_frame
 
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
@@ -1332,6 +1332,27 @@ def test_receive_buffer_reads_a_large_payload_in_place() -> None:
         server.receive_data(wire[pos:])
     assert server.events_received() == [BinaryMessage(payload)]
     assert server.buffered_input == 0
+
+
+def test_received_into_returns_the_bytes_after_the_payload() -> None:
+    """With ``ahead``, a read that ends a payload may bring the next frame's
+    header: received_into() completes the message and returns those bytes,
+    unparsed, for the I/O layer to feed after handing the message over."""
+    server = make(max_size=None)
+    payload = random.Random(2).randbytes(100_000)
+    wire = raw_frame(BINARY, payload) + raw_frame(TEXT, b"after" * 10)
+    server.receive_data(wire[:1000])
+    view = server.receive_buffer(1 << 20, HEADER_MAX)
+    if view is None:
+        assert not frames.SPEEDUPS
+        return
+    view[:] = wire[1000 : 1000 + len(view)]
+    beyond = server.received_into(len(view))
+    assert len(beyond) == HEADER_MAX
+    assert server.events_received() == [BinaryMessage(payload)]
+    assert server.buffered_input == 0
+    server.receive_data(beyond + wire[1000 + len(view) :])
+    assert server.events_received() == [TextMessage("after" * 10)]
 
 
 def test_receive_buffer_validates_text_read_in_place() -> None:

@@ -22,6 +22,7 @@ from wsharbor.protocol.frames import (
     CTRL_OPCODES,
     DATA_OPCODES,
     DIRECT_READ_MIN,
+    HEADER_MAX,
     SEND_JOIN_BELOW,
     SPEEDUPS,
     Close,
@@ -704,6 +705,28 @@ def test_payload_buffer() -> None:
         buf.write(0, b"x")
 
 
+def test_payload_buffer_spare_bytes() -> None:
+    """``spare`` bytes after the payload can be read into and are dropped by
+    finish(), without moving the payload (a view made before still reads it)."""
+    speedups = pytest.importorskip("wsharbor.protocol._speedups")
+    buf = speedups.PayloadBuffer(10, 4)
+    assert buf.size == 10
+    view = memoryview(buf)
+    assert len(view) == 14
+    view[:] = b"0123456789abcd"
+    with pytest.raises(ValueError, match="past the end"):
+        buf.write(8, b"xyz")  # write() stays within the payload
+    data = buf.finish()
+    assert data == b"0123456789"
+    assert len(data) == 10
+    assert hash(data) == hash(b"0123456789")
+    assert bytes(view[:10]) == data  # the same memory
+    with pytest.raises(ValueError, match="spare"):
+        speedups.PayloadBuffer(10, 65)
+    with pytest.raises(ValueError, match="spare"):
+        speedups.PayloadBuffer(10, -1)
+
+
 def test_payload_buffer_bounds() -> None:
     speedups = pytest.importorskip("wsharbor.protocol._speedups")
     buf = speedups.PayloadBuffer(4)
@@ -886,6 +909,49 @@ def test_reads_of_large_frames_stop_at_the_next_header(mask: bool) -> None:
         # one header-sized read that follows a large frame.
         assert parser.read_size(read_limit) == 14
         assert parser.read_size(read_limit) == read_limit
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_receive_buffer_ahead_returns_what_follows_the_payload(mask: bool) -> None:
+    """With ``ahead``, the view that ends a payload goes on past it: the bytes
+    read there (the next frame's header) are returned, to feed next; the
+    payload is complete without them."""
+    first = os.urandom(3 * DIRECT_READ_MIN)
+    second = b"the next frame"
+    wire = serialize_frame(Frame(Opcode.BINARY, first), mask=mask)
+    wire += serialize_frame(Frame(Opcode.TEXT, second), mask=mask)
+    parser = FrameParser(mask=mask)
+    parser.feed(wire[:100])
+    assert parser.parse() is None
+    view = parser.receive_buffer(1 << 20, ahead=HEADER_MAX)
+    if not SPEEDUPS:
+        assert view is None
+        return
+    assert view is not None
+    end = len(wire) - len(serialize_frame(Frame(Opcode.TEXT, second), mask=mask))
+    assert len(view) == end - 100 + HEADER_MAX
+    size = min(len(view), len(wire) - 100)
+    view[:size] = wire[100 : 100 + size]
+    beyond = parser.received_into(size)
+    assert beyond == wire[end : 100 + size]
+    assert len(beyond) == HEADER_MAX
+    assert parser.parse() == Frame(Opcode.BINARY, first)
+    parser.feed(beyond + wire[100 + size :])
+    assert parser.parse() == Frame(Opcode.TEXT, second)
+    # A view that doesn't reach the payload's end has nothing after it; a
+    # short read into one that does returns nothing either.
+    parser.feed(wire[:100])
+    assert parser.parse() is None
+    view = parser.receive_buffer(DIRECT_READ_MIN, ahead=HEADER_MAX)
+    assert view is not None and len(view) == DIRECT_READ_MIN
+    view[:] = wire[100 : 100 + DIRECT_READ_MIN]
+    assert parser.received_into(DIRECT_READ_MIN) == b""
+    view = parser.receive_buffer(1 << 20, ahead=HEADER_MAX)
+    assert view is not None
+    rest = end - 100 - DIRECT_READ_MIN
+    view[:rest] = wire[100 + DIRECT_READ_MIN : end]
+    assert parser.received_into(rest) == b""
+    assert parser.parse() == Frame(Opcode.BINARY, first)
 
 
 def test_received_into_checks_its_count() -> None:

@@ -1296,19 +1296,6 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.set_write_buffer_limits(high=write_limit, low=low)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.get_read_buffers()[0]
-
-    def get_read_buffers(self) -> tuple[memoryview, memoryview | None]:
-        """:meth:`get_buffer`, with a second buffer when one read may fill two.
-
-        :class:`~wsharbor.asyncio.transport.SocketTransport` calls this instead
-        of :meth:`get_buffer` (other transports call :meth:`get_buffer`, which
-        drops the second buffer). While the rest of a large payload is read
-        straight into its buffer, the next frame's header may come with it,
-        into the second buffer, by the same system call
-        (:meth:`buffers_updated`). Not with a read budget, whose reads are
-        bounded to the byte.
-        """
         options = self.options
         size = options.read_limit
         budget = options.budget
@@ -1319,40 +1306,22 @@ class Connection(asyncio.BufferedProtocol):
             size = budget.read_size(self, size)
         protocol = self.protocol
         if protocol is not None:
-            # The rest of a large frame's payload: read straight into it.
-            view = protocol.receive_buffer(_DIRECT_READ_MAX)
+            # The rest of a large frame's payload: read straight into it, with
+            # room for the next frame's header after it (one read a message in
+            # a stream of large ones, see buffer_updated). Not with a read
+            # budget, whose reads are bounded to the byte.
+            if budget is None:
+                view = protocol.receive_buffer(_DIRECT_READ_MAX, HEADER_MAX)
+            else:
+                view = protocol.receive_buffer(size)
             if view is not None:
-                if budget is not None:
-                    return view[:size], None
-                return view, _scratch_buffer()[:HEADER_MAX]
+                return view
             size = protocol.read_size(size)
         try:
             scratch: memoryview = _scratch.view
         except AttributeError:
             scratch = _scratch_buffer()
-        return scratch[:size], None
-
-    def buffers_updated(self, first: int, second: int) -> None:
-        """The rest of a payload (``first`` bytes, filling the view lent) and
-        ``second`` bytes after it were read (see :meth:`get_read_buffers`, which
-        gives a second buffer only without a read budget: none to update)."""
-        observer = self.options.observer
-        if observer is not None:
-            observer.data_received(self, first + second)
-        protocol = self.protocol
-        assert protocol is not None and protocol.receiving_into
-        # The message whose payload just completed goes to the application
-        # before the next frame's header is parsed, which allocates the next
-        # payload's buffer: the other way round, a stream of 1 MiB messages ran
-        # 20% slower (perf showed page faults that the header-first order
-        # didn't have).
-        # The header is copied out of the shared scratch buffer first (at most
-        # HEADER_MAX bytes): the application runs in between.
-        tail = bytes(_scratch_buffer()[:second])
-        protocol.received_into(first)
-        self._process_events()
-        protocol.receive_data(tail)
-        self._process_events()
+        return scratch[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
         observer = self.options.observer
@@ -1363,7 +1332,15 @@ class Connection(asyncio.BufferedProtocol):
             self.handshake_data_received(bytes(_scratch_buffer()[:nbytes]))
             return
         if protocol.receiving_into:
-            protocol.received_into(nbytes)
+            beyond = protocol.received_into(nbytes)
+            if beyond:
+                # The next frame's header came with the end of a payload. The
+                # message goes to the application before the header is
+                # parsed, which allocates the next payload's buffer: the other
+                # way round, a stream of 1 MiB messages ran 20% slower (perf
+                # showed page faults that the header-first order didn't have).
+                self._process_events()
+                protocol.receive_data(beyond)
         else:
             protocol.receive_data(_scratch.view[:nbytes])
         self._process_events()

@@ -24,12 +24,7 @@ connection and does per handshake:
   3.11's transport joins them into one new ``bytes``);
 - a read that fills the protocol's buffer is followed at once by another, up
   to four per readiness event, instead of a trip through the loop: a large
-  message is read header first, then straight into its payload's buffer;
-- a protocol that has ``get_read_buffers()`` (wsharbor's connections) may ask
-  for the rest of a payload and the start of what follows it (the next
-  frame's header) in one ``recvmsg_into()``: a stream of large messages takes
-  one system call and one round of the protocol's callbacks per message,
-  not two (see :class:`VectoredReader`).
+  message is read header first, then straight into its payload's buffer.
 
 Its behaviour is asyncio's: the ``asyncio.BufferedProtocol`` callbacks, write
 flow control with high and low water marks (``pause_writing()`` /
@@ -51,9 +46,9 @@ import socket
 from asyncio import trsock
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol, cast
+from typing import Any
 
-__all__ = ["SocketTransport", "VectoredReader", "inherits_nodelay", "make_transport"]
+__all__ = ["SocketTransport", "inherits_nodelay", "make_transport"]
 
 logger = logging.getLogger("asyncio")
 
@@ -73,22 +68,6 @@ except AttributeError:  # pragma: no cover - another Python
     _SelectorLoop = None
 
 
-class VectoredReader(Protocol):
-    """What a ``BufferedProtocol`` adds to be read with two buffers at once.
-
-    :class:`SocketTransport` calls ``get_read_buffers()`` instead of
-    ``get_buffer()``: the buffer to read into, and an optional second one for
-    the bytes after it. Both are filled by one ``recvmsg_into()``, the first
-    one first; when bytes landed in the second one, ``buffers_updated(first,
-    second)`` says how many went to each (the first one is then full), else
-    ``buffer_updated(nbytes)`` is called as usual.
-    """
-
-    def get_read_buffers(self) -> tuple[memoryview, memoryview | None]: ...
-
-    def buffers_updated(self, first: int, second: int) -> None: ...
-
-
 class SocketTransport(asyncio.Transport):
     """An accepted TCP socket's transport for a ``BufferedProtocol`` (see the module)."""
 
@@ -106,7 +85,6 @@ class SocketTransport(asyncio.Transport):
         "_protocol",
         "_protocol_paused",
         "_sock",
-        "_vectored",
     )
 
     def __init__(
@@ -123,7 +101,6 @@ class SocketTransport(asyncio.Transport):
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
         self._protocol: asyncio.BufferedProtocol | None = protocol
-        self._vectored = hasattr(protocol, "get_read_buffers")
         self._peername = peername
         #: What waits to be written; None when nothing does.
         self._buffer: bytearray | None = None
@@ -176,7 +153,6 @@ class SocketTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol  # type: ignore[assignment]
-        self._vectored = hasattr(protocol, "get_read_buffers")
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         assert self._protocol is not None
@@ -213,13 +189,9 @@ class SocketTransport(asyncio.Transport):
             protocol = self._protocol
             sock = self._sock
             assert protocol is not None and sock is not None
-            second: memoryview | None = None
             try:
-                if self._vectored:
-                    buffer, second = cast(VectoredReader, protocol).get_read_buffers()
-                else:
-                    buffer = protocol.get_buffer(-1)  # type: ignore[assignment]
-                size = len(buffer)
+                buffer = protocol.get_buffer(-1)
+                size = len(buffer)  # type: ignore[arg-type]
                 if not size:
                     raise RuntimeError("get_buffer() returned an empty buffer")
             except (SystemExit, KeyboardInterrupt):
@@ -228,10 +200,7 @@ class SocketTransport(asyncio.Transport):
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             try:
-                if second is None:
-                    nbytes = sock.recv_into(buffer)
-                else:
-                    nbytes = sock.recvmsg_into((buffer, second))[0]
+                nbytes = sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except (SystemExit, KeyboardInterrupt):
@@ -243,16 +212,13 @@ class SocketTransport(asyncio.Transport):
                 self._eof_received()
                 return
             try:
-                if nbytes > size:
-                    cast(VectoredReader, protocol).buffers_updated(size, nbytes - size)
-                else:
-                    protocol.buffer_updated(nbytes)
+                protocol.buffer_updated(nbytes)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
                 return
-            if nbytes < size or (second is not None and nbytes < size + len(second)):
+            if nbytes < size:
                 return  # the socket had no more
 
     def _eof_received(self) -> None:

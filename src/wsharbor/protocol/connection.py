@@ -395,7 +395,7 @@ class WebSocketProtocol:
         self._parser.feed(data)
         self._parse()
 
-    def receive_buffer(self, size: int) -> memoryview | None:
+    def receive_buffer(self, size: int, ahead: int = 0) -> memoryview | None:
         """Where the next bytes from the network may be read straight into.
 
         Once a frame's header said how large its payload is, the payload is
@@ -406,8 +406,13 @@ class WebSocketProtocol:
         copied. ``None`` otherwise (a small frame, between frames, after a
         failure, or without the C accelerator): read into a buffer of your own
         and call :meth:`receive_data`.
+
+        With ``ahead`` (at most :data:`~wsharbor.protocol.frames.HEADER_MAX`),
+        a view that reaches the end of the payload goes on for that many bytes:
+        one read may then bring the rest of the payload and the next frame's
+        header, which :meth:`received_into` returns.
         """
-        view = None if self._discard_input else self._parser.receive_buffer(size)
+        view = None if self._discard_input else self._parser.receive_buffer(size, ahead)
         self.receiving_into = view is not None
         return view
 
@@ -418,19 +423,27 @@ class WebSocketProtocol:
         buffer (see :meth:`FrameParser.read_size`)."""
         return self._parser.read_size(size)
 
-    def received_into(self, nbytes: int) -> None:
+    def received_into(self, nbytes: int) -> bytes:
         """Process ``nbytes`` read into the view :meth:`receive_buffer` returned,
-        before any other input. Never raises."""
+        before any other input. Never raises.
+
+        Returns the bytes that landed past the payload's end (only with
+        ``ahead``; usually empty). They are the next input: pass them to
+        :meth:`receive_data`. An I/O layer may first hand the events to the
+        application, as the message they complete is then freed before the
+        next frame's header allocates the next payload's buffer.
+        """
         self.receiving_into = False
         if self._discard_input:
-            return
+            return b""
         try:
-            self._parser.received_into(nbytes)
+            beyond = self._parser.received_into(nbytes)
         except ValueError as exc:  # the I/O layer misused the view: a bug
             self.logger.error("unexpected error while receiving", exc_info=True)
             self._fail(CloseCode.INTERNAL_ERROR, "internal error", exc)
-            return
+            return b""
         self._parse()
+        return beyond
 
     def _emit(self, event: Event) -> None:
         events = self._events

@@ -409,8 +409,8 @@ DIRECT_READ_MIN = 16384
 #: at a frame boundary asks for at most a header (:meth:`FrameParser.read_size`):
 #: if that frame is large too, its payload is then read straight into its own
 #: buffer, not copied from the I/O layer's. 14 bytes: 2, 8 of length, 4 of mask.
-#: An I/O layer that can read into two buffers at once reads the rest of a
-#: payload and at most this many bytes after it in one system call.
+#: A payload's buffer has this many bytes more, so that one read may bring the
+#: rest of a payload and the next header (:meth:`PendingFrame.receive_buffer`).
 HEADER_MAX = 14
 
 
@@ -472,7 +472,8 @@ class PendingFrame:
         self._view: memoryview | None
         if SPEEDUPS:
             try:
-                self._payload = _PayloadBuffer(length)
+                # HEADER_MAX bytes more: see receive_buffer()'s ``ahead``.
+                self._payload = _PayloadBuffer(length, HEADER_MAX)
             except (MemoryError, OverflowError):
                 raise PayloadTooBig(
                     f"frame of {length} bytes: not enough memory to receive it"
@@ -504,27 +505,43 @@ class PendingFrame:
         self.received = start + size
         return size
 
-    def receive_buffer(self, size: int) -> memoryview | None:
+    def receive_buffer(self, size: int, ahead: int = 0) -> memoryview | None:
         """A writable view of the next at most ``size`` payload bytes, for the
-        socket to read into; ``None`` without the C accelerator."""
+        socket to read into; ``None`` without the C accelerator.
+
+        When the view reaches the end of the payload, it goes on for at most
+        ``ahead`` bytes (:data:`HEADER_MAX` at most) past it: a read may bring
+        the rest of the payload and the start of what follows (the next
+        frame's header) together. :meth:`received_into` returns those bytes.
+        """
         view = self._view
         if view is None:
             return None
         start = self.received
         end = min(self.length, start + size)
+        if end == self.length and ahead > 0:
+            end += min(ahead, HEADER_MAX)
         self.lent = end - start
         return view[start:end]
 
-    def received_into(self, nbytes: int) -> None:
-        """``nbytes`` were read into the view from :meth:`receive_buffer`."""
+    def received_into(self, nbytes: int) -> bytes:
+        """``nbytes`` were read into the view from :meth:`receive_buffer`;
+        return those that landed past the end of the payload (usually none)."""
         if not 0 < nbytes <= self.lent:
             raise ValueError(f"{nbytes} bytes received into a buffer of {self.lent}")
         self.lent = 0
         start = self.received
+        end = start + nbytes
+        beyond = b""
+        if end > self.length:
+            assert self._view is not None
+            beyond = bytes(self._view[self.length : end])  # before finish() drops them
+            end = self.length
         if self._mask is not None:
             assert self._view is not None
-            apply_mask_inplace(self._view[start : start + nbytes], self._mask, start)
-        self.received = start + nbytes
+            apply_mask_inplace(self._view[start:end], self._mask, start)
+        self.received = end
+        return beyond
 
     def take(self) -> bytes | memoryview:
         """The payload bytes received since the last call, unmasked."""
@@ -723,9 +740,10 @@ class FrameParser:
                 return min(size, HEADER_MAX)
         return size
 
-    def receive_buffer(self, size: int) -> memoryview | None:
+    def receive_buffer(self, size: int, ahead: int = 0) -> memoryview | None:
         """Where the socket may read the next bytes straight into: the rest of a
-        pending payload (at most ``size`` bytes) when at least
+        pending payload (at most ``size`` bytes, and at most ``ahead`` bytes
+        past its end, see :meth:`PendingFrame.receive_buffer`) when at least
         :data:`DIRECT_READ_MIN` bytes of it are to come (and the C accelerator
         is built), else ``None``. Report the bytes read with
         :meth:`received_into` before anything else is fed."""
@@ -733,7 +751,7 @@ class FrameParser:
         if pending is None or pending.length - pending.received < DIRECT_READ_MIN:
             return None
         self._after_large = True
-        return pending.receive_buffer(size)
+        return pending.receive_buffer(size, ahead)
 
     @property
     def lent(self) -> bool:
@@ -741,12 +759,13 @@ class FrameParser:
         pending = self._pending
         return pending is not None and pending.lent > 0
 
-    def received_into(self, nbytes: int) -> None:
-        """``nbytes`` were read into the view from :meth:`receive_buffer`."""
+    def received_into(self, nbytes: int) -> bytes:
+        """``nbytes`` were read into the view from :meth:`receive_buffer`;
+        return those past the end of the payload, to :meth:`feed` next."""
         pending = self._pending
         if pending is None:
             raise ValueError("no buffer was lent")
-        pending.received_into(nbytes)
+        return pending.received_into(nbytes)
 
     @property
     def buffered(self) -> int:
