@@ -13,13 +13,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 
 # Reinstall when the build inputs change (the C accelerator is compiled then).
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c src/wsharbor/asyncio/_sendeach.c
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 # What `make run` needs: the package and uvloop (`--loop auto` serves on it when
 # it is installed), not the test tools of .installed.
-$(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py src/wsharbor/protocol/_speedups.c src/wsharbor/asyncio/_sendeach.c
 	$(BIN)/python -m pip install -q -e '.[fast]'
 	touch $@
 

@@ -281,3 +281,30 @@ async def test_broadcast_keeps_order_with_answers_to_a_burst(compression: str | 
             received = [await wait(client.recv(), TIMEOUT) for _ in range(2 * count)]
     expected = [f"{kind} {n}" for n in range(count) for kind in ("answer", "broadcast")]
     assert received == expected
+
+
+@pytest.mark.uvloop_too
+async def test_broadcast_larger_than_the_sockets_take_arrives_whole_and_in_order() -> None:
+    """Messages larger than the kernel buffers, broadcast to readers that read
+    late, one of them listed twice: what a socket doesn't take is buffered
+    (by the transport, after broadcast()'s single C call on asyncio), a copy
+    for the same connection in the same call goes behind it, and the next
+    broadcast queues behind both."""
+    harness = Harness()
+    messages = [bytes([n]) * 100_000 for n in range(3)]
+    async with wsharbor.serve(
+        harness.handler, sock=small_buffer_listener(), write_limit=2**20, compression=None
+    ) as server:
+        twice = await RawClient.connect(port_of(server), "/twice", rcvbuf=4096)
+        once = await RawClient.connect(port_of(server), "/once", rcvbuf=4096)
+        await harness.wait_for(2)
+        targets = [harness.by_path["/twice"], harness.by_path["/once"], harness.by_path["/twice"]]
+        for message in messages:
+            assert wsharbor.fanout(targets, message) == []
+        assert harness.by_path["/twice"].transport.get_write_buffer_size() > 0
+        for message in messages:
+            for _ in range(2):
+                assert await twice.recv_message(TIMEOUT) == message
+            assert await once.recv_message(TIMEOUT) == message
+        for client in (twice, once):
+            client.transport.abort()

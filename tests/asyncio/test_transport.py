@@ -11,6 +11,7 @@ import pytest
 
 import wsharbor
 from wsharbor import ServerConnection
+from wsharbor.asyncio.transport import SEND_EACH
 from wsharbor.protocol.connection import Side, WebSocketProtocol
 from wsharbor.protocol.frames import SPEEDUPS
 
@@ -312,3 +313,136 @@ async def test_large_messages_back_to_back_are_read_with_the_next_header(
         await client.close_transport()
     # Without the C accelerator nothing is read straight into a payload.
     assert ahead > 0 if SPEEDUPS else ahead == 0
+
+
+async def read_exactly(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    while len(received) < size:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), TIMEOUT)
+        assert chunk, f"EOF after {len(received)} of {size} bytes"
+        received += chunk
+    return bytes(received)
+
+
+async def test_write_each_writes_each_frame_in_order() -> None:
+    """broadcast()'s writes (write_each): frames to several transports, one of
+    them twice and one with a buffer already waiting, arrive whole and in
+    order; a transport already lost counts the write and raises nothing; one
+    after write_eof() reports the RuntimeError with its index."""
+    from wsharbor.asyncio.transport import make_transport, write_each
+
+    loop = asyncio.get_running_loop()
+    pairs = [socket.socketpair() for _ in range(5)]
+    transports = []
+    for ours, theirs in pairs:
+        theirs.setblocking(False)
+        transport = make_transport(loop, ours, Recorder(), None)
+        assert transport is not None
+        transports.append(transport)
+    await asyncio.sleep(0)
+    t0, t1, t2, lost, ended = transports
+    try:
+        big = bytes(range(256)) * 8192  # 2 MiB: more than a socket pair takes
+        t1.write(big)
+        assert t1.get_write_buffer_size() > 0
+        lost.abort()
+        ended.write_eof()
+        errors = write_each(
+            [t0, t1, t2, lost, t0, ended],
+            [b"a0", b"b0", b"c0", b"gone", b"a1", b"late"],
+        )
+        assert len(errors) == 1
+        index, exc = errors[0]
+        assert index == 5 and isinstance(exc, RuntimeError)
+        assert await read_exactly(pairs[0][1], 4) == b"a0a1"
+        assert await read_exactly(pairs[1][1], len(big) + 2) == big + b"b0"
+        assert await read_exactly(pairs[2][1], 2) == b"c0"
+        assert write_each([], []) == []
+    finally:
+        for transport in transports:
+            transport.abort()
+        for _, theirs in pairs:
+            theirs.close()
+
+
+async def test_write_each_buffers_what_the_socket_did_not_take() -> None:
+    """A frame larger than the socket takes: the rest is buffered, and a frame
+    after it for the same transport in the same call goes behind it."""
+    from wsharbor.asyncio.transport import make_transport, write_each
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setblocking(False)
+    transport = make_transport(loop, ours, Recorder(), None)
+    assert transport is not None
+    await asyncio.sleep(0)
+    try:
+        first = payload(1, 1 << 20)
+        assert write_each([transport, transport], [first, b"second"]) == []
+        assert transport.get_write_buffer_size() > 0
+        assert await read_exactly(theirs, len(first) + 6) == first + b"second"
+        await asyncio.sleep(0)
+        assert transport.get_write_buffer_size() == 0
+    finally:
+        transport.abort()
+        theirs.close()
+
+
+async def test_write_each_reports_a_reset_to_the_protocol() -> None:
+    """send() fails in write_each (the peer reset the connection while
+    reading was paused, so only the write can find out): the transport closes
+    and connection_lost gets the OSError; the frame after it for the same
+    transport is counted as a write to a lost connection."""
+    from wsharbor.asyncio.transport import make_transport, write_each
+
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server((HOST, 0))
+    client = socket.create_connection(listener.getsockname())
+    ours, address = listener.accept()
+    listener.close()
+    protocol = Recorder()
+    transport = make_transport(loop, ours, protocol, address)
+    assert transport is not None
+    await asyncio.sleep(0)
+    transport.pause_reading()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()
+    await asyncio.sleep(0.05)
+    assert write_each([transport, transport], [b"first", b"second"]) == []
+    exc = await wait(protocol.lost)
+    assert isinstance(exc, ConnectionResetError | BrokenPipeError)
+    assert protocol.events.count("lost") == 1
+
+
+@pytest.mark.skipif(not SEND_EACH, reason="the C accelerator isn't built or is disabled")
+def test_send_each_checks_its_arguments() -> None:
+    """The C call itself: clear errors for bad arguments; a negative
+    descriptor isn't tried; a failed send() reports -errno."""
+    import errno
+    import os
+
+    from wsharbor.asyncio._sendeach import send_each
+
+    with pytest.raises(TypeError):
+        send_each((1,), [b"x"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        send_each([1, 2], [b"x"])
+    with pytest.raises(TypeError):
+        send_each([1], [bytearray(b"x")])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        send_each([1])  # type: ignore[call-arg]
+    ours, theirs = socket.socketpair()
+    pipe_in, pipe_out = os.pipe()
+    try:
+        assert send_each([-1, ours.fileno(), pipe_in], [b"a", b"bc", b"d"]) == [
+            (0, 0),
+            (2, -errno.ENOTSOCK),
+        ]
+        assert theirs.recv(16) == b"bc"
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(pipe_in)
+        os.close(pipe_out)

@@ -68,6 +68,7 @@ from ..typing import Data, DataLike, LoggerLike
 from .budget import ReadBudget
 from .deadlines import DeadlineQueue
 from .observer import ConnectionObserver
+from .transport import SEND_EACH, SocketTransport, write_each
 from .wakeup import DirectFuture
 
 __all__ = [
@@ -1499,10 +1500,15 @@ def _broadcast_frames(
     # without extensions, a settings tuple for compression without context.
     frames: dict[Hashable, bytes] = {}
     skipped: list[_Skip] = []
+    # Frames for the connections on wsharbor's own transport, written after
+    # the loop by write_each(): one C call makes all their send() system calls.
+    direct: list[Connection] = []
+    direct_transports: list[SocketTransport] = []
+    direct_frames: list[bytes] = []
     # This loop body runs once per connection and message: with 10,000
-    # connections its Python costs as much as the send() system call under it,
-    # so it reads each attribute once and writes straight to the transport
-    # when nothing is queued ahead of the frame (see _write_preencoded).
+    # connections its Python costs about as much as the send() system call
+    # under it, so it reads each attribute once and leaves the writing to
+    # write_each() or straight to the transport (see _write_preencoded).
     for connection in connections:
         protocol = connection.protocol
         transport = connection.transport
@@ -1532,6 +1538,18 @@ def _broadcast_frames(
                 frame = frames.get(key)
                 if frame is None:
                     frame = frames[key] = protocol.preencode(opcode, payload)
+                if (
+                    SEND_EACH
+                    and type(transport) is SocketTransport
+                    and connection._batch is None
+                    and options.observer is None
+                ):
+                    protocol.send_preencoded(frame)
+                    data = protocol.data_to_send()
+                    direct.append(connection)
+                    direct_transports.append(transport)
+                    direct_frames.append(frame if len(data) == 1 else b"".join(data))
+                    continue
                 connection._write_preencoded(protocol, transport, frame)
         except Exception as exc:
             skipped.append((connection, exc))
@@ -1539,6 +1557,9 @@ def _broadcast_frames(
         observer = options.observer
         if observer is not None:
             observer.message_sent(connection)
+    if direct:
+        for index, error in write_each(direct_transports, direct_frames):
+            skipped.append((direct[index], error))
     return skipped
 
 
@@ -1552,7 +1573,8 @@ def fanout(
 
     :func:`broadcast` without its reporting: the same code writes the message,
     and the connections that didn't get it are returned, in the order of
-    ``connections`` (an empty list when every connection got it). A connection
+    ``connections`` (an empty list when every connection got it; those whose
+    transport refused the write, after the others). A connection
     is skipped when it is not open, when it is in the middle of sending a
     fragmented message, when its write buffer is already over ``write_limit``
     (so that one slow reader can't grow the server's memory), or when writing

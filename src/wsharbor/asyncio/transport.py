@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["SocketTransport", "inherits_nodelay", "make_transport"]
+__all__ = ["SEND_EACH", "SocketTransport", "inherits_nodelay", "make_transport", "write_each"]
 
 logger = logging.getLogger("asyncio")
 
@@ -61,6 +61,15 @@ _LOG_LOST_WRITES = 5
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 #: Default water marks of the write buffer, asyncio's.
 _HIGH = 64 * 1024
+
+try:
+    if os.environ.get("WSHARBOR_NO_SPEEDUPS") == "1":
+        raise ImportError("disabled by WSHARBOR_NO_SPEEDUPS")
+    from wsharbor.asyncio._sendeach import send_each as _send_each
+except ImportError:
+    _send_each = None  # type: ignore[assignment]
+#: Whether :func:`write_each` writes with one C call (else it calls each ``write()``).
+SEND_EACH = _send_each is not None
 
 try:
     _SelectorLoop: Any = asyncio.selector_events.BaseSelectorEventLoop
@@ -460,6 +469,45 @@ class SocketTransport(asyncio.Transport):
         self._loop.call_exception_handler(
             {"message": message, "exception": exc, "transport": self, "protocol": self._protocol}
         )
+
+
+def write_each(
+    transports: list[SocketTransport], frames: list[bytes]
+) -> list[tuple[int, Exception]]:
+    """Write ``frames[i]`` to ``transports[i]`` for each ``i``, as each ``write()`` would.
+
+    :func:`wsharbor.broadcast`'s writes: the sockets of transports with
+    nothing buffered are written with one call to the C accelerator, which
+    makes the ``send()`` system calls without a Python call each. What a
+    socket didn't take, and the frames of transports that buffer or are
+    closed, then go through ``write()``, in order, which buffers or reports
+    them as it always does. Returns the exceptions ``write()`` raised, with
+    their index.
+    """
+    errors: list[tuple[int, Exception]] = []
+    if _send_each is None:
+        pending: Iterable[tuple[int, int]] = ((index, 0) for index in range(len(frames)))
+    else:
+        fds = [
+            t._fd
+            if t._buffer is None and t._sock is not None and not (t._conn_lost or t._eof)
+            else -1
+            for t in transports
+        ]
+        pending = _send_each(fds, frames)
+    for index, sent in pending:
+        transport = transports[index]
+        frame = frames[index]
+        try:
+            if sent >= 0:
+                transport.write(memoryview(frame)[sent:] if sent else frame)
+            else:
+                transport._fatal_error(
+                    OSError(-sent, os.strerror(-sent)), "Fatal write error on socket transport"
+                )
+        except Exception as exc:
+            errors.append((index, exc))
+    return errors
 
 
 def make_transport(
