@@ -188,22 +188,32 @@ async def test_socket_transport_over_a_socket_pair() -> None:
         theirs.close()
 
 
-async def test_socket_transport_reports_a_reset() -> None:
-    """The peer resets the connection: connection_lost gets the OSError."""
+async def accepted_tcp_transport() -> tuple[asyncio.Transport, Recorder, socket.socket]:
+    """A SocketTransport over an accepted TCP connection on 127.0.0.1, once
+    connection_made() ran: the transport, its Recorder, the client's socket."""
     from wsharbor.asyncio.transport import make_transport
 
-    loop = asyncio.get_running_loop()
     listener = socket.create_server((HOST, 0))
     client = socket.create_connection(listener.getsockname())
     ours, address = listener.accept()
     listener.close()
     protocol = Recorder()
-    transport = make_transport(loop, ours, protocol, address)
+    transport = make_transport(asyncio.get_running_loop(), ours, protocol, address)
     assert transport is not None
     await asyncio.sleep(0)
-    # SO_LINGER 0: close() sends a reset.
+    return transport, protocol, client
+
+
+def reset(client: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets a reset."""
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     client.close()
+
+
+async def test_socket_transport_reports_a_reset() -> None:
+    """The peer resets the connection: connection_lost gets the OSError."""
+    _, protocol, client = await accepted_tcp_transport()
+    reset(client)
     exc = await wait(protocol.lost)
     assert isinstance(exc, ConnectionResetError)
 
@@ -395,20 +405,12 @@ async def test_write_each_reports_a_reset_to_the_protocol() -> None:
     reading was paused, so only the write can find out): the transport closes
     and connection_lost gets the OSError; the frame after it for the same
     transport is counted as a write to a lost connection."""
-    from wsharbor.asyncio.transport import make_transport, write_each
+    from wsharbor.asyncio.transport import SocketTransport, write_each
 
-    loop = asyncio.get_running_loop()
-    listener = socket.create_server((HOST, 0))
-    client = socket.create_connection(listener.getsockname())
-    ours, address = listener.accept()
-    listener.close()
-    protocol = Recorder()
-    transport = make_transport(loop, ours, protocol, address)
-    assert transport is not None
-    await asyncio.sleep(0)
+    transport, protocol, client = await accepted_tcp_transport()
+    assert isinstance(transport, SocketTransport)
     transport.pause_reading()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    client.close()
+    reset(client)
     await asyncio.sleep(0.05)
     assert write_each([transport, transport], [b"first", b"second"]) == []
     exc = await wait(protocol.lost)
