@@ -4,7 +4,9 @@
   the rules of each side, through bytes parsed by the real parsers.
 - The server's fast paths answer as the general paths do: the usual Upgrade,
   Connection and Sec-WebSocket-Key values are recognized without the general
-  tokenizer, and the 101 response is built without checking fields it made itself.
+  tokenizer, and the 101 response is built without checking fields it made itself;
+  the usual request is checked in C (``_speedups.accept_upgrade``), which must give
+  the same 101 and leave everything else to the Python checks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from wsharbor.exceptions import (
     InvalidVersion,
     NegotiationError,
 )
+from wsharbor.protocol import handshake
 from wsharbor.protocol.datastructures import Headers
 from wsharbor.protocol.deflate import (
     ClientPerMessageDeflateFactory,
@@ -1143,3 +1146,171 @@ def test_client_accepts_or_fails_with_a_reason(
         return
     assert response.status == 101
     assert accepted.subprotocol in (None, "chat")
+
+
+# ---------------------------------------------------------------------------
+# The C checks of the usual upgrade request (_speedups.accept_upgrade)
+# ---------------------------------------------------------------------------
+
+needs_c_checks = pytest.mark.skipif(
+    handshake._accept_upgrade is None, reason="the C accelerator isn't in use"
+)
+
+#: Servers whose handshake the C checks may take: no Origin check. The second has
+#: an extension to negotiate, so an offer sends the request to the Python checks.
+USUAL_SERVERS = [
+    ServerHandshake(),
+    ServerHandshake(extensions=[ServerPerMessageDeflateFactory()], server_header=None),
+    ServerHandshake(subprotocols=["chat"], server_header="edge"),
+]
+
+#: The usual request, as clients send it (no Origin, no subprotocol).
+USUAL_REQUEST = changed(
+    RFC_REQUEST, {"Origin": [], "Sec-WebSocket-Protocol": [], "User-Agent": ["test"]}
+)
+
+
+def accept_in_c(request: Request, extensions: bool = False) -> str | None:
+    """``_speedups.accept_upgrade``'s answer for ``request`` (unpacked headers)."""
+    assert handshake._accept_upgrade is not None
+    headers = request.headers
+    assert headers._keys is not None
+    return handshake._accept_upgrade(headers._keys, headers._list, extensions)
+
+
+def outcome(server: ServerHandshake, request: Request, *, in_c: bool = True) -> object:
+    """What ``server.accept(request)`` gives, with or without the C checks: the 101's
+    bytes, fields and what was negotiated, or the error's type and message."""
+    saved = handshake._accept_upgrade
+    if not in_c:
+        handshake._accept_upgrade = None
+    try:
+        accepted = server.accept(request)
+    except InvalidHandshake as exc:
+        return type(exc), str(exc)
+    finally:
+        handshake._accept_upgrade = saved
+    response = accepted.response
+    return (
+        response.serialize(),
+        response.headers.raw_items(),
+        response.headers,
+        accepted.subprotocol,
+        [type(extension) for extension in accepted.extensions],
+    )
+
+
+def parsed(data: bytes) -> Request:
+    request = RequestParser().feed(data)
+    assert request is not None
+    return request
+
+
+@needs_c_checks
+class TestAcceptInC:
+    def test_rfc_key(self) -> None:
+        request = make_request()
+        assert accept_in_c(request) == RFC_ACCEPT
+        accepted = ServerHandshake(server_header="edge").accept(request)
+        # Built packed, as _open() would pack it; read the same.
+        assert accepted.response.headers.packed
+        assert accepted.response.serialize() == (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n"
+            b"Server: edge\r\n\r\n"
+        )
+        assert accepted.response.headers["Sec-WebSocket-Accept"] == RFC_ACCEPT
+        assert (accepted.subprotocol, accepted.extensions) == (None, [])
+
+    @given(st.binary(min_size=16, max_size=16))
+    def test_sha1_and_base64_as_hashlib(self, raw: bytes) -> None:
+        key = base64.b64encode(raw).decode()
+        assert accept_in_c(make_request(Sec_WebSocket_Key=key)) == accept_key(key)
+
+    @pytest.mark.parametrize(
+        "request_",
+        [
+            make_request(Upgrade="WebSocket"),
+            make_request(Upgrade="h2c, websocket"),
+            make_request(Upgrade=" ,websocket\t"),
+            make_request(Connection="keep-alive, Upgrade"),
+            make_request(Connection="UPGRADE"),
+            make_request(Connection="upgrade,"),
+            # Bits after the 16th byte: binascii's strict mode takes them too.
+            make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA/=="),
+            make_request(Sec_WebSocket_Extensions="permessage-deflate"),  # no factory
+            make_request(Origin="http://example.com"),  # not checked
+            make_request(Host="h", User_Agent="x"),
+        ],
+    )
+    def test_taken_in_c_with_the_same_101(self, request_: Request) -> None:
+        assert accept_in_c(request_) is not None
+        server = ServerHandshake()
+        assert outcome(server, request_) == outcome(server, request_, in_c=False)
+
+    @pytest.mark.parametrize(
+        ("request_", "extensions"),
+        [
+            # Valid, but for the Python checks.
+            (make_request(Connection=["keep-alive", "upgrade"]), False),
+            (make_request(Upgrade=["websocket", "h2c"]), False),
+            (make_request(Sec_WebSocket_Protocol="chat"), False),
+            (make_request(Sec_WebSocket_Extensions="permessage-deflate"), True),
+            (make_request(Connection="Upgrade, \xe9"), False),  # not ASCII
+            # Invalid: the Python checks say why.
+            (make_request(remove=["Host"]), False),
+            (make_request(Host=""), False),
+            (make_request(Host=["a", "a"]), False),
+            (make_request(Upgrade="websockets"), False),
+            (make_request(Connection="keep-alive"), False),
+            (make_request(Connection="up grade"), False),
+            (make_request(Sec_WebSocket_Key=RFC_KEY[:-1]), False),
+            (make_request(Sec_WebSocket_Key=RFC_KEY + "="), False),
+            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA==="), False),
+            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA-=="), False),
+            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAAé=="), False),
+            (make_request(Sec_WebSocket_Key=[RFC_KEY, RFC_KEY]), False),
+            (make_request(Sec_WebSocket_Version="13 "), False),
+            (make_request(Sec_WebSocket_Version="8"), False),
+            (make_request(remove=["Sec-WebSocket-Version"]), False),
+        ],
+    )
+    def test_left_to_python(self, request_: Request, extensions: bool) -> None:
+        assert accept_in_c(request_, extensions) is None
+        server = USUAL_SERVERS[1] if extensions else ServerHandshake()
+        assert outcome(server, request_) == outcome(server, request_, in_c=False)
+
+    def test_not_for_packed_headers_or_origin_checks(self) -> None:
+        request = make_request()
+        request.headers.compact()
+        assert not ServerHandshake().accept(request).response.headers.packed
+        accepted = ServerHandshake(origins=[None]).accept(make_request())
+        assert not accepted.response.headers.packed
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(replace=changes, server=st.sampled_from(USUAL_SERVERS))
+    def test_same_answer_as_python(
+        self, replace: dict[str, list[str]], server: ServerHandshake
+    ) -> None:
+        try:
+            request = parsed(changed(USUAL_REQUEST, replace))
+        except InvalidHandshake:
+            return  # refused by the HTTP parser
+        assert outcome(server, request) == outcome(server, request, in_c=False)
+
+    def test_argument_errors(self) -> None:
+        accept_upgrade = handshake._accept_upgrade
+        assert accept_upgrade is not None
+        fields = [("Host", "a")]
+        with pytest.raises(TypeError):
+            accept_upgrade(("host",), fields, False)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            accept_upgrade(["host"], [("Host", "a", "b")], False)  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            accept_upgrade(["host"], [("Host", b"a")], False)  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            accept_upgrade([b"host"], fields, False)  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            accept_upgrade(["host"], fields)  # type: ignore[call-arg]
+        with pytest.raises(ValueError):
+            accept_upgrade(["host", "upgrade"], fields, False)

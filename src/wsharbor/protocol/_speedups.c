@@ -1,5 +1,5 @@
 /* C accelerator for wsharbor.protocol: masking, frame headers, payload buffers, UTF-8
- * validation, the usual handshake request.
+ * validation, the usual handshake request and its checks.
  *
  * apply_mask(data, mask) -> bytes
  *     XORs a bytes-like object with a 4-byte mask repeated (RFC 6455 section
@@ -48,6 +48,19 @@
  *     also reports the exact error): this path accepts a subset of what that
  *     one accepts and must return the same request for it (tests compare
  *     both).
+ *
+ * accept_upgrade(keys, fields, extensions) -> str | None
+ *     The server's checks of the usual upgrade request in one pass over its
+ *     fields (the ``_keys`` and ``_list`` of its Headers), and then its
+ *     Sec-WebSocket-Accept value (SHA-1 and base64 here too): one Host, not
+ *     empty; one Upgrade listing "websocket"; one Connection listing
+ *     "upgrade" (any ASCII case, OWS around items); one Sec-WebSocket-Key of
+ *     22 base64 characters and "=="; one Sec-WebSocket-Version, "13"; no
+ *     Sec-WebSocket-Protocol, and no Sec-WebSocket-Extensions when
+ *     ``extensions`` (the server has some to negotiate). Anything else is
+ *     None, and ServerHandshake.accept checks it the general way, which
+ *     raises the exact error: this path accepts a subset of what that one
+ *     accepts and must answer the same for it (tests compare both).
  *
  * Masking works 8 bytes at a time (16 with SSE2), which is memory-bound on
  * any modern CPU; the GIL is released for large inputs only (releasing it
@@ -903,6 +916,242 @@ error:
     return result;
 }
 
+/* accept_upgrade: the server's checks of RFC 6455 section 4.2.1 on the usual
+ * request, and the Sec-WebSocket-Accept value (section 4.2.2, item 5.4). */
+
+/* SHA-1 (FIPS 180-4 section 6.1) of one 64-byte block into h. */
+static void
+sha1_block(uint32_t h[5], const unsigned char *block)
+{
+    uint32_t w[80], a, b, c, d, e, f, k, t;
+    int i;
+    for (i = 0; i < 16; i++) {
+        w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
+               (uint32_t)block[4 * i + 2] << 8 | (uint32_t)block[4 * i + 3];
+    }
+    for (i = 16; i < 80; i++) {
+        t = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
+        w[i] = t << 1 | t >> 31;
+    }
+    a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d), k = 0x5A827999u;
+        }
+        else if (i < 40) {
+            f = b ^ c ^ d, k = 0x6ED9EBA1u;
+        }
+        else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDCu;
+        }
+        else {
+            f = b ^ c ^ d, k = 0xCA62C1D6u;
+        }
+        t = (a << 5 | a >> 27) + f + e + k + w[i];
+        e = d, d = c, c = b << 30 | b >> 2, b = a, a = t;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+#define KEY_SIZE 24 /* base64 of 16 bytes */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_GUID_SIZE 36
+#define ACCEPT_SIZE 28 /* base64 of a 20-byte digest */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* base64(SHA-1(key + GUID)) of a KEY_SIZE-byte key into out. */
+static void
+accept_value(const unsigned char *key, char out[ACCEPT_SIZE])
+{
+    /* key + GUID is 60 bytes: two blocks with the padding and the bit length. */
+    unsigned char msg[128] = {0}, digest[21] = {0};
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    int i, j;
+    memcpy(msg, key, KEY_SIZE);
+    memcpy(msg + KEY_SIZE, WS_GUID, WS_GUID_SIZE);
+    msg[KEY_SIZE + WS_GUID_SIZE] = 0x80;
+    msg[126] = (unsigned char)(((KEY_SIZE + WS_GUID_SIZE) * 8) >> 8);
+    msg[127] = (unsigned char)(((KEY_SIZE + WS_GUID_SIZE) * 8) & 0xFF);
+    sha1_block(h, msg);
+    sha1_block(h, msg + 64);
+    for (i = 0; i < 5; i++) {
+        for (j = 0; j < 4; j++) {
+            digest[4 * i + j] = (unsigned char)(h[i] >> (24 - 8 * j));
+        }
+    }
+    /* 20 bytes: six groups of three, then two bytes and one "=" (digest[20] is 0). */
+    for (i = 0, j = 0; i < 21; i += 3, j += 4) {
+        uint32_t v = (uint32_t)digest[i] << 16 | (uint32_t)digest[i + 1] << 8 | digest[i + 2];
+        out[j] = B64[v >> 18];
+        out[j + 1] = B64[(v >> 12) & 63];
+        out[j + 2] = B64[(v >> 6) & 63];
+        out[j + 3] = B64[v & 63];
+    }
+    out[ACCEPT_SIZE - 1] = '=';
+}
+
+/* Whether an ASCII str equals the lowercase ASCII name. */
+static int
+key_is(PyObject *key, const char *name, Py_ssize_t len)
+{
+    return PyUnicode_GET_LENGTH(key) == len && PyUnicode_IS_ASCII(key) &&
+           memcmp(PyUnicode_1BYTE_DATA(key), name, (size_t)len) == 0;
+}
+
+/* Whether the comma-separated items of value, OWS around each ignored, hold the
+ * lowercase token in any ASCII case: headers.has_token for one field. A value that
+ * isn't ASCII is "no" (the Python path decides). */
+static int
+has_token(PyObject *value, const char *token, Py_ssize_t len)
+{
+    const unsigned char *s;
+    Py_ssize_t n, i = 0, start, stop, m;
+    if (!PyUnicode_IS_ASCII(value)) {
+        return 0;
+    }
+    s = PyUnicode_1BYTE_DATA(value);
+    n = PyUnicode_GET_LENGTH(value);
+    while (i <= n) {
+        start = i;
+        while (i < n && s[i] != ',') {
+            i++;
+        }
+        stop = i++;
+        while (start < stop && IS_OWS(s[start])) {
+            start++;
+        }
+        while (stop > start && IS_OWS(s[stop - 1])) {
+            stop--;
+        }
+        if (stop - start == len) {
+            for (m = 0; m < len; m++) {
+                unsigned char c = s[start + m];
+                if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)token[m]) {
+                    break;
+                }
+            }
+            if (m == len) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Whether value is base64 of exactly 16 bytes, as binascii.a2b_base64(strict_mode=True)
+ * reads it: 22 characters of the alphabet, then "==". */
+static int
+is_key(PyObject *value)
+{
+    const unsigned char *s;
+    int i;
+    if (PyUnicode_GET_LENGTH(value) != KEY_SIZE || !PyUnicode_IS_ASCII(value)) {
+        return 0;
+    }
+    s = PyUnicode_1BYTE_DATA(value);
+    for (i = 0; i < KEY_SIZE - 2; i++) {
+        unsigned char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/')) {
+            return 0;
+        }
+    }
+    return s[KEY_SIZE - 2] == '=' && s[KEY_SIZE - 1] == '=';
+}
+
+enum { F_HOST, F_UPGRADE, F_CONNECTION, F_KEY, F_VERSION, F_CHECKED };
+
+static PyObject *
+accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *keys, *fields, *values[F_CHECKED] = {NULL}, *result;
+    Py_ssize_t n, i;
+    int extensions, counts[F_CHECKED] = {0};
+    char accept[ACCEPT_SIZE];
+
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "accept_upgrade(keys: list[str], fields: list[tuple[str, str]], "
+                        "extensions: bool)");
+        return NULL;
+    }
+    keys = args[0];
+    fields = args[1];
+    extensions = PyObject_IsTrue(args[2]);
+    if (extensions < 0) {
+        return NULL;
+    }
+    n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(fields) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys and fields differ in length");
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i), *field = PyList_GET_ITEM(fields, i);
+        int which;
+        if (!PyUnicode_Check(key) || !PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(field, 1))) {
+            PyErr_SetString(PyExc_TypeError, "keys must be str, fields (str, str) tuples");
+            return NULL;
+        }
+        switch (PyUnicode_GET_LENGTH(key)) {
+        case 4:
+            which = key_is(key, "host", 4) ? F_HOST : -1;
+            break;
+        case 7:
+            which = key_is(key, "upgrade", 7) ? F_UPGRADE : -1;
+            break;
+        case 10:
+            which = key_is(key, "connection", 10) ? F_CONNECTION : -1;
+            break;
+        case 17:
+            which = key_is(key, "sec-websocket-key", 17) ? F_KEY : -1;
+            break;
+        case 21:
+            which = key_is(key, "sec-websocket-version", 21) ? F_VERSION : -1;
+            break;
+        case 22:
+            /* A subprotocol to negotiate: for the Python path. */
+            if (key_is(key, "sec-websocket-protocol", 22)) {
+                Py_RETURN_NONE;
+            }
+            which = -1;
+            break;
+        case 24:
+            /* Extensions to negotiate, if the server has any: for the Python path. */
+            if (extensions && key_is(key, "sec-websocket-extensions", 24)) {
+                Py_RETURN_NONE;
+            }
+            which = -1;
+            break;
+        default:
+            which = -1;
+        }
+        if (which >= 0) {
+            counts[which]++;
+            values[which] = PyTuple_GET_ITEM(field, 1);
+        }
+    }
+    for (i = 0; i < F_CHECKED; i++) {
+        if (counts[i] != 1) {
+            Py_RETURN_NONE; /* missing or repeated: the Python path says which */
+        }
+    }
+    if (PyUnicode_GET_LENGTH(values[F_HOST]) == 0 ||
+        !has_token(values[F_UPGRADE], "websocket", 9) ||
+        !has_token(values[F_CONNECTION], "upgrade", 7) || !is_key(values[F_KEY]) ||
+        !key_is(values[F_VERSION], "13", 2)) {
+        Py_RETURN_NONE;
+    }
+    accept_value(PyUnicode_1BYTE_DATA(values[F_KEY]), accept);
+    result = PyUnicode_New(ACCEPT_SIZE, 127);
+    if (result != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(result), accept, ACCEPT_SIZE);
+    }
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"set_exceptions", (PyCFunction)set_exceptions, METH_VARARGS,
      "set_exceptions(protocol_error, payload_too_big)\n\nThe classes parse_frame raises."},
@@ -913,6 +1162,9 @@ static PyMethodDef speedups_methods[] = {
      "parse_request(data, end, max_request_line, max_header_line, max_headers, "
      "max_headers_size) -> (path, fields, keys) | None\n\n"
      "The usual opening handshake request (see the module's documentation)."},
+    {"accept_upgrade", (PyCFunction)(void (*)(void))accept_upgrade, METH_FASTCALL,
+     "accept_upgrade(keys, fields, extensions) -> str | None\n\n"
+     "Sec-WebSocket-Accept for the usual upgrade request (see the module's documentation)."},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      "apply_mask(data, mask) -> bytes\n\nXOR data with the 4-byte mask repeated."},
     {"apply_mask_inplace", (PyCFunction)(void (*)(void))apply_mask_inplace,
@@ -926,7 +1178,7 @@ static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsharbor.protocol._speedups",
     "C accelerator for WebSocket masking, frame headers, payload buffers, UTF-8 validation and "
-    "the usual handshake request.",
+    "the usual handshake request and its checks.",
     -1,
     speedups_methods,
 };

@@ -16,6 +16,9 @@ def parse_request(
     max_headers: int,
     max_headers_size: int,
 ) -> tuple[str, list[tuple[str, str]], list[str]] | None: ...
+def accept_upgrade(
+    keys: list[str], fields: list[tuple[str, str]], extensions: bool
+) -> str | None: ...
 
 class PayloadBuffer:
     def __init__(self, size: int, spare: int = 0) -> None: ...

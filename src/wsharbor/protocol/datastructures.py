@@ -127,6 +127,16 @@ class Headers:
         headers._keys = keys
         return headers
 
+    @classmethod
+    def _packed(cls, text: str) -> Headers:
+        """Headers packed from the start: ``text`` as :meth:`compact` makes it, from
+        fields this library built and knows valid (no checks): the usual 101.
+        """
+        headers = cls.__new__(cls)
+        headers._list = cast(list[tuple[str, str]], text)
+        headers._keys = None
+        return headers
+
     # Packing.
 
     def compact(self) -> None:

@@ -81,6 +81,7 @@ from ..typing import ExtensionName, ExtensionParameter, Subprotocol
 from ..version import __version__
 from .datastructures import Headers, HeadersLike, check_field
 from .extensions import ClientExtensionFactory, Extension, ServerExtensionFactory
+from .frames import SPEEDUPS
 from .headers import (
     has_token,
     lowercase_items,
@@ -155,6 +156,22 @@ _SEC_WEBSOCKET_ACCEPT: Final = sys.intern("sec-websocket-accept")
 _SEC_WEBSOCKET_EXTENSIONS: Final = sys.intern("sec-websocket-extensions")
 _SEC_WEBSOCKET_PROTOCOL: Final = sys.intern("sec-websocket-protocol")
 _SERVER: Final = sys.intern("server")
+#: The fields of the usual 101 before Sec-WebSocket-Accept's value, packed
+#: (Headers.compact's text), in the order accept() lists them.
+_USUAL_101_FIELDS: Final = (
+    f"{_UPGRADE_FIELD[0]}: {_UPGRADE_FIELD[1]}\r\n"
+    f"{_CONNECTION_FIELD[0]}: {_CONNECTION_FIELD[1]}\r\n"
+    "Sec-WebSocket-Accept: "
+)
+
+#: The C checks of the usual upgrade request (``_speedups.accept_upgrade``), or None
+#: without the accelerator (:data:`.frames.SPEEDUPS` decides, as for the other C
+#: routines: ``WSHARBOR_NO_SPEEDUPS=1``, or not built).
+_accept_upgrade: Callable[[list[str], list[tuple[str, str]], bool], str | None] | None
+if SPEEDUPS:
+    from ._speedups import accept_upgrade as _accept_upgrade
+else:  # pragma: no cover - depends on the build
+    _accept_upgrade = None
 
 
 @dataclass(slots=True)
@@ -251,6 +268,25 @@ class ServerHandshake:
         extensions (400), subprotocol (400).
         """
         headers = request.headers
+        keys = headers._keys
+
+        # The usual request (one field each, no subprotocol, no extension to
+        # negotiate, no Origin check) in one pass in C: the same 101 as at the
+        # end, its fields born packed. Anything else, valid or not, is None there
+        # and is checked below, which raises the exact error.
+        if (
+            _accept_upgrade is not None
+            and keys is not None
+            and request.method == "GET"
+            and self.origins is None
+        ):
+            accept = _accept_upgrade(keys, headers._list, bool(self.extensions))
+            if accept is not None:
+                text = f"{_USUAL_101_FIELDS}{accept}\r\n"
+                if self._server_header is not None:
+                    text = f"{text}Server: {self._server_header}\r\n"
+                response = Response(101, "Switching Protocols", Headers._packed(text))
+                return Accepted(response, None, [])
 
         # 4.2.1 item 1: an HTTP/1.1 or higher GET request.
         if request.method != "GET":
