@@ -13,12 +13,13 @@ the scan costs time (see the comment on ``__slots__``).
 
 Fields a caller adds are checked (:func:`check_field`): a name must be a token, a
 value must hold no CR, LF or NUL and be ISO-8859-1, so that no value can inject a
-header or a response. Two constructors skip the checks, for the two places of this
+header or a response. Three constructors skip the checks, for the places of this
 package that already know the fields valid: ``Headers._from_parser`` (fields llhttp
-validated, :mod:`.http11`) and ``Headers._trusted`` (the 101 response
-:mod:`.handshake` builds from constants). :mod:`.handshake` reads fields by interned
+validated, :mod:`.http11`), ``Headers._trusted`` (the 101 response
+:mod:`.handshake` builds from constants) and ``Headers._packed`` (the same 101,
+packed from the start: see below). :mod:`.handshake` reads fields by interned
 lowercase names with ``Headers._get_all``, without lowercasing them again. These
-three are private to the ``wsharbor.protocol`` package.
+four are private to the ``wsharbor.protocol`` package.
 
 A server keeps the opening handshake's request and response for the whole life of
 the connection (``connection.request``, ``connection.response``), and their fields

@@ -39,7 +39,12 @@ reads the request's fields by interned lowercase names (``Headers._get_all``),
 recognizes the usual single-token ``Upgrade`` and ``Connection`` values before
 splitting lists (:func:`.headers.has_token`), decodes the key with
 ``binascii`` directly, and builds the 101 response from fields it knows valid
-without checking them again (``Headers._trusted``).
+without checking them again (``Headers._trusted``). With the C accelerator, the
+usual request (one field each, no subprotocol, no extension offer the server may
+take, no Origin check) is checked in one C call that also computes
+Sec-WebSocket-Accept (``_speedups.accept_upgrade``), and its 101 is built packed
+(``Headers._packed``); every other request, valid or not, goes through the checks
+in Python, which raise the exact error.
 
 Where the rest lives
 --------------------
