@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -518,6 +518,40 @@ async def test_process_request_that_raises_gives_500_and_error_log(
         assert b"Traceback" not in reply.raw
     errors = [r for r in caplog.records if r.name == "wsharbor.server" and r.levelno >= 40]
     assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert "secret-internal-detail" in str(errors[0].exc_info[1])
+
+
+@pytest.mark.parametrize("with_hook", [False, True], ids=["no-hook", "hook"])
+async def test_select_subprotocol_that_raises_gives_500_and_error_log(
+    with_hook: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without hooks the handshake is answered without its coroutine: the same 500.
+    def select(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+        raise RuntimeError("secret-internal-detail")
+
+    def passthrough(connection: ServerConnection, request: wsharbor.Request) -> None:
+        return None
+
+    caplog.set_level(logging.ERROR, logger="wsharbor.server")
+    async with wsharbor.serve(
+        echo,
+        HOST,
+        0,
+        select_subprotocol=select,
+        process_request=passthrough if with_hook else None,
+    ) as server:
+        port = port_of(server)
+        reply = await http_exchange(port, upgrade_request(port, Sec_WebSocket_Protocol="chat"))
+        assert reply.status == 500
+        assert b"opening handshake failed" in reply.raw
+        assert b"secret-internal-detail" not in reply.raw
+        # The server goes on.
+        async with wsharbor.connect(uri_of(server)) as ws:
+            await ws.send("still serving")
+            assert await wait(ws.recv()) == "still serving"
+    errors = [r for r in caplog.records if r.name == "wsharbor.server" and r.levelno >= 40]
+    assert [r.getMessage() for r in errors] == ["opening handshake failed"]
     assert errors[0].exc_info is not None
     assert "secret-internal-detail" in str(errors[0].exc_info[1])
 

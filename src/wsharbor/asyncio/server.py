@@ -25,7 +25,10 @@ server closes) → the 101 that opens the connection, or the HTTP response that
 ends it. It is a coroutine, run eagerly (:mod:`.eager`): when the hooks don't
 wait for anything, it runs to the end inside the ``data_received`` callback
 that completed the request, with no task; a hook that awaits makes it continue
-in a task. An HTTP response other than 101 ends with a lingering close: the
+in a task. Without hooks, the same steps run in that callback without a
+coroutine (``_check_request`` and ``_answer``, which the coroutine calls too).
+What ``select_subprotocol`` raises is logged ("opening handshake failed") and
+answered with a 500. An HTTP response other than 101 ends with a lingering close: the
 response is sent, then our side of TCP is shut down, and what the client still
 sends is read and dropped until it closes too (at most ``close_timeout``), so
 that the kernel doesn't answer unread input with a reset that could destroy the
@@ -255,13 +258,20 @@ class ServerConnection(Connection):
         self._pending = parser.leftover
         self._parser = None
         self.request = request
-        start_eagerly(self.handshake(request), self.loop, self.server._tasks)
+        server = self.server
+        if server.process_request is None and server.process_response is None:
+            # No hook that could wait: answered here, without a coroutine.
+            self._answer(*self._check_request(request))
+        else:
+            start_eagerly(self.handshake(request), self.loop, server._tasks)
 
     async def handshake(self, request: Request) -> None:
         """The server side of the opening handshake (RFC 6455 section 4.2), top to bottom.
 
         Runs eagerly (see the module docstring): with synchronous hooks, it
-        completes in the callback that received the request.
+        completes in the callback that received the request. Without hooks it
+        isn't used: that callback calls :meth:`_check_request` and
+        :meth:`_answer` itself.
         """
         server = self.server
         response: Response | None = None
@@ -277,18 +287,9 @@ class ServerConnection(Connection):
                         self.transport.pause_reading()  # keep pipelined bytes bounded
                     result = await result
                 response = _as_response(result, server.handshake.server_header)
-            # 2. Check the request and negotiate, or reject it; 3. the Server
-            # header is the handshake's (ServerHandshake.server_header).
+            # 2. and 3.: the checks (_check_request).
             if response is None:
-                try:
-                    accepted = server._negotiate(self, request)
-                except InvalidHandshake as exc:
-                    if self.options.logger.isEnabledFor(logging.DEBUG):
-                        self.logger.debug("! invalid handshake: %s", exc)
-                    response = server.handshake.reject(exc)
-                    rejected = True
-                else:
-                    response = accepted.response
+                response, accepted, rejected = self._check_request(request)
             # 4. process_response may replace the response.
             hook = "process_response"
             if server.process_response is not None:
@@ -303,6 +304,30 @@ class ServerConnection(Connection):
             self.logger.error("%s failed", hook, exc_info=exc)
             response, accepted = self.respond(500, f"{hook} failed"), None
         assert response is not None
+        self._answer(response, accepted, rejected)
+
+    def _check_request(self, request: Request) -> tuple[Response, Accepted | None, bool]:
+        """2. Check the request and negotiate, or reject it; 3. the Server header is
+        the handshake's (ServerHandshake.server_header).
+
+        Returns the response, what was negotiated (for a 101) and whether the
+        handshake was refused. What ``select_subprotocol`` (or an extension) raises
+        is logged and answered with a 500.
+        """
+        server = self.server
+        try:
+            accepted = server._negotiate(self, request)
+        except InvalidHandshake as exc:
+            if self.options.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug("! invalid handshake: %s", exc)
+            return server.handshake.reject(exc), None, True
+        except Exception as exc:
+            self.logger.error("opening handshake failed", exc_info=exc)
+            return self.respond(500, "opening handshake failed"), None, False
+        return accepted.response, accepted, False
+
+    def _answer(self, response: Response, accepted: Accepted | None, rejected: bool) -> None:
+        server = self.server
         # 5. The closing check: a server that started closing meanwhile takes
         # no new connection.
         if server.closing and response.status == 101:
