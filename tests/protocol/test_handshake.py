@@ -942,7 +942,7 @@ class TestResponse:
             ("Server", "edge/1"),
         )
         assert headers.items() == expected.items()
-        assert headers._keys == expected._keys
+        assert headers.packed  # built as a connection keeps it
         assert headers == expected
         for name in ("upgrade", "CONNECTION", "Sec-Websocket-Accept", "server"):
             assert name in headers
@@ -951,6 +951,7 @@ class TestResponse:
         # Still a Headers of its own: appending, deleting, other responses unchanged.
         headers["X"] = "1"
         del headers["Server"]
+        assert headers._keys == [*expected._keys[:4], "x"]
         again = ServerHandshake(server_header=None).accept(request).response.headers
         assert again.items() == expected.items()[:3]
         assert accepted.response.serialize() == (
@@ -1156,26 +1157,32 @@ needs_c_checks = pytest.mark.skipif(
     handshake._accept_upgrade is None, reason="the C accelerator isn't in use"
 )
 
-#: Servers whose handshake the C checks may take: no Origin check. The second has
-#: an extension to negotiate, so an offer sends the request to the Python checks.
+#: Servers with an Origin check, extensions and subprotocols, negotiated in Python
+#: after the C checks as after the Python ones.
 USUAL_SERVERS = [
     ServerHandshake(),
     ServerHandshake(extensions=[ServerPerMessageDeflateFactory()], server_header=None),
     ServerHandshake(subprotocols=["chat"], server_header="edge"),
+    ServerHandshake(origins=["http://example.com"], extensions=[FakeServerFactory()]),
 ]
 
-#: The usual request, as clients send it (no Origin, no subprotocol).
+#: The usual request, as a browser sends it (without Sec-WebSocket-Protocol).
 USUAL_REQUEST = changed(
-    RFC_REQUEST, {"Origin": [], "Sec-WebSocket-Protocol": [], "User-Agent": ["test"]}
+    RFC_REQUEST,
+    {
+        "Sec-WebSocket-Protocol": [],
+        "Sec-WebSocket-Extensions": ["permessage-deflate; client_max_window_bits"],
+        "User-Agent": ["test"],
+    },
 )
 
 
-def accept_in_c(request: Request, extensions: bool = False) -> str | None:
+def accept_in_c(request: Request) -> str | None:
     """``_speedups.accept_upgrade``'s answer for ``request`` (unpacked headers)."""
     assert handshake._accept_upgrade is not None
     headers = request.headers
     assert headers._keys is not None
-    return handshake._accept_upgrade(headers._keys, headers._list, extensions)
+    return handshake._accept_upgrade(headers._keys, headers._list)
 
 
 def outcome(server: ServerHandshake, request: Request, *, in_c: bool = True) -> object:
@@ -1194,33 +1201,15 @@ def outcome(server: ServerHandshake, request: Request, *, in_c: bool = True) -> 
     return (
         response.serialize(),
         response.headers.raw_items(),
-        response.headers,
         accepted.subprotocol,
         [type(extension) for extension in accepted.extensions],
     )
 
 
-def parsed(data: bytes) -> Request:
-    request = RequestParser().feed(data)
-    assert request is not None
-    return request
-
-
 @needs_c_checks
 class TestAcceptInC:
     def test_rfc_key(self) -> None:
-        request = make_request()
-        assert accept_in_c(request) == RFC_ACCEPT
-        accepted = ServerHandshake(server_header="edge").accept(request)
-        # Built packed, as _open() would pack it; read the same.
-        assert accepted.response.headers.packed
-        assert accepted.response.serialize() == (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n"
-            b"Server: edge\r\n\r\n"
-        )
-        assert accepted.response.headers["Sec-WebSocket-Accept"] == RFC_ACCEPT
-        assert (accepted.subprotocol, accepted.extensions) == (None, [])
+        assert accept_in_c(make_request()) == RFC_ACCEPT
 
     @given(st.binary(min_size=16, max_size=16))
     def test_sha1_and_base64_as_hashlib(self, raw: bytes) -> None:
@@ -1238,54 +1227,61 @@ class TestAcceptInC:
             make_request(Connection="upgrade,"),
             # Bits after the 16th byte: binascii's strict mode takes them too.
             make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA/=="),
-            make_request(Sec_WebSocket_Extensions="permessage-deflate"),  # no factory
-            make_request(Origin="http://example.com"),  # not checked
+            make_request(Sec_WebSocket_Extensions="permessage-deflate"),
+            make_request(Sec_WebSocket_Protocol="chat"),
+            make_request(Origin="http://example.com"),
+            make_request(Origin="http://example.org"),
             make_request(Host="h", User_Agent="x"),
         ],
     )
-    def test_taken_in_c_with_the_same_101(self, request_: Request) -> None:
+    @pytest.mark.parametrize("server", USUAL_SERVERS)
+    def test_taken_in_c_with_the_same_answer(
+        self, request_: Request, server: ServerHandshake
+    ) -> None:
         assert accept_in_c(request_) is not None
-        server = ServerHandshake()
         assert outcome(server, request_) == outcome(server, request_, in_c=False)
 
     @pytest.mark.parametrize(
-        ("request_", "extensions"),
+        "request_",
         [
             # Valid, but for the Python checks.
-            (make_request(Connection=["keep-alive", "upgrade"]), False),
-            (make_request(Upgrade=["websocket", "h2c"]), False),
-            (make_request(Sec_WebSocket_Protocol="chat"), False),
-            (make_request(Sec_WebSocket_Extensions="permessage-deflate"), True),
-            (make_request(Connection="Upgrade, \xe9"), False),  # not ASCII
+            make_request(Connection=["keep-alive", "upgrade"]),
+            make_request(Upgrade=["websocket", "h2c"]),
+            make_request(Connection="Upgrade, \xe9"),  # not ASCII
             # Invalid: the Python checks say why.
-            (make_request(remove=["Host"]), False),
-            (make_request(Host=""), False),
-            (make_request(Host=["a", "a"]), False),
-            (make_request(Upgrade="websockets"), False),
-            (make_request(Connection="keep-alive"), False),
-            (make_request(Connection="up grade"), False),
-            (make_request(Sec_WebSocket_Key=RFC_KEY[:-1]), False),
-            (make_request(Sec_WebSocket_Key=RFC_KEY + "="), False),
-            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA==="), False),
-            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA-=="), False),
-            (make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAAé=="), False),
-            (make_request(Sec_WebSocket_Key=[RFC_KEY, RFC_KEY]), False),
-            (make_request(Sec_WebSocket_Version="13 "), False),
-            (make_request(Sec_WebSocket_Version="8"), False),
-            (make_request(remove=["Sec-WebSocket-Version"]), False),
+            make_request(remove=["Host"]),
+            make_request(Host=""),
+            make_request(Host=["a", "a"]),
+            make_request(remove=["Upgrade"]),
+            make_request(Upgrade="websockets"),
+            make_request(Connection="keep-alive"),
+            make_request(Connection="up grade"),
+            make_request(Sec_WebSocket_Key=RFC_KEY[:-1]),
+            make_request(Sec_WebSocket_Key=RFC_KEY + "="),
+            make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA==="),
+            make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA-=="),
+            make_request(Sec_WebSocket_Key="AAAAAAAAAAAAAAAAAAAAA\xe9=="),
+            make_request(Sec_WebSocket_Key=[RFC_KEY, RFC_KEY]),
+            make_request(Sec_WebSocket_Version="13 "),
+            make_request(Sec_WebSocket_Version="8"),
+            make_request(remove=["Sec-WebSocket-Version"]),
         ],
     )
-    def test_left_to_python(self, request_: Request, extensions: bool) -> None:
-        assert accept_in_c(request_, extensions) is None
-        server = USUAL_SERVERS[1] if extensions else ServerHandshake()
+    @pytest.mark.parametrize("server", USUAL_SERVERS)
+    def test_left_to_python(self, request_: Request, server: ServerHandshake) -> None:
+        assert accept_in_c(request_) is None
         assert outcome(server, request_) == outcome(server, request_, in_c=False)
 
-    def test_not_for_packed_headers_or_origin_checks(self) -> None:
-        request = make_request()
-        request.headers.compact()
-        assert not ServerHandshake().accept(request).response.headers.packed
-        accepted = ServerHandshake(origins=[None]).accept(make_request())
-        assert not accepted.response.headers.packed
+    def test_not_for_other_methods_or_packed_headers(self) -> None:
+        request = make_request(method="POST")
+        assert accept_in_c(request) is not None  # the method is checked before
+        assert outcome(ServerHandshake(), request) == (
+            InvalidMethod,
+            "unsupported HTTP method: POST (expected GET)",
+        )
+        packed = make_request()
+        packed.headers.compact()
+        assert outcome(ServerHandshake(), packed) == outcome(ServerHandshake(), make_request())
 
     @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
     @given(replace=changes, server=st.sampled_from(USUAL_SERVERS))
@@ -1293,9 +1289,10 @@ class TestAcceptInC:
         self, replace: dict[str, list[str]], server: ServerHandshake
     ) -> None:
         try:
-            request = parsed(changed(USUAL_REQUEST, replace))
+            request = RequestParser().feed(changed(USUAL_REQUEST, replace))
         except InvalidHandshake:
             return  # refused by the HTTP parser
+        assert request is not None
         assert outcome(server, request) == outcome(server, request, in_c=False)
 
     def test_argument_errors(self) -> None:
@@ -1303,14 +1300,39 @@ class TestAcceptInC:
         assert accept_upgrade is not None
         fields = [("Host", "a")]
         with pytest.raises(TypeError):
-            accept_upgrade(("host",), fields, False)  # type: ignore[arg-type]
+            accept_upgrade(("host",), fields)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
-            accept_upgrade(["host"], [("Host", "a", "b")], False)  # type: ignore[list-item]
+            accept_upgrade(["host"], [("Host", "a", "b")])  # type: ignore[list-item]
         with pytest.raises(TypeError):
-            accept_upgrade(["host"], [("Host", b"a")], False)  # type: ignore[list-item]
+            accept_upgrade(["host"], [("Host", b"a")])  # type: ignore[list-item]
         with pytest.raises(TypeError):
-            accept_upgrade([b"host"], fields, False)  # type: ignore[list-item]
+            accept_upgrade([b"host"], fields)  # type: ignore[list-item]
         with pytest.raises(TypeError):
-            accept_upgrade(["host"], fields)  # type: ignore[call-arg]
+            accept_upgrade(["host"])  # type: ignore[call-arg]
         with pytest.raises(ValueError):
-            accept_upgrade(["host", "upgrade"], fields, False)
+            accept_upgrade(["host", "upgrade"], fields)
+
+
+@pytest.mark.parametrize(
+    ("server", "request_"),
+    [
+        (ServerHandshake(server_header="edge"), make_request()),
+        (
+            ServerHandshake(subprotocols=["chat"], extensions=[ServerPerMessageDeflateFactory()]),
+            make_request(
+                Sec_WebSocket_Protocol="chat", Sec_WebSocket_Extensions="permessage-deflate"
+            ),
+        ),
+    ],
+)
+def test_101_built_packed(server: ServerHandshake, request_: Request) -> None:
+    # As a connection keeps it (Headers.compact): read and serialized the same.
+    response = server.accept(request_).response
+    assert response.headers.packed
+    items = response.headers.raw_items()
+    assert [name for name, _ in items][:3] == ["Upgrade", "Connection", "Sec-WebSocket-Accept"]
+    unpacked = Headers(items)
+    assert response.headers == unpacked
+    assert response.serialize() == (
+        b"HTTP/1.1 101 Switching Protocols\r\n" + unpacked.serialize() + b"\r\n"
+    )

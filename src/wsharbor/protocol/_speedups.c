@@ -49,18 +49,18 @@
  *     one accepts and must return the same request for it (tests compare
  *     both).
  *
- * accept_upgrade(keys, fields, extensions) -> str | None
- *     The server's checks of the usual upgrade request in one pass over its
- *     fields (the ``_keys`` and ``_list`` of its Headers), and then its
- *     Sec-WebSocket-Accept value (SHA-1 and base64 here too): one Host, not
- *     empty; one Upgrade listing "websocket"; one Connection listing
- *     "upgrade" (any ASCII case, OWS around items); one Sec-WebSocket-Key of
- *     22 base64 characters and "=="; one Sec-WebSocket-Version, "13"; no
- *     Sec-WebSocket-Protocol, and no Sec-WebSocket-Extensions when
- *     ``extensions`` (the server has some to negotiate). Anything else is
- *     None, and ServerHandshake.accept checks it the general way, which
- *     raises the exact error: this path accepts a subset of what that one
- *     accepts and must answer the same for it (tests compare both).
+ * accept_upgrade(keys, fields) -> str | None
+ *     The server's checks of a GET upgrade request's fields, RFC 6455 section
+ *     4.2.1 items 2 to 6, in one pass over them (the ``_keys`` and ``_list``
+ *     of its Headers), and then its Sec-WebSocket-Accept value (SHA-1 and
+ *     base64 here too): one Host, not empty; one Upgrade listing "websocket";
+ *     one Connection listing "upgrade" (any ASCII case, OWS around items);
+ *     one Sec-WebSocket-Key of 22 base64 characters and "=="; one
+ *     Sec-WebSocket-Version, "13". Anything else is None, and
+ *     ServerHandshake.accept checks these items the general way, which raises
+ *     the exact error: this path accepts a subset of what that one accepts
+ *     and must answer the same for it (tests compare both). Origin,
+ *     extensions and the subprotocol are left to ServerHandshake.accept.
  *
  * Masking works 8 bytes at a time (16 with SSE2), which is memory-bound on
  * any modern CPU; the GIL is released for large inputs only (releasing it
@@ -916,8 +916,8 @@ error:
     return result;
 }
 
-/* accept_upgrade: the server's checks of RFC 6455 section 4.2.1 on the usual
- * request, and the Sec-WebSocket-Accept value (section 4.2.2, item 5.4). */
+/* accept_upgrade: the server's checks of RFC 6455 section 4.2.1, items 2 to 6, on
+ * the usual request, and the Sec-WebSocket-Accept value (section 4.2.2, item 5.4). */
 
 /* SHA-1 (FIPS 180-4 section 6.1) of one 64-byte block into h. */
 static void
@@ -1067,21 +1067,16 @@ accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *keys, *fields, *values[F_CHECKED] = {NULL}, *result;
     Py_ssize_t n, i;
-    int extensions, counts[F_CHECKED] = {0};
+    int counts[F_CHECKED] = {0};
     char accept[ACCEPT_SIZE];
 
-    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError,
-                        "accept_upgrade(keys: list[str], fields: list[tuple[str, str]], "
-                        "extensions: bool)");
+                        "accept_upgrade(keys: list[str], fields: list[tuple[str, str]])");
         return NULL;
     }
     keys = args[0];
     fields = args[1];
-    extensions = PyObject_IsTrue(args[2]);
-    if (extensions < 0) {
-        return NULL;
-    }
     n = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(fields) != n) {
         PyErr_SetString(PyExc_ValueError, "keys and fields differ in length");
@@ -1110,20 +1105,6 @@ accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         case 21:
             which = key_is(key, "sec-websocket-version", 21) ? F_VERSION : -1;
-            break;
-        case 22:
-            /* A subprotocol to negotiate: for the Python path. */
-            if (key_is(key, "sec-websocket-protocol", 22)) {
-                Py_RETURN_NONE;
-            }
-            which = -1;
-            break;
-        case 24:
-            /* Extensions to negotiate, if the server has any: for the Python path. */
-            if (extensions && key_is(key, "sec-websocket-extensions", 24)) {
-                Py_RETURN_NONE;
-            }
-            which = -1;
             break;
         default:
             which = -1;
@@ -1163,7 +1144,7 @@ static PyMethodDef speedups_methods[] = {
      "max_headers_size) -> (path, fields, keys) | None\n\n"
      "The usual opening handshake request (see the module's documentation)."},
     {"accept_upgrade", (PyCFunction)(void (*)(void))accept_upgrade, METH_FASTCALL,
-     "accept_upgrade(keys, fields, extensions) -> str | None\n\n"
+     "accept_upgrade(keys, fields) -> str | None\n\n"
      "Sec-WebSocket-Accept for the usual upgrade request (see the module's documentation)."},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      "apply_mask(data, mask) -> bytes\n\nXOR data with the 4-byte mask repeated."},

@@ -15,11 +15,12 @@ Fields a caller adds are checked (:func:`check_field`): a name must be a token, 
 value must hold no CR, LF or NUL and be ISO-8859-1, so that no value can inject a
 header or a response. Three constructors skip the checks, for the places of this
 package that already know the fields valid: ``Headers._from_parser`` (fields llhttp
-validated, :mod:`.http11`), ``Headers._trusted`` (the 101 response
-:mod:`.handshake` builds from constants) and ``Headers._packed`` (the same 101,
-packed from the start: see below). :mod:`.handshake` reads fields by interned
-lowercase names with ``Headers._get_all``, without lowercasing them again. These
-four are private to the ``wsharbor.protocol`` package.
+validated, :mod:`.http11`), ``Headers._trusted`` (fields and their lowercase names
+the parsers of :mod:`.http11` made) and ``Headers._packed`` (the 101 response
+:mod:`.handshake` builds, packed from the start: see below). :mod:`.handshake`
+reads fields by interned lowercase names with ``Headers._get_all``, without
+lowercasing them again. These four are private to the ``wsharbor.protocol``
+package.
 
 A server keeps the opening handshake's request and response for the whole life of
 the connection (``connection.request``, ``connection.response``), and their fields
@@ -121,7 +122,7 @@ class Headers:
     @classmethod
     def _trusted(cls, fields: list[tuple[str, str]], keys: list[str]) -> Headers:
         """Headers from fields this library built and knows valid, with their interned
-        lowercase names (no checks): the 101 response. Both lists are taken over.
+        lowercase names (no checks): the HTTP parsers'. Both lists are taken over.
         """
         headers = cls.__new__(cls)
         headers._list = fields
@@ -131,7 +132,7 @@ class Headers:
     @classmethod
     def _packed(cls, text: str) -> Headers:
         """Headers packed from the start: ``text`` as :meth:`compact` makes it, from
-        fields this library built and knows valid (no checks): the usual 101.
+        fields this library built and knows valid (no checks): the 101 response.
         """
         headers = cls.__new__(cls)
         headers._list = cast(list[tuple[str, str]], text)

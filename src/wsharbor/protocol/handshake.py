@@ -39,12 +39,12 @@ reads the request's fields by interned lowercase names (``Headers._get_all``),
 recognizes the usual single-token ``Upgrade`` and ``Connection`` values before
 splitting lists (:func:`.headers.has_token`), decodes the key with
 ``binascii`` directly, and builds the 101 response from fields it knows valid
-without checking them again (``Headers._trusted``). With the C accelerator, the
-usual request (one field each, no subprotocol, no extension offer the server may
-take, no Origin check) is checked in one C call that also computes
-Sec-WebSocket-Accept (``_speedups.accept_upgrade``), and its 101 is built packed
-(``Headers._packed``); every other request, valid or not, goes through the checks
-in Python, which raise the exact error.
+without checking them again, packed as a connection keeps them
+(``Headers._packed``). With the C accelerator, the checks of the usual request
+(items 1 to 6 of section 4.2.1, one field each) take one C call that also computes
+Sec-WebSocket-Accept (``_speedups.accept_upgrade``); every other request, valid or
+not, goes through these checks in Python, which raise the exact error. Origin,
+extensions and the subprotocol are negotiated in Python either way.
 
 Where the rest lives
 --------------------
@@ -147,32 +147,23 @@ def accept_key(key: str) -> str:
     return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
-# Names of the fields of the upgrade request and of the 101 response, interned
-# lowercase as in Headers._keys.
+# Names of the fields of the upgrade request, interned lowercase as in Headers._keys.
 _HOST: Final = sys.intern("host")
 _SEC_WEBSOCKET_KEY: Final = sys.intern("sec-websocket-key")
 _SEC_WEBSOCKET_VERSION: Final = sys.intern("sec-websocket-version")
 _ORIGIN: Final = sys.intern("origin")
-_UPGRADE_FIELD: Final = ("Upgrade", "websocket")
-_CONNECTION_FIELD: Final = ("Connection", "Upgrade")
 _UPGRADE: Final = sys.intern("upgrade")
 _CONNECTION: Final = sys.intern("connection")
-_SEC_WEBSOCKET_ACCEPT: Final = sys.intern("sec-websocket-accept")
 _SEC_WEBSOCKET_EXTENSIONS: Final = sys.intern("sec-websocket-extensions")
 _SEC_WEBSOCKET_PROTOCOL: Final = sys.intern("sec-websocket-protocol")
-_SERVER: Final = sys.intern("server")
-#: The fields of the usual 101 before Sec-WebSocket-Accept's value, packed
-#: (Headers.compact's text), in the order accept() lists them.
-_USUAL_101_FIELDS: Final = (
-    f"{_UPGRADE_FIELD[0]}: {_UPGRADE_FIELD[1]}\r\n"
-    f"{_CONNECTION_FIELD[0]}: {_CONNECTION_FIELD[1]}\r\n"
-    "Sec-WebSocket-Accept: "
-)
+#: The first fields of every 101, packed (Headers.compact's text), up to
+#: Sec-WebSocket-Accept's value.
+_101_FIELDS: Final = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
 
 #: The C checks of the usual upgrade request (``_speedups.accept_upgrade``), or None
 #: without the accelerator (:data:`.frames.SPEEDUPS` decides, as for the other C
 #: routines: ``WSHARBOR_NO_SPEEDUPS=1``, or not built).
-_accept_upgrade: Callable[[list[str], list[tuple[str, str]], bool], str | None] | None
+_accept_upgrade: Callable[[list[str], list[tuple[str, str]]], str | None] | None
 if SPEEDUPS:
     from ._speedups import accept_upgrade as _accept_upgrade
 else:  # pragma: no cover - depends on the build
@@ -274,24 +265,52 @@ class ServerHandshake:
         """
         headers = request.headers
         keys = headers._keys
+        # Items 1 to 6 of the usual request (one field each) in one pass in C, with
+        # Sec-WebSocket-Accept; anything else, valid or not, is None there and is
+        # checked in Python, which raises the exact error.
+        accept = None
+        if _accept_upgrade is not None and keys is not None and request.method == "GET":
+            accept = _accept_upgrade(keys, headers._list)
+        if accept is None:
+            accept = accept_key(self._check_upgrade(request))
 
-        # The usual request (one field each, no subprotocol, no extension to
-        # negotiate, no Origin check) in one pass in C: the same 101 as at the
-        # end, its fields born packed. Anything else, valid or not, is None there
-        # and is checked below, which raises the exact error.
-        if (
-            _accept_upgrade is not None
-            and keys is not None
-            and request.method == "GET"
-            and self.origins is None
-        ):
-            accept = _accept_upgrade(keys, headers._list, bool(self.extensions))
-            if accept is not None:
-                text = f"{_USUAL_101_FIELDS}{accept}\r\n"
-                if self._server_header is not None:
-                    text = f"{text}Server: {self._server_header}\r\n"
-                response = Response(101, "Switching Protocols", Headers._packed(text))
-                return Accepted(response, None, [])
+        # 4.2.1 item 7 and 10.2: Origin, when the server checks it.
+        if self.origins is not None:
+            origins = headers._get_all(_ORIGIN)
+            if len(origins) > 1:
+                raise InvalidHeader("Origin", ", ".join(origins), "more than one")
+            origin = origins[0] if origins else None
+            if origin not in self._exact_origins and (
+                origin is None
+                or not any(pattern.fullmatch(origin) for pattern in self._origin_patterns)
+            ):
+                raise InvalidOrigin(origin)
+
+        # 4.2.1 item 9 and 9.1: extensions.
+        extensions, extension_header = self._negotiate_extensions(headers)
+
+        # 4.2.1 item 8 and 4.2.2 item 5.4: subprotocol.
+        subprotocol = self._negotiate_subprotocol(headers)
+
+        # 4.2.2 item 5: the 101 response, its fields packed (Headers.compact's
+        # text: a connection keeps them so). Every field but the subprotocol is
+        # known valid: constant, base64, tokens (serialize_extension_header checks
+        # them) or checked when set (server_header); the subprotocol, which may
+        # come from select_subprotocol, is checked.
+        text = f"{_101_FIELDS}{accept}\r\n"
+        if extension_header:
+            text += f"Sec-WebSocket-Extensions: {serialize_extension_header(extension_header)}\r\n"
+        if subprotocol is not None:
+            check_field("Sec-WebSocket-Protocol", subprotocol)  # as headers[...] = checks
+            text += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+        if self._server_header is not None:
+            text += f"Server: {self._server_header}\r\n"
+        response = Response(101, "Switching Protocols", Headers._packed(text))
+        return Accepted(response, subprotocol, extensions)
+
+    def _check_upgrade(self, request: Request) -> str:
+        """Items 1 to 6 of RFC 6455 section 4.2.1, in Python: the Sec-WebSocket-Key."""
+        headers = request.headers
 
         # 4.2.1 item 1: an HTTP/1.1 or higher GET request.
         if request.method != "GET":
@@ -342,46 +361,7 @@ class ServerHandshake:
             raise InvalidVersion("Sec-WebSocket-Version")
         if versions != ["13"]:
             raise InvalidVersion("Sec-WebSocket-Version", ", ".join(versions), "expected 13")
-
-        # 4.2.1 item 7 and 10.2: Origin, when the server checks it.
-        if self.origins is not None:
-            origins = headers._get_all(_ORIGIN)
-            if len(origins) > 1:
-                raise InvalidHeader("Origin", ", ".join(origins), "more than one")
-            origin = origins[0] if origins else None
-            if origin not in self._exact_origins and (
-                origin is None
-                or not any(pattern.fullmatch(origin) for pattern in self._origin_patterns)
-            ):
-                raise InvalidOrigin(origin)
-
-        # 4.2.1 item 9 and 9.1: extensions.
-        extensions, extension_header = self._negotiate_extensions(headers)
-
-        # 4.2.1 item 8 and 4.2.2 item 5.4: subprotocol.
-        subprotocol = self._negotiate_subprotocol(headers)
-
-        # 4.2.2 item 5: the 101 response. Every field but the subprotocol is known
-        # valid: constant, base64, tokens (serialize_extension_header checks them)
-        # or checked when set (server_header); the subprotocol, which may come from
-        # select_subprotocol, is checked.
-        fields = [_UPGRADE_FIELD, _CONNECTION_FIELD, ("Sec-WebSocket-Accept", accept_key(key))]
-        names = [_UPGRADE, _CONNECTION, _SEC_WEBSOCKET_ACCEPT]
-        if extension_header:
-            fields.append(
-                ("Sec-WebSocket-Extensions", serialize_extension_header(extension_header))
-            )
-            names.append(_SEC_WEBSOCKET_EXTENSIONS)
-        if subprotocol is not None:
-            check_field("Sec-WebSocket-Protocol", subprotocol)  # as headers[...] = checks
-            fields.append(("Sec-WebSocket-Protocol", subprotocol))
-            names.append(_SEC_WEBSOCKET_PROTOCOL)
-        server_header = self._server_header
-        if server_header is not None:
-            fields.append(("Server", server_header))
-            names.append(_SERVER)
-        response = Response(101, "Switching Protocols", Headers._trusted(fields, names))
-        return Accepted(response, subprotocol, extensions)
+        return key
 
     def _negotiate_extensions(
         self, headers: Headers
