@@ -327,6 +327,8 @@ class ServerConnection(Connection):
         return accepted.response, accepted, False
 
     def _answer(self, response: Response, accepted: Accepted | None, rejected: bool) -> None:
+        """Send the handshake's answer: the 101 opens the connection, anything else
+        ends it (5. and 6.)."""
         server = self.server
         # 5. The closing check: a server that started closing meanwhile takes
         # no new connection.
