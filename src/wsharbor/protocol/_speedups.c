@@ -1062,13 +1062,24 @@ is_key(PyObject *value)
 
 enum { F_HOST, F_UPGRADE, F_CONNECTION, F_KEY, F_VERSION, F_CHECKED };
 
+/* The lowercase names of the checked fields, by their index above. */
+static const struct {
+    const char *name;
+    Py_ssize_t len;
+} CHECKED_FIELDS[F_CHECKED] = {
+    {"host", 4},
+    {"upgrade", 7},
+    {"connection", 10},
+    {"sec-websocket-key", 17},
+    {"sec-websocket-version", 21},
+};
+
 static PyObject *
 accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *keys, *fields, *values[F_CHECKED] = {NULL}, *result;
     Py_ssize_t n, i;
     int counts[F_CHECKED] = {0};
-    char accept[ACCEPT_SIZE];
 
     if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError,
@@ -1090,28 +1101,12 @@ accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "keys must be str, fields (str, str) tuples");
             return NULL;
         }
-        switch (PyUnicode_GET_LENGTH(key)) {
-        case 4:
-            which = key_is(key, "host", 4) ? F_HOST : -1;
-            break;
-        case 7:
-            which = key_is(key, "upgrade", 7) ? F_UPGRADE : -1;
-            break;
-        case 10:
-            which = key_is(key, "connection", 10) ? F_CONNECTION : -1;
-            break;
-        case 17:
-            which = key_is(key, "sec-websocket-key", 17) ? F_KEY : -1;
-            break;
-        case 21:
-            which = key_is(key, "sec-websocket-version", 21) ? F_VERSION : -1;
-            break;
-        default:
-            which = -1;
-        }
-        if (which >= 0) {
-            counts[which]++;
-            values[which] = PyTuple_GET_ITEM(field, 1);
+        for (which = 0; which < F_CHECKED; which++) {
+            if (key_is(key, CHECKED_FIELDS[which].name, CHECKED_FIELDS[which].len)) {
+                counts[which]++;
+                values[which] = PyTuple_GET_ITEM(field, 1);
+                break;
+            }
         }
     }
     for (i = 0; i < F_CHECKED; i++) {
@@ -1125,10 +1120,9 @@ accept_upgrade(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         !key_is(values[F_VERSION], "13", 2)) {
         Py_RETURN_NONE;
     }
-    accept_value(PyUnicode_1BYTE_DATA(values[F_KEY]), accept);
     result = PyUnicode_New(ACCEPT_SIZE, 127);
     if (result != NULL) {
-        memcpy(PyUnicode_1BYTE_DATA(result), accept, ACCEPT_SIZE);
+        accept_value(PyUnicode_1BYTE_DATA(values[F_KEY]), (char *)PyUnicode_1BYTE_DATA(result));
     }
     return result;
 }
